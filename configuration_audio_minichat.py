@@ -1,0 +1,241 @@
+"""Configuration of AudioMiniChat: a speech encoder, a downsampling projector and a frozen causal LLM.
+
+The one place that decides how many LLM embeddings a clip of audio yields is :class:`AudioLayout`
+(built from the config by :meth:`AudioMiniChatConfig.audio_layout`).  The processor uses it to expand
+each ``<|audio|>`` placeholder and the model produces exactly that many embeddings; a test checks both.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.models.auto import CONFIG_MAPPING
+
+DOWNSAMPLE_METHODS = ("pool", "stack", "ctc_pool")
+PROJECTOR_TYPES = ("linear", "mlp")
+
+# How each encoder family turns samples into frames.  Keyed by ``audio_config.model_type``: this is a
+# table of facts about architectures, read once here, not a branch on a checkpoint name.
+#   "mel":  log-mel frontend (hop ``mel_hop_length``) then the convolutions listed in ``convs``
+#           (kernel, stride, padding) and a positional table of ``max_source_positions`` frames.
+#   "conv": raw-waveform convolutional frontend described by ``conv_kernel`` / ``conv_stride``.
+ENCODER_FRONTENDS = {
+    "whisper": "mel",
+    "hubert": "conv",
+    "wav2vec2": "conv",
+    "wavlm": "conv",
+    "data2vec-audio": "conv",
+}
+WHISPER_CONVS = ((3, 1, 1), (3, 2, 1))
+
+
+@dataclass(frozen=True)
+class AudioLayout:
+    """Pure arithmetic from a clip's sample count to its number of LLM embeddings.
+
+    A clip is split into ``ceil(n / window_samples)`` windows of nearly equal length (no tiny tail
+    window), each window is encoded on its own, the encoder frames of all windows of the clip are
+    concatenated, and the downsampler turns ``F`` frames into the embedding count below.
+    """
+
+    sampling_rate: int
+    window_samples: int
+    min_samples: int
+    frontend: str  # "mel" or "conv"
+    mel_hop_length: int = 160
+    convs: tuple = ()  # ((kernel, stride, padding), ...) applied after the frontend / as the frontend
+    samples_per_frame: int = 320
+    downsample: str = "pool"
+    pool_kernel: int = 8
+    pool_stride: int = 4
+    stack_factor: int = 4
+
+    # ---- windows -------------------------------------------------------------------------------
+    def split_windows(self, num_samples: int) -> list[tuple[int, int]]:
+        """(start, end) sample ranges of the encoder windows of a clip of ``num_samples`` samples."""
+        n = max(int(num_samples), self.min_samples)
+        k = max(1, math.ceil(n / self.window_samples))
+        base, extra = divmod(n, k)
+        bounds, start = [], 0
+        for i in range(k):
+            end = start + base + (1 if i < extra else 0)
+            bounds.append((start, end))
+            start = end
+        return bounds
+
+    # ---- frames ----------------------------------------------------------------------------------
+    def feature_frames(self, window_samples: int) -> int:
+        """Frames the feature extractor yields for one window (mel frames or raw samples)."""
+        if self.frontend == "mel":
+            return window_samples // self.mel_hop_length
+        return window_samples
+
+    def encoder_frames(self, window_samples: int) -> int:
+        """Encoder output frames for one window."""
+        length = self.feature_frames(window_samples)
+        for kernel, stride, padding in self.convs:
+            length = (length + 2 * padding - kernel) // stride + 1
+        return max(length, 0)
+
+    def clip_frames(self, num_samples: int) -> int:
+        return sum(self.encoder_frames(e - s) for s, e in self.split_windows(num_samples))
+
+    # ---- embeddings ------------------------------------------------------------------------------
+    def downsampled_length(self, frames: int, num_spans: int | None = None) -> int:
+        if self.downsample == "pool":
+            return math.ceil(max(frames - self.pool_kernel, 0) / self.pool_stride) + 1
+        if self.downsample == "stack":
+            return math.ceil(frames / self.stack_factor)
+        if self.downsample == "ctc_pool":
+            if num_spans is None or num_spans < 1:
+                raise ValueError("downsample='ctc_pool' needs at least one frame span per clip (audio_spans).")
+            return int(num_spans)
+        raise ValueError(f"Unknown downsample method {self.downsample!r}; expected one of {DOWNSAMPLE_METHODS}.")
+
+    def num_embeddings(self, num_samples: int, num_spans: int | None = None) -> int:
+        """THE number of LLM embeddings (placeholder tokens) for a clip of ``num_samples`` samples."""
+        return self.downsampled_length(self.clip_frames(num_samples), num_spans)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["convs"] = [list(c) for c in self.convs]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "AudioLayout":
+        d = dict(d)
+        d["convs"] = tuple(tuple(c) for c in d.get("convs", ()))
+        return cls(**d)
+
+
+class AudioMiniChatConfig(PreTrainedConfig):
+    r"""Configuration of :class:`AudioMiniChatForConditionalGeneration`.
+
+    Args:
+        audio_config: config (or dict) of the speech encoder: Whisper, HuBERT, wav2vec2 (WavLM and
+            data2vec-audio work the same way). Defaults to a Whisper encoder config.
+        text_config: config (or dict) of any Llama-family causal LM. Defaults to a Llama config.
+        downsample: ``"pool"`` (average pool, the paper's default), ``"stack"`` (concatenate
+            ``stack_factor`` frames) or ``"ctc_pool"`` (mean over given frame spans, e.g. CTC words).
+        pool_kernel, pool_stride: average-pool kernel and stride in encoder frames (paper: 8 and 4).
+        stack_factor: frames concatenated per embedding for ``downsample="stack"``.
+        projector_type: ``"linear"`` (the paper) or ``"mlp"`` (linear-GELU-linear).
+        projector_hidden_size: hidden width of the MLP projector (defaults to the LLM hidden size).
+        audio_token: the placeholder token written in prompts where audio goes.
+        audio_token_id: its id in the (extended) tokenizer; it may lie outside the LLM vocabulary.
+        encoder_window_seconds: longest audio the encoder sees at once; longer clips are split into
+            windows whose embeddings are concatenated. Defaults to the encoder's limit (30 s for
+            Whisper) or 30 s for waveform encoders.
+        min_audio_seconds: shorter (non-empty) clips are zero-padded to this length.
+        mel_hop_length: hop of the log-mel frontend (Whisper: 160 samples).
+        sampling_rate: audio sampling rate the encoder expects.
+        encoder_forward_batch: at most this many windows go through the encoder in one forward.
+    """
+
+    model_type = "audio_minichat"
+    sub_configs = {"audio_config": AutoConfig, "text_config": AutoConfig}
+
+    def __init__(
+        self,
+        audio_config=None,
+        text_config=None,
+        downsample: str = "pool",
+        pool_kernel: int = 8,
+        pool_stride: int = 4,
+        stack_factor: int = 4,
+        projector_type: str = "linear",
+        projector_hidden_size: int | None = None,
+        audio_token: str = "<|audio|>",
+        audio_token_id: int | None = None,
+        encoder_window_seconds: float | None = None,
+        min_audio_seconds: float = 0.1,
+        mel_hop_length: int = 160,
+        sampling_rate: int = 16000,
+        encoder_forward_batch: int = 8,
+        **kwargs,
+    ):
+        if isinstance(audio_config, dict):
+            audio_config = CONFIG_MAPPING[audio_config.get("model_type", "whisper")](**audio_config)
+        elif audio_config is None:
+            audio_config = CONFIG_MAPPING["whisper"]()
+        if isinstance(text_config, dict):
+            text_config = CONFIG_MAPPING[text_config.get("model_type", "llama")](**text_config)
+        elif text_config is None:
+            text_config = CONFIG_MAPPING["llama"]()
+        if audio_config.model_type not in ENCODER_FRONTENDS:
+            raise ValueError(
+                f"Unsupported audio encoder model_type {audio_config.model_type!r}; supported: {sorted(ENCODER_FRONTENDS)}."
+            )
+        if downsample not in DOWNSAMPLE_METHODS:
+            raise ValueError(f"downsample must be one of {DOWNSAMPLE_METHODS}, got {downsample!r}.")
+        if projector_type not in PROJECTOR_TYPES:
+            raise ValueError(f"projector_type must be one of {PROJECTOR_TYPES}, got {projector_type!r}.")
+        if min(pool_kernel, pool_stride, stack_factor) < 1:
+            raise ValueError("pool_kernel, pool_stride and stack_factor must be positive integers.")
+        self.audio_config = audio_config
+        self.text_config = text_config
+        self.downsample = downsample
+        self.pool_kernel = int(pool_kernel)
+        self.pool_stride = int(pool_stride)
+        self.stack_factor = int(stack_factor)
+        self.projector_type = projector_type
+        self.projector_hidden_size = projector_hidden_size
+        self.audio_token = audio_token
+        self.audio_token_id = audio_token_id
+        self.encoder_window_seconds = encoder_window_seconds
+        self.min_audio_seconds = float(min_audio_seconds)
+        self.mel_hop_length = int(mel_hop_length)
+        self.sampling_rate = int(sampling_rate)
+        self.encoder_forward_batch = int(encoder_forward_batch)
+        super().__init__(**kwargs)
+
+    # ---- derived facts ---------------------------------------------------------------------------
+    @property
+    def encoder_frontend(self) -> str:
+        return ENCODER_FRONTENDS[self.audio_config.model_type]
+
+    @property
+    def encoder_hidden_size(self) -> int:
+        return self.audio_config.hidden_size
+
+    def audio_layout(self) -> AudioLayout:
+        """The sample -> frame -> embedding arithmetic of this model (see :class:`AudioLayout`)."""
+        sr = self.sampling_rate
+        if self.encoder_frontend == "mel":
+            convs = WHISPER_CONVS
+            stride_total = math.prod(s for _, s, _ in convs)
+            max_frames = self.audio_config.max_source_positions * stride_total
+            limit = max_frames * self.mel_hop_length
+            samples_per_frame = self.mel_hop_length * stride_total
+        else:
+            convs = tuple(
+                (int(k), int(s), 0) for k, s in zip(self.audio_config.conv_kernel, self.audio_config.conv_stride)
+            )
+            limit = None
+            samples_per_frame = math.prod(s for _, s, _ in convs)
+        window = int(round((self.encoder_window_seconds or 30.0) * sr))
+        if limit is not None:
+            window = min(window, limit)
+        min_samples = max(int(round(self.min_audio_seconds * sr)), samples_per_frame + 400)
+        return AudioLayout(
+            sampling_rate=sr,
+            window_samples=window,
+            min_samples=min_samples,
+            frontend=self.encoder_frontend,
+            mel_hop_length=self.mel_hop_length,
+            convs=convs,
+            samples_per_frame=samples_per_frame,
+            downsample=self.downsample,
+            pool_kernel=self.pool_kernel,
+            pool_stride=self.pool_stride,
+            stack_factor=self.stack_factor,
+        )
+
+    def projector_input_size(self) -> int:
+        factor = self.stack_factor if self.downsample == "stack" else 1
+        return self.encoder_hidden_size * factor
+
+
+__all__ = ["AudioMiniChatConfig", "AudioLayout"]

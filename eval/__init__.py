@@ -1,0 +1,1 @@
+"""Spoken summarization benchmark."""

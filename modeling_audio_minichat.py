@@ -1,0 +1,311 @@
+"""AudioMiniChat: speech encoder -> downsampler -> projector -> embeddings in a frozen causal LLM's prompt.
+
+The model follows Kang & Roy (Interspeech 2024): audio frames from a speech encoder (Whisper, HuBERT,
+wav2vec2) are downsampled (average pool, stacking or pooling over given spans), projected to the LLM's
+embedding size and written into the positions of the ``<|audio|>`` placeholder tokens of a chat prompt.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import AutoModel, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
+from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+from .configuration_audio_minichat import AudioMiniChatConfig
+from .pipeline_audio_minichat import PIPELINE_TASK, AudioMiniChatPipeline, register_pipeline
+
+AUDIO_INPUT_NAMES = ("input_features", "input_features_mask", "audio_window_clip", "audio_spans")
+
+# Encoder module per frontend kind ("mel" encoders are built as their bare encoder stack).
+MEL_ENCODER_CLASSES = {"whisper": WhisperEncoder}
+
+
+def span_means(frames: torch.Tensor, lengths: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
+    """Mean of ``frames[c, starts[c, j]:ends[c, j]]`` for every clip ``c`` and span ``j``.
+
+    ``frames`` is (clips, frames, dim) with valid frames first; spans are clipped to each clip's
+    ``lengths`` and never empty. Uses prefix sums, so it is exact for any padding.
+    """
+    clips, _, dim = frames.shape
+    zero = frames.new_zeros(clips, 1, dim)
+    prefix = torch.cat([zero, frames.float().cumsum(dim=1)], dim=1)  # (C, F+1, D)
+    limit = lengths.view(-1, 1)
+    starts = torch.minimum(starts.clamp(min=0), limit - 1)
+    ends = torch.minimum(torch.maximum(ends, starts + 1), limit)
+    gather = lambda idx: prefix.gather(1, idx.unsqueeze(-1).expand(-1, -1, dim))  # noqa: E731
+    sums = gather(ends) - gather(starts)
+    return (sums / (ends - starts).unsqueeze(-1).to(sums.dtype)).to(frames.dtype)
+
+
+class AudioProjector(nn.Module):
+    """Downsample encoder frames (pool / stack / ctc_pool) and project them to the LLM embedding size."""
+
+    def __init__(self, config: AudioMiniChatConfig):
+        super().__init__()
+        self.layout = config.audio_layout()
+        in_dim = config.projector_input_size()
+        out_dim = config.text_config.hidden_size
+        if config.projector_type == "linear":
+            self.net = nn.Sequential(nn.Linear(in_dim, out_dim))
+        else:
+            hidden = config.projector_hidden_size or out_dim
+            self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim))
+
+    def downsample(self, frames: torch.Tensor, lengths: torch.Tensor, spans: torch.Tensor | None) -> tuple:
+        """(clips, frames, dim) + valid lengths -> (clips, n, dim') and the valid count per clip."""
+        layout = self.layout
+        counts = [layout.downsampled_length(int(n), None if spans is None else int((spans[i, :, 0] >= 0).sum()))
+                  for i, n in enumerate(lengths.tolist())]
+        most = max(counts)
+        index = torch.arange(most, device=frames.device).unsqueeze(0)
+        if layout.downsample == "stack":
+            k = layout.stack_factor
+            padded = nn.functional.pad(frames, (0, 0, 0, most * k - frames.shape[1])) if most * k > frames.shape[1] else frames[:, : most * k]
+            return padded.reshape(frames.shape[0], most, k * frames.shape[2]), counts
+        if layout.downsample == "pool":
+            starts = (index * layout.pool_stride).expand(frames.shape[0], -1)
+            ends = starts + layout.pool_kernel
+        else:  # ctc_pool
+            starts, ends = spans[:, :most, 0], spans[:, :most, 1]
+        return span_means(frames, lengths, starts, ends), counts
+
+    def forward(self, frames: torch.Tensor, lengths: torch.Tensor, spans: torch.Tensor | None = None) -> list[torch.Tensor]:
+        pooled, counts = self.downsample(frames, lengths, spans)
+        projected = self.net(pooled.to(self.net[0].weight.dtype))
+        return [projected[i, :n] for i, n in enumerate(counts)]
+
+
+class AudioMiniChatPreTrainedModel(PreTrainedModel):
+    config_class = AudioMiniChatConfig
+    base_model_prefix = ""
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    _no_split_modules = ["LlamaDecoderLayer", "WhisperEncoderLayer", "HubertEncoderLayer", "Wav2Vec2EncoderLayer"]
+
+    def _init_weights(self, module):
+        if isinstance(module, nn.Linear) and isinstance(getattr(self, "projector", None), AudioProjector) and any(
+            module is m for m in self.projector.modules()
+        ):
+            std = getattr(self.config.text_config, "initializer_range", 0.02)
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+
+class AudioMiniChatForConditionalGeneration(AudioMiniChatPreTrainedModel, GenerationMixin):
+    """Speech encoder + projector + causal LLM. ``forward`` returns the LLM's output (plus ``loss`` from ``labels``)."""
+
+    _audio_input_names = AUDIO_INPUT_NAMES
+
+    def __init__(self, config: AudioMiniChatConfig):
+        super().__init__(config)
+        audio_config = config.audio_config
+        if config.encoder_frontend == "mel":
+            self.audio_encoder = MEL_ENCODER_CLASSES[audio_config.model_type](audio_config)
+        else:
+            self.audio_encoder = AutoModel.from_config(audio_config)
+        self.projector = AudioProjector(config)
+        self.language_model = AutoModelForCausalLM.from_config(config.text_config)
+        self.post_init()
+
+    # ---- embeddings access (for generate / resizing / peft) ----------------------------------------
+    def get_input_embeddings(self):
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value):
+        self.language_model.set_input_embeddings(value)
+
+    def get_output_embeddings(self):
+        return self.language_model.get_output_embeddings()
+
+    def set_output_embeddings(self, value):
+        self.language_model.set_output_embeddings(value)
+
+    # ---- audio ------------------------------------------------------------------------------------
+    def _encode_windows(self, features: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder frames for a batch of padded windows: (windows, frames, dim) and valid frame counts."""
+        layout = self.projector.layout
+        sample_lengths = mask.sum(-1)
+        frame_lengths = torch.tensor(
+            [layout.encoder_frames(int(n) * (layout.mel_hop_length if layout.frontend == "mel" else 1))
+             for n in sample_lengths.tolist()],
+            device=features.device,
+        )
+        dtype = next(self.audio_encoder.parameters()).dtype
+        if self.config.encoder_frontend == "mel":
+            return self._encode_mel(features.to(dtype), mask.to(dtype), frame_lengths), frame_lengths
+        norm = getattr(self.config.audio_config, "feat_extract_norm", "layer")
+        if norm == "group":
+            # Group norm spans time: padding would change the result, so such encoders see each window alone.
+            outs = [
+                self.audio_encoder(features[i : i + 1, : int(n)].to(dtype)).last_hidden_state[0]
+                for i, n in enumerate(sample_lengths.tolist())
+            ]
+            longest = max(o.shape[0] for o in outs)
+            hidden = torch.stack([nn.functional.pad(o, (0, 0, 0, longest - o.shape[0])) for o in outs])
+        else:
+            hidden = self.audio_encoder(features.to(dtype), attention_mask=mask.long()).last_hidden_state
+        return hidden, frame_lengths
+
+    def _encode_mel(self, features: torch.Tensor, mask: torch.Tensor, frame_lengths: torch.Tensor) -> torch.Tensor:
+        """Whisper-style encoder on windows of any length up to its positional table (no 30 s padding)."""
+        enc = self.audio_encoder
+        hidden = nn.functional.gelu(enc.conv1(features)) * mask.unsqueeze(1)  # zero past each window's end
+        hidden = nn.functional.gelu(enc.conv2(hidden)).permute(0, 2, 1)
+        frames = hidden.shape[1]
+        if frames > enc.embed_positions.weight.shape[0]:
+            raise ValueError(f"An encoder window has {frames} frames; this encoder accepts at most {enc.embed_positions.weight.shape[0]}.")
+        hidden = hidden + enc.embed_positions.weight[:frames].to(hidden.dtype)
+        hidden = nn.functional.dropout(hidden, p=enc.config.dropout, training=self.training)
+        valid = torch.arange(frames, device=hidden.device).unsqueeze(0) < frame_lengths.unsqueeze(1)
+        attn = torch.zeros(valid.shape, dtype=hidden.dtype, device=hidden.device)
+        attn = attn.masked_fill(~valid, torch.finfo(hidden.dtype).min)[:, None, None, :].expand(-1, 1, frames, -1)
+        for layer in enc.layers:
+            out = layer(hidden, attn)
+            hidden = out[0] if isinstance(out, tuple) else out
+        return enc.layer_norm(hidden)
+
+    def get_audio_features(
+        self,
+        input_features: torch.Tensor,
+        input_features_mask: torch.Tensor,
+        audio_window_clip: torch.Tensor,
+        audio_spans: torch.Tensor | None = None,
+    ) -> list[torch.Tensor]:
+        """Per-clip LLM-space embeddings, in clip order; clip ``c`` gets ``layout.num_embeddings`` rows."""
+        step = max(1, self.config.encoder_forward_batch)
+        hidden_parts, length_parts = [], []
+        for i in range(0, input_features.shape[0], step):
+            h, n = self._encode_windows(input_features[i : i + step], input_features_mask[i : i + step])
+            hidden_parts.extend(h[j, : int(n[j])] for j in range(h.shape[0]))
+            length_parts.append(n)
+        clip_ids = audio_window_clip.tolist()
+        num_clips = max(clip_ids) + 1
+        per_clip = [torch.cat([hidden_parts[w] for w, c in enumerate(clip_ids) if c == k]) for k in range(num_clips)]
+        lengths = torch.tensor([p.shape[0] for p in per_clip], device=input_features.device)
+        frames = nn.utils.rnn.pad_sequence(per_clip, batch_first=True)
+        return self.projector(frames, lengths, audio_spans)
+
+    def embed_inputs(
+        self,
+        input_ids: torch.LongTensor,
+        input_features: torch.Tensor | None = None,
+        input_features_mask: torch.Tensor | None = None,
+        audio_window_clip: torch.Tensor | None = None,
+        audio_spans: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Token embeddings with each run of audio placeholders replaced by its clip's embeddings."""
+        placeholder = input_ids == self.config.audio_token_id
+        embeds = self.get_input_embeddings()(input_ids.masked_fill(placeholder, 0))
+        n_placeholders = int(placeholder.sum())
+        if input_features is None:
+            if n_placeholders:
+                raise ValueError(f"input_ids hold {n_placeholders} audio placeholder tokens but no audio features were given.")
+            return embeds
+        if input_features_mask is None or audio_window_clip is None:
+            raise ValueError("input_features need input_features_mask and audio_window_clip (use AudioMiniChatProcessor).")
+        audio = torch.cat(self.get_audio_features(input_features, input_features_mask, audio_window_clip, audio_spans))
+        if audio.shape[0] != n_placeholders:
+            raise ValueError(
+                f"The prompt holds {n_placeholders} audio placeholder tokens but the audio yields {audio.shape[0]} "
+                "embeddings; build inputs with the processor of this model (same audio layout)."
+            )
+        return embeds.masked_scatter(placeholder.unsqueeze(-1), audio.to(embeds.dtype))
+
+    # ---- forward / generate -------------------------------------------------------------------------
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        input_features: torch.Tensor | None = None,
+        input_features_mask: torch.Tensor | None = None,
+        audio_window_clip: torch.Tensor | None = None,
+        audio_spans: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        **kwargs,
+    ):
+        if inputs_embeds is None:
+            if input_ids is None:
+                raise ValueError("Pass input_ids (from AudioMiniChatProcessor) or inputs_embeds.")
+            inputs_embeds = self.embed_inputs(input_ids, input_features, input_features_mask, audio_window_clip, audio_spans)
+        num_items_in_batch = kwargs.pop("num_items_in_batch", None)
+        context = getattr(self.config.text_config, "max_position_embeddings", None)
+        if context is not None and attention_mask is not None and attention_mask.shape[-1] > context:
+            raise ValueError(
+                f"The sequence is {attention_mask.shape[-1]} tokens long but the LLM's context is {context} tokens."
+            )
+        if attention_mask is not None and kwargs.get("position_ids") is None and attention_mask.ndim == 2:
+            # Positions count real tokens only, so a left-padded row sees the same positions as alone.
+            positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+            kwargs["position_ids"] = positions[:, -inputs_embeds.shape[1] :]
+        outputs = self.language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs)
+        if labels is not None:
+            outputs.loss = self.loss_function(
+                logits=outputs.logits,
+                labels=labels,
+                vocab_size=self.config.text_config.vocab_size,
+                num_items_in_batch=num_items_in_batch,
+            )
+        return outputs
+
+    def prepare_inputs_for_generation(self, *args, is_first_iteration: bool | None = False, **kwargs):
+        """Audio goes in with the prompt only: later decoding steps reuse the KV cache, so audio is encoded once."""
+        audio = {name: kwargs.pop(name, None) for name in self._audio_input_names}
+        model_inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
+        first = is_first_iteration or not kwargs.get("use_cache", True)
+        for name, value in audio.items():
+            model_inputs[name] = value if first else None
+        return model_inputs
+
+    # ---- construction from pretrained parts ----------------------------------------------------------
+    @classmethod
+    def from_components(
+        cls,
+        language_model: PreTrainedModel,
+        audio_encoder: PreTrainedModel,
+        audio_token_id: int,
+        **config_kwargs,
+    ) -> "AudioMiniChatForConditionalGeneration":
+        """Assemble a model around an existing LLM and encoder (their weights are kept, not copied).
+
+        ``audio_encoder`` may be a full ASR model (e.g. ``WhisperForConditionalGeneration`` or
+        ``HubertForCTC``): its bare encoder is used. The projector is freshly initialised.
+        """
+        encoder = audio_encoder
+        if hasattr(encoder, "get_encoder"):  # encoder-decoder ASR models (Whisper)
+            encoder = encoder.get_encoder()
+        elif getattr(encoder, "base_model", None) is not None and encoder.base_model is not encoder:
+            encoder = encoder.base_model  # CTC heads (HuBERT / wav2vec2)
+        config = AudioMiniChatConfig(
+            audio_config=encoder.config.to_dict(),
+            text_config=language_model.config.to_dict(),
+            audio_token_id=audio_token_id,
+            **config_kwargs,
+        )
+        with torch.device("meta"):
+            model = cls(config)
+        model.audio_encoder = encoder
+        model.language_model = language_model
+        model.projector = AudioProjector(config)
+        model.projector.apply(model._init_weights)
+        model.generation_config = language_model.generation_config
+        return model
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        # Record the pipeline so that `pipeline(model=dir, trust_remote_code=True)` finds it.
+        self.config.custom_pipelines = {
+            PIPELINE_TASK: {"impl": "pipeline_audio_minichat.AudioMiniChatPipeline", "pt": ["AutoModel"], "tf": [], "type": "multimodal"}
+        }
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+
+AudioMiniChatConfig.register_for_auto_class()
+AudioMiniChatForConditionalGeneration.register_for_auto_class("AutoModel")
+register_pipeline(AudioMiniChatPipeline)
+
+__all__ = ["AudioMiniChatForConditionalGeneration", "AudioMiniChatPreTrainedModel", "AudioProjector", "span_means"]

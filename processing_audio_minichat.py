@@ -1,0 +1,405 @@
+"""Processor of AudioMiniChat: audio loading, feature extraction and chat prompts with audio placeholders.
+
+One place decides each thing:
+- the prompt format is :meth:`AudioMiniChatProcessor.build_prompt` (the tokenizer's chat template, or a
+  MiniChat-style template the processor supplies when the tokenizer has none);
+- the number of ``<|audio|>`` tokens a clip gets is ``AudioLayout.num_embeddings`` (configuration module);
+- the text version of an audio prompt (the distillation teacher's input) is the same prompt with each
+  placeholder replaced by its transcript (:meth:`AudioMiniChatProcessor.build_prompt` with ``transcripts``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from transformers import BatchFeature, ProcessorMixin
+
+from .configuration_audio_minichat import AudioLayout
+
+# MiniChat-3B's format: "<s> [|User|] {prompt} </s>[|Assistant|] {response}</s>"; given to tokenizers with no template.
+MINICHAT_CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{{ message['content'] }}\n"
+    "{% elif message['role'] == 'user' %}[|User|] {{ message['content'] }}</s>"
+    "{% else %}[|Assistant|] {{ message['content'] }}</s>{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}[|Assistant|]{% endif %}"
+)
+
+AUDIO_FILE_HINT = "expected a WAV/FLAC/OGG file readable by soundfile"
+
+
+class AudioInputError(ValueError):
+    """Audio that cannot be used (empty, not finite, unreadable, wrong shape)."""
+
+
+def _describe(source) -> str:
+    return f"file {source!r}" if isinstance(source, (str, os.PathLike)) else "array"
+
+
+def load_audio(audio, sampling_rate: int | None = None, target_rate: int = 16000, name: str = "audio") -> np.ndarray:
+    """Return ``audio`` as a finite float32 mono array at ``target_rate``.
+
+    Accepts a file path (read with soundfile), a float or integer numpy array / torch tensor (int16 is
+    scaled by 1/32768, other ints by their range), mono or multi-channel (down-mixed by averaging),
+    a ``{"array", "sampling_rate"}`` dict (the ``datasets`` Audio format), at any sample rate
+    (resampled with torchaudio). Raises :class:`AudioInputError` naming the problem.
+    """
+    source = audio
+    if isinstance(audio, dict):
+        if "array" not in audio:
+            raise AudioInputError(f"{name}: a dict audio input needs an 'array' key (and 'sampling_rate').")
+        sampling_rate = audio.get("sampling_rate", sampling_rate)
+        audio = audio["array"]
+    if isinstance(audio, (str, os.PathLike)):
+        import soundfile as sf
+
+        path = os.fspath(audio)
+        if not os.path.exists(path):
+            raise AudioInputError(f"{name}: audio file {path!r} does not exist.")
+        try:
+            data, sampling_rate = sf.read(path, dtype="float32", always_2d=True)
+        except Exception as exc:  # soundfile raises several types for non-audio data
+            raise AudioInputError(f"{name}: cannot read audio file {path!r} ({AUDIO_FILE_HINT}): {exc}") from None
+        audio = data
+    if isinstance(audio, torch.Tensor):
+        audio = audio.detach().cpu().numpy()
+    if isinstance(audio, (list, tuple)):
+        audio = np.asarray(audio)
+    if not isinstance(audio, np.ndarray):
+        raise AudioInputError(f"{name}: unsupported audio type {type(audio).__name__}; expected a path, array or tensor.")
+    if sampling_rate is None:
+        raise AudioInputError(f"{name}: an audio array needs its sampling_rate.")
+    if audio.dtype.kind in "iu":
+        info = np.iinfo(audio.dtype)
+        scale = 32768.0 if audio.dtype == np.int16 else float(max(abs(info.min), info.max))
+        offset = 0.0 if audio.dtype.kind == "i" else (info.max + 1) / 2
+        audio = (audio.astype(np.float64) - offset) / scale
+    elif audio.dtype.kind != "f":
+        raise AudioInputError(f"{name}: audio dtype {audio.dtype} is not numeric.")
+    if audio.ndim == 2:
+        # (samples, channels) as soundfile returns, or (channels, samples) as torchaudio does.
+        channel_axis = 1 if audio.shape[1] <= audio.shape[0] else 0
+        audio = audio.mean(axis=channel_axis)
+    elif audio.ndim != 1:
+        raise AudioInputError(f"{name}: audio must be 1-D (mono) or 2-D (multi-channel); got shape {audio.shape}.")
+    if audio.size == 0:
+        raise AudioInputError(f"{name}: the audio ({_describe(source)}) is empty (0 samples).")
+    finite = np.isfinite(audio)
+    if not finite.all():
+        bad = int((~finite).sum())
+        raise AudioInputError(
+            f"{name}: the audio ({_describe(source)}) has {bad} of {audio.size} samples that are NaN or infinite."
+        )
+    audio = audio.astype(np.float32, copy=False)
+    if int(sampling_rate) != target_rate:
+        import torchaudio.functional as AF
+
+        audio = AF.resample(torch.from_numpy(np.ascontiguousarray(audio)), int(sampling_rate), target_rate).numpy()
+    return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+class AudioMiniChatProcessor(ProcessorMixin):
+    r"""Feature extractor + tokenizer for AudioMiniChat.
+
+    Args:
+        feature_extractor: ``WhisperFeatureExtractor`` (mel encoders) or ``Wav2Vec2FeatureExtractor``.
+        tokenizer: the LLM's tokenizer; the audio token is added to it if missing.
+        chat_template: prompt template; defaults to the tokenizer's, or MiniChat's format if it has none.
+        audio_token: the placeholder written where audio goes.
+        audio_layout: ``AudioLayout.to_dict()`` of the model (``config.audio_layout()``); decides how
+            many placeholder tokens each clip gets.
+        max_context_length: the LLM's context length; longer prompts raise a clear error.
+    """
+
+    def __init__(
+        self,
+        feature_extractor=None,
+        tokenizer=None,
+        chat_template=None,
+        audio_token: str = "<|audio|>",
+        audio_layout: dict | None = None,
+        max_context_length: int | None = None,
+    ):
+        if tokenizer is None or feature_extractor is None:
+            raise ValueError("AudioMiniChatProcessor needs both a feature_extractor and a tokenizer.")
+        if audio_layout is None:
+            raise ValueError("AudioMiniChatProcessor needs audio_layout (config.audio_layout().to_dict()).")
+        if audio_token not in tokenizer.get_vocab():
+            tokenizer.add_tokens([audio_token], special_tokens=True)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.audio_token = audio_token
+        self.audio_token_id = tokenizer.convert_tokens_to_ids(audio_token)
+        self.audio_layout = dict(audio_layout)
+        self.layout = AudioLayout.from_dict(self.audio_layout)
+        self.max_context_length = max_context_length
+        if chat_template is None:
+            chat_template = getattr(tokenizer, "chat_template", None) or MINICHAT_CHAT_TEMPLATE
+        super().__init__(feature_extractor, tokenizer, chat_template=chat_template)
+
+    @classmethod
+    def from_config(cls, config, feature_extractor, tokenizer, chat_template=None) -> "AudioMiniChatProcessor":
+        """The processor that matches ``config`` (an ``AudioMiniChatConfig``): same audio layout and token."""
+        return cls(
+            feature_extractor,
+            tokenizer,
+            chat_template=chat_template,
+            audio_token=config.audio_token,
+            audio_layout=config.audio_layout().to_dict(),
+            max_context_length=getattr(config.text_config, "max_position_embeddings", None),
+        )
+
+    # ------------------------------------------------------------------------------------------------
+    # prompts
+    # ------------------------------------------------------------------------------------------------
+    def build_prompt(
+        self,
+        content: str | list[dict],
+        transcripts: Sequence[str] | None = None,
+        system: str | None = None,
+    ) -> str:
+        """Render a prompt with the chat template.
+
+        ``content`` is the user turn (a string that may contain ``<|audio|>`` placeholders, or a list of
+        ``{"type": "text"|"audio"}`` parts) or a whole list of chat messages. With ``transcripts`` each
+        placeholder is replaced, in order, by its transcript: the text version of the same prompt, for
+        the distillation teacher and the ``text`` mode.
+        """
+        if isinstance(content, str) or (content and isinstance(content[0], dict) and "role" not in content[0]):
+            messages = [{"role": "user", "content": content}]
+        else:
+            messages = [dict(m) for m in content]
+        if system is not None and messages[0]["role"] != "system":
+            messages.insert(0, {"role": "system", "content": system})
+        for message in messages:
+            message["content"] = self._flatten_content(message["content"])
+        prompt = self.tokenizer.apply_chat_template(
+            messages, chat_template=self.chat_template, tokenize=False, add_generation_prompt=True
+        )
+        if transcripts is not None:
+            prompt = self.fill_placeholders(prompt, transcripts)
+        return prompt
+
+    def _flatten_content(self, content) -> str:
+        if isinstance(content, str):
+            return content
+        parts = []
+        for part in content:
+            kind = part.get("type", "text")
+            if kind == "audio":
+                parts.append(self.audio_token)
+            elif kind == "text":
+                parts.append(part["text"])
+            else:
+                raise ValueError(f"Unsupported content part type {kind!r}; expected 'text' or 'audio'.")
+        return "\n".join(parts)
+
+    def fill_placeholders(self, prompt: str, transcripts: Sequence[str]) -> str:
+        """Replace the audio placeholders of ``prompt``, in order, with ``transcripts``."""
+        pieces = prompt.split(self.audio_token)
+        if len(pieces) - 1 != len(transcripts):
+            raise ValueError(
+                f"The prompt has {len(pieces) - 1} {self.audio_token} placeholder(s) but {len(transcripts)} transcript(s) were given."
+            )
+        out = [pieces[0]]
+        for transcript, piece in zip(transcripts, pieces[1:]):
+            out.extend([transcript.strip(), piece])
+        return "".join(out)
+
+    # ------------------------------------------------------------------------------------------------
+    # audio
+    # ------------------------------------------------------------------------------------------------
+    def num_audio_tokens(self, num_samples: int, num_spans: int | None = None) -> int:
+        """Placeholder tokens for a clip of ``num_samples`` samples (at the model's sampling rate)."""
+        return self.layout.num_embeddings(num_samples, num_spans)
+
+    def _features(self, clips: list[np.ndarray]) -> dict:
+        """Encoder inputs for every window of every clip, padded to the longest window."""
+        rate = self.layout.sampling_rate
+        windows, owners = [], []
+        for clip_index, clip in enumerate(clips):
+            if clip.shape[0] < self.layout.min_samples:
+                clip = np.pad(clip, (0, self.layout.min_samples - clip.shape[0]))
+            for start, end in self.layout.split_windows(clip.shape[0]):
+                windows.append(clip[start:end])
+                owners.append(clip_index)
+        feats = []
+        for window in windows:
+            out = self.feature_extractor(
+                window, sampling_rate=rate, padding="longest", return_attention_mask=False, return_tensors="np"
+            )
+            key = "input_features" if "input_features" in out else "input_values"
+            array = out[key][0]
+            expected = self.layout.feature_frames(window.shape[0])
+            if array.shape[-1] != expected:
+                raise RuntimeError(
+                    f"Feature extractor gave {array.shape[-1]} frames for {window.shape[0]} samples; the layout expects {expected}."
+                )
+            feats.append(array)
+        longest = max(f.shape[-1] for f in feats)
+        padded = np.zeros((len(feats),) + feats[0].shape[:-1] + (longest,), dtype=np.float32)
+        mask = np.zeros((len(feats), longest), dtype=np.int64)
+        for i, f in enumerate(feats):
+            padded[i, ..., : f.shape[-1]] = f
+            mask[i, : f.shape[-1]] = 1
+        return {
+            "input_features": torch.from_numpy(padded),
+            "input_features_mask": torch.from_numpy(mask),
+            "audio_window_clip": torch.tensor(owners, dtype=torch.long),
+        }
+
+    # ------------------------------------------------------------------------------------------------
+    # call
+    # ------------------------------------------------------------------------------------------------
+    def __call__(
+        self,
+        text: str | list[str] | None = None,
+        audio=None,
+        sampling_rate: int | None = None,
+        audio_spans: list | None = None,
+        responses: str | list[str] | None = None,
+        padding_side: str | None = None,
+        return_tensors: str = "pt",
+        **kwargs,
+    ) -> BatchFeature:
+        """Tokenize prompts (already rendered by :meth:`build_prompt`) and prepare their audio.
+
+        Args:
+            text: prompt string(s), each with as many ``<|audio|>`` placeholders as it has clips.
+            audio: the clips in placeholder order: a flat list for the whole batch (or one clip).
+                Each is a path, an array/tensor (with ``sampling_rate``) or a ``datasets`` audio dict.
+            audio_spans: for ``downsample="ctc_pool"``: per clip, a list of ``(start_s, end_s)`` spans
+                in seconds (e.g. CTC word spans); each span becomes one embedding.
+            responses: assistant responses for training; adds ``labels`` (-100 outside the response).
+            padding_side: ``"left"`` (default, for generation) or ``"right"`` (default with responses).
+        """
+        if kwargs:
+            raise TypeError(f"Unexpected argument(s) {sorted(kwargs)} for AudioMiniChatProcessor.")
+        if text is None:
+            raise ValueError("AudioMiniChatProcessor needs `text`: prompt(s) built with build_prompt().")
+        texts = [text] if isinstance(text, str) else list(text)
+        if responses is not None:
+            responses = [responses] if isinstance(responses, str) else list(responses)
+            if len(responses) != len(texts):
+                raise ValueError(f"Got {len(texts)} prompts but {len(responses)} responses.")
+        if padding_side is None:
+            padding_side = "right" if responses is not None else "left"
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}.")
+
+        if audio is None:
+            clips_in = []
+        elif isinstance(audio, (list, tuple)) and not (audio and isinstance(audio[0], (int, float, np.number))):
+            clips_in = list(audio)
+        else:
+            clips_in = [audio]
+        counts = [t.count(self.audio_token) for t in texts]
+        if sum(counts) != len(clips_in):
+            detail = ", ".join(f"prompt {i}: {c}" for i, c in enumerate(counts))
+            raise ValueError(
+                f"The prompts contain {sum(counts)} {self.audio_token} placeholder(s) ({detail}) but {len(clips_in)} "
+                f"audio clip(s) were given; pass one clip per placeholder, in order."
+            )
+        clips = [
+            load_audio(c, sampling_rate, self.layout.sampling_rate, name=f"audio clip {i}") for i, c in enumerate(clips_in)
+        ]
+        if audio_spans is not None and len(audio_spans) != len(clips):
+            raise ValueError(f"Got {len(clips)} audio clips but spans for {len(audio_spans)}.")
+        if self.layout.downsample == "ctc_pool" and clips and audio_spans is None:
+            raise ValueError("This model pools over frame spans (downsample='ctc_pool'): pass audio_spans.")
+
+        n_tokens = [
+            self.num_audio_tokens(c.shape[0], len(audio_spans[i]) if audio_spans is not None else None)
+            for i, c in enumerate(clips)
+        ]
+        sequences, label_masks, clip_iter = [], [], iter(n_tokens)
+        for row, prompt in enumerate(texts):
+            pieces = prompt.split(self.audio_token)
+            expanded = pieces[0] + "".join(self.audio_token * next(clip_iter) + p for p in pieces[1:])
+            ids = self.tokenizer(expanded, add_special_tokens=False)["input_ids"]
+            is_response = [0] * len(ids)
+            if responses is not None:
+                resp_ids = self.tokenizer(self._response_suffix(responses[row]), add_special_tokens=False)["input_ids"]
+                ids = ids + resp_ids
+                is_response += [1] * len(resp_ids)
+            if self.max_context_length is not None and len(ids) > self.max_context_length:
+                raise ValueError(
+                    f"Prompt {row} is {len(ids)} tokens long (audio included) but the LLM's context is "
+                    f"{self.max_context_length} tokens; shorten the audio or the text."
+                )
+            sequences.append(ids)
+            label_masks.append(is_response)
+
+        longest = max(len(s) for s in sequences)
+        pad_id = self.tokenizer.pad_token_id
+        input_ids = torch.full((len(sequences), longest), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(sequences), longest), dtype=torch.long)
+        labels = torch.full((len(sequences), longest), -100, dtype=torch.long)
+        for i, (ids, resp) in enumerate(zip(sequences, label_masks)):
+            sl = slice(longest - len(ids), longest) if padding_side == "left" else slice(0, len(ids))
+            input_ids[i, sl] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[i, sl] = 1
+            resp_t = torch.tensor(resp, dtype=torch.bool)
+            labels[i, sl] = torch.where(resp_t, torch.tensor(ids, dtype=torch.long), torch.tensor(-100))
+        data = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if responses is not None:
+            data["labels"] = labels
+        if clips:
+            data.update(self._features(clips))
+            if audio_spans is not None:
+                data["audio_spans"] = self._span_tensor(audio_spans)
+        return BatchFeature(data=data, tensor_type=return_tensors)
+
+    def _response_suffix(self, response: str) -> str:
+        """What the chat template writes after the generation prompt for an assistant turn ``response``."""
+        probe = [{"role": "user", "content": "x"}]
+        with_gen = self.tokenizer.apply_chat_template(
+            probe, chat_template=self.chat_template, tokenize=False, add_generation_prompt=True
+        )
+        full = self.tokenizer.apply_chat_template(
+            probe + [{"role": "assistant", "content": response}],
+            chat_template=self.chat_template,
+            tokenize=False,
+            add_generation_prompt=False,
+        )
+        if not full.startswith(with_gen):
+            raise ValueError("The chat template does not render a response as a continuation of the generation prompt.")
+        # Whitespace the template writes after the end-of-turn marker is not part of the response.
+        return full[len(with_gen) :].rstrip()
+
+    def _span_tensor(self, audio_spans) -> torch.Tensor:
+        """Spans in seconds -> (clips, max_spans, 2) encoder-frame indices, padded with -1."""
+        spf = self.layout.samples_per_frame / self.layout.sampling_rate
+        longest = max(len(s) for s in audio_spans)
+        out = torch.full((len(audio_spans), longest, 2), -1, dtype=torch.long)
+        for i, spans in enumerate(audio_spans):
+            if len(spans) == 0:
+                raise ValueError(f"audio_spans[{i}] is empty; each clip needs at least one span.")
+            for j, (start, end) in enumerate(spans):
+                if not (0 <= start < end):
+                    raise ValueError(f"audio_spans[{i}][{j}] = ({start}, {end}) is not a valid (start, end) in seconds.")
+                first = int(math.floor(start / spf))
+                out[i, j, 0] = first
+                out[i, j, 1] = max(first + 1, int(math.ceil(end / spf)))
+        return out
+
+    def batch_decode(self, *args, **kwargs):
+        return self.tokenizer.batch_decode(*args, **kwargs)
+
+    def decode(self, *args, **kwargs):
+        return self.tokenizer.decode(*args, **kwargs)
+
+    @property
+    def model_input_names(self):
+        return ["input_ids", "attention_mask", "input_features", "input_features_mask", "audio_window_clip", "audio_spans"]
+
+
+AudioMiniChatProcessor.register_for_auto_class("AutoProcessor")
+
+__all__ = ["AudioMiniChatProcessor", "load_audio", "AudioInputError", "MINICHAT_CHAT_TEMPLATE"]

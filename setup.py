@@ -1,0 +1,45 @@
+"""Packaging for audio-minichat.
+
+The repository root *is* the package: the top-level modules
+(``configuration_audio_minichat.py``, ``processing_audio_minichat.py``,
+``modeling_audio_minichat.py``, ...) install as ``audio_minichat.*`` and the
+``eval/`` folder as ``audio_minichat.eval``.
+"""
+from setuptools import setup
+
+INSTALL_REQUIRES = [
+    "torch==2.11.0",
+    "torchaudio==2.11.0",
+    "transformers==5.24.0",
+    "accelerate==1.15.0",
+    "datasets==5.2.0",
+    "evaluate==0.4.6",
+    "peft==0.21.2",
+    "gguf==0.19.0",
+    "soundfile==0.14.0",
+    "rouge-score==0.1.2",
+    "safetensors>=0.4",
+    "tokenizers>=0.21",
+    "numpy>=1.26,<2.5",
+    "pyyaml>=6",
+    "tqdm>=4.66",
+    "tensorboard>=2.15",
+    "matplotlib>=3.8",
+]
+
+setup(
+    name="audio-minichat",
+    version="0.1.0",
+    description="A direct speech interface for frozen instruction-tuned LLMs (Kang & Roy, Interspeech 2024), HF-native.",
+    long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    package_dir={"audio_minichat": ".", "audio_minichat.eval": "eval"},
+    packages=["audio_minichat", "audio_minichat.eval"],
+    install_requires=INSTALL_REQUIRES,
+    extras_require={
+        "test": ["pytest>=8", "ctranslate2==4.8.5"],
+    },
+    entry_points={"console_scripts": ["audio-minichat=audio_minichat.cli:main"]},
+)

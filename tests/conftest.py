@@ -1,0 +1,96 @@
+"""Shared fixtures: tiny random models built in code and an in-memory tokenizer (offline, CPU, seconds)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import (
+    HubertConfig,
+    LlamaConfig,
+    PreTrainedTokenizerFast,
+    Wav2Vec2Config,
+    Wav2Vec2FeatureExtractor,
+    WhisperConfig,
+    WhisperFeatureExtractor,
+)
+
+from audio_minichat import AudioMiniChatConfig, AudioMiniChatForConditionalGeneration, AudioMiniChatProcessor
+
+WORDS = (
+    "the a of to and in is it you that he was for on are with as i his they be at one have this from or had by "
+    "hot word but what some we can out other were all there when up use your how said an each she which do their "
+    "time if will way about many then them write would like so these her long make thing see him two has look more "
+    "day could go come did number sound no most people my over know water than call first who may down side been "
+    "summarize speech following article sentence short summary hello world"
+).split()
+CHATML = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def make_tokenizer(chat_template: str | None = CHATML) -> PreTrainedTokenizerFast:
+    specials = ["<unk>", "<|im_start|>", "<|im_end|>", "<pad>", "<s>", "</s>"]
+    vocab = {tok: i for i, tok in enumerate(specials + sorted(set(WORDS)) + list(".,:;!?"))}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=backend, unk_token="<unk>", pad_token="<pad>", bos_token="<s>", eos_token="<|im_end|>"
+    )
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    if chat_template is not None:
+        tok.chat_template = chat_template
+    return tok
+
+
+def encoder_config(kind: str):
+    if kind == "whisper":
+        return WhisperConfig(
+            d_model=16, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=32, decoder_layers=1,
+            decoder_attention_heads=2, decoder_ffn_dim=32, num_mel_bins=80, max_source_positions=1500, vocab_size=60,
+            pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=3,
+        )
+    common = dict(
+        hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+        conv_dim=(8, 8, 8), conv_kernel=(10, 3, 3), conv_stride=(5, 4, 4), num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2, feat_extract_norm="layer", do_stable_layer_norm=True, mask_time_prob=0.0,
+        vocab_size=32,
+    )
+    return {"hubert": HubertConfig, "wav2vec2": Wav2Vec2Config}[kind](**common)
+
+
+def make_model(kind: str = "whisper", seed: int = 0, tokenizer=None, **config_kwargs):
+    """A tiny AudioMiniChat model and its processor. Returns (model, processor)."""
+    torch.manual_seed(seed)
+    tokenizer = tokenizer or make_tokenizer()
+    text_config = LlamaConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        vocab_size=len(tokenizer), max_position_embeddings=8192, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True,
+    )
+    config = AudioMiniChatConfig(audio_config=encoder_config(kind), text_config=text_config, **config_kwargs)
+    fe = WhisperFeatureExtractor(feature_size=80) if kind == "whisper" else Wav2Vec2FeatureExtractor(do_normalize=True)
+    processor = AudioMiniChatProcessor.from_config(config, fe, tokenizer)
+    config.audio_token_id = processor.audio_token_id
+    model = AudioMiniChatForConditionalGeneration(config).eval()
+    return model, processor
+
+
+def speechlike(seconds: float, seed: int = 0, rate: int = 16000) -> np.ndarray:
+    """Deterministic noise-modulated tones: a stand-in waveform with structure the encoders can see."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    f0 = 120 + 40 * rng.random()
+    wave = 0.3 * np.sin(2 * np.pi * f0 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t)) + 0.05 * rng.standard_normal(t.shape)
+    return wave.astype(np.float32)
+
+
+@pytest.fixture
+def whisper_model():
+    return make_model("whisper")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "integration: slower offline tests on real pretrained weights (run in CI)")

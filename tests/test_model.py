@@ -1,0 +1,198 @@
+"""Model: batch invariance, long audio, generation, loss, errors and save/load round trips."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import soundfile as sf
+import torch
+from conftest import make_model, speechlike
+
+from audio_minichat import AudioMiniChatForConditionalGeneration
+
+
+def _prompts(processor):
+    return [
+        processor.build_prompt([{"type": "text", "text": "summarize the speech"}, {"type": "audio"}]),
+        processor.build_prompt("hello <|audio|> and <|audio|>"),
+    ]
+
+
+@pytest.mark.parametrize("kind", ["whisper", "hubert", "wav2vec2"])
+@pytest.mark.parametrize("downsample", ["pool", "stack", "ctc_pool"])
+@pytest.mark.parametrize("padding_side", ["left", "right"])
+def test_padded_batch_matches_each_sample_alone(kind, downsample, padding_side):
+    model, processor = make_model(kind, downsample=downsample, projector_type="mlp" if kind == "hubert" else "linear")
+    clips = [speechlike(2.3, 1), speechlike(5.1, 2), speechlike(0.7, 3)]
+    spans = [[(0.0, 0.5), (0.5, 1.2), (1.3, 2.2)], [(0.1, 0.3)], [(0.0, 0.6), (0.6, 0.7)]]
+    spans = spans if downsample == "ctc_pool" else None
+    prompts = _prompts(processor)
+    batch = processor(text=prompts, audio=clips, sampling_rate=16000, audio_spans=spans, padding_side=padding_side)
+    singles = [
+        processor(text=prompts[0], audio=clips[:1], sampling_rate=16000, audio_spans=spans and spans[:1]),
+        processor(text=prompts[1], audio=clips[1:], sampling_rate=16000, audio_spans=spans and spans[1:]),
+    ]
+    with torch.no_grad():
+        batched = model(**batch).logits
+        for row, single in enumerate(singles):
+            alone = model(**single).logits[0]
+            n = alone.shape[0]
+            part = batched[row, -n:] if padding_side == "left" else batched[row, :n]
+            torch.testing.assert_close(part, alone, atol=1e-5, rtol=1e-5)
+
+
+def test_clip_longer_than_30s_uses_windows_and_matches_count():
+    model, processor = make_model("whisper")
+    clip = speechlike(70.0)
+    inputs = processor(text=processor.build_prompt("summarize <|audio|>"), audio=clip, sampling_rate=16000)
+    assert inputs["input_features"].shape[0] == 3  # 3 windows of 23.3 s
+    with torch.no_grad():
+        feats = model.get_audio_features(
+            inputs["input_features"], inputs["input_features_mask"], inputs["audio_window_clip"]
+        )
+        logits = model(**inputs).logits
+    # 3 windows of ~373333 samples -> 2333 mel frames -> 1167 encoder frames each; pool(8, 4) over 3501 frames
+    assert feats[0].shape[0] == processor.num_audio_tokens(len(clip)) == (3 * 1167 - 8 + 3) // 4 + 1 == 875
+    assert torch.isfinite(logits).all()
+    # a 10-minute recording works too (20 windows), with the encoder fed 8 windows per forward
+    ten = processor(text=processor.build_prompt("<|audio|>"), audio=speechlike(600.0), sampling_rate=16000)
+    assert ten["input_features"].shape[0] == 20
+    with torch.no_grad():
+        out = model(**ten).logits
+    assert out.shape[1] == ten["input_ids"].shape[1]
+
+
+def test_window_encoding_matches_direct_encoder_on_full_window():
+    """The unpadded-window encoder equals HF's WhisperEncoder when the window is a full 30 s."""
+    model, processor = make_model("whisper")
+    clip = speechlike(30.0)
+    inputs = processor(text=processor.build_prompt("<|audio|>"), audio=clip, sampling_rate=16000)
+    with torch.no_grad():
+        ours, lengths = model._encode_windows(inputs["input_features"], inputs["input_features_mask"])
+        reference = model.audio_encoder(inputs["input_features"]).last_hidden_state
+    assert int(lengths[0]) == 1500
+    torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
+
+
+def test_generate_encodes_audio_once_and_batch_matches_single():
+    model, processor = make_model("whisper")
+    calls = []
+    model.projector.register_forward_hook(lambda *a: calls.append(1))
+    clips = [speechlike(1.2, 1), speechlike(2.5, 2), speechlike(0.9, 3)]
+    prompts = _prompts(processor)
+    batch = processor(text=prompts, audio=clips, sampling_rate=16000)
+    bad = [processor.tokenizer.eos_token_id, processor.audio_token_id]
+    out = model.generate(**batch, max_new_tokens=6, do_sample=False, suppress_tokens=bad)
+    assert len(calls) == 1
+    new = out[:, batch["input_ids"].shape[1] :]
+    assert new.shape == (2, 6)
+    first = processor(text=prompts[0], audio=clips[:1], sampling_rate=16000)
+    alone = model.generate(**first, max_new_tokens=6, do_sample=False, suppress_tokens=bad)
+    assert torch.equal(alone[0, first["input_ids"].shape[1] :], new[0])
+
+
+def test_labels_give_next_token_loss():
+    model, processor = make_model("whisper")
+    prompts = _prompts(processor)
+    clips = [speechlike(1.0, 1), speechlike(1.5, 2), speechlike(0.5, 3)]
+    batch = processor(text=prompts, audio=clips, sampling_rate=16000, responses=["hello world .", "one two"])
+    out = model(**batch)
+    logits = out.logits[:, :-1].reshape(-1, out.logits.shape[-1])
+    manual = torch.nn.functional.cross_entropy(logits, batch["labels"][:, 1:].reshape(-1), ignore_index=-100)
+    torch.testing.assert_close(out.loss, manual)
+    out.loss.backward()
+    assert model.projector.net[0].weight.grad.abs().sum() > 0
+
+
+def test_model_errors_are_clear():
+    model, processor = make_model("whisper")
+    inputs = processor(text=processor.build_prompt("<|audio|>"), audio=speechlike(2.0), sampling_rate=16000)
+    with pytest.raises(ValueError, match="no audio features were given"):
+        model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+    other = processor(text=processor.build_prompt("<|audio|>"), audio=speechlike(4.0), sampling_rate=16000)
+    with pytest.raises(ValueError, match=r"holds \d+ audio placeholder tokens but the audio yields \d+ embeddings"):
+        model(
+            input_ids=inputs["input_ids"],
+            attention_mask=inputs["attention_mask"],
+            input_features=other["input_features"],
+            input_features_mask=other["input_features_mask"],
+            audio_window_clip=other["audio_window_clip"],
+        )
+    long_ids = torch.ones(1, model.config.text_config.max_position_embeddings + 1, dtype=torch.long)
+    with pytest.raises(ValueError, match="but the LLM's context is 8192 tokens"):
+        model(input_ids=long_ids, attention_mask=torch.ones_like(long_ids))
+
+
+def test_from_components_keeps_pretrained_parts():
+    model, processor = make_model("whisper")
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    asr = WhisperForConditionalGeneration(WhisperConfig(**model.config.audio_config.to_dict()))
+    built = AudioMiniChatForConditionalGeneration.from_components(
+        model.language_model, asr, audio_token_id=processor.audio_token_id, downsample="stack", stack_factor=2
+    )
+    assert built.audio_encoder is asr.get_encoder()
+    assert built.language_model is model.language_model
+    assert built.projector.net[0].in_features == 2 * model.config.audio_config.d_model
+    assert not any(p.is_meta for p in built.parameters())
+
+
+SUBPROCESS = textwrap.dedent(
+    """
+    import json, sys, torch
+    from transformers import AutoConfig, AutoModel, AutoProcessor, pipeline
+    d, wav = sys.argv[1], sys.argv[2]
+    assert "audio_minichat" not in sys.modules
+    config = AutoConfig.from_pretrained(d, trust_remote_code=True)
+    model = AutoModel.from_pretrained(d, trust_remote_code=True)
+    processor = AutoProcessor.from_pretrained(d, trust_remote_code=True)
+    inputs = processor(text=processor.build_prompt("summarize <|audio|>"), audio=wav)
+    with torch.no_grad():
+        logits = model(**inputs).logits[0, -1].tolist()
+    pipe = pipeline(model=d, trust_remote_code=True)
+    bad = processor.tokenizer.all_special_ids + [processor.audio_token_id]
+    result = pipe(wav, prompt="summarize", max_new_tokens=5, suppress_tokens=bad)
+    print(json.dumps({"config": type(config).__name__, "model": type(model).__module__, "logits": logits,
+                      "text": result["generated_text"], "layout": processor.audio_layout}))
+    """
+)
+
+
+def test_save_then_load_with_remote_code_and_pipeline(tmp_path):
+    model, processor = make_model("whisper")
+    save = tmp_path / "ckpt"
+    model.save_pretrained(save)
+    processor.save_pretrained(save)
+    wav = tmp_path / "a.wav"
+    sf.write(wav, speechlike(2.0), 16000)
+    # shipped code uses relative imports only
+    for name in ("configuration", "processing", "modeling", "pipeline"):
+        code = (save / f"{name}_audio_minichat.py").read_text()
+        assert "audio_minichat." not in code.replace("_audio_minichat.", ""), name
+        assert "from audio_minichat" not in code and "import audio_minichat" not in code
+    config = json.loads((save / "config.json").read_text())
+    assert config["audio_config"]["d_model"] == 16 and config["text_config"]["hidden_size"] == 32
+    assert config["auto_map"]["AutoModel"] == "modeling_audio_minichat.AudioMiniChatForConditionalGeneration"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
+    run = subprocess.run(
+        [sys.executable, "-c", SUBPROCESS, str(save), str(wav)], capture_output=True, text=True, env=env,
+        cwd=str(tmp_path), timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    assert got["config"] == "AudioMiniChatConfig"
+    assert got["model"].startswith("transformers_modules")
+    inputs = processor(text=processor.build_prompt("summarize <|audio|>"), audio=str(wav))
+    bad = processor.tokenizer.all_special_ids + [processor.audio_token_id]
+    with torch.no_grad():
+        expected = model(**inputs).logits[0, -1]
+        gen = model.generate(**inputs, max_new_tokens=5, do_sample=False, suppress_tokens=bad)
+    torch.testing.assert_close(torch.tensor(got["logits"]), expected, atol=1e-5, rtol=1e-5)
+    expected_text = processor.batch_decode(gen[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)[0].strip()
+    assert got["text"] == expected_text and got["text"] != ""
+    assert got["layout"] == processor.audio_layout
