@@ -1,0 +1,231 @@
+"""Distillation training: losses, batching, gradient accumulation, what trains, checkpoints, resume, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import make_model, speechlike
+from transformers import TrainingArguments
+
+from audio_minichat.audio_dataset import audio_dataset, encode_wav
+from audio_minichat.train_trainer import (
+    DataConfig,
+    DistillationCollator,
+    DistillationTrainer,
+    LossConfig,
+    RunConfig,
+    TrainableConfig,
+    build_trainer,
+    configure_trainable,
+    load_trained_model,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+TEXTS = ["hello world", "the sound of water", "what time is it", "one two three", "people call him first",
+         "look at the day", "write more words", "the long way down"]
+
+
+def rows(n=8):
+    return [
+        {"audio": {"array": speechlike(0.6 + 0.15 * i, seed=i), "sampling_rate": 16000}, "transcript": TEXTS[i % 8],
+         "prompt": "summarize <|audio|>" if i % 2 else "<|audio|>", "response": " ".join(TEXTS[(i + 3) % 8].split()[:2 + i % 3])}
+        for i in range(n)
+    ]
+
+
+def make_dataset(path: Path, n=8):
+    data = rows(n)
+    cols = {k: [r[k] for r in data] for k in ("transcript", "prompt", "response")}
+    cols["audio"] = [encode_wav(r["audio"]["array"]) for r in data]
+    ds = audio_dataset(cols)
+    ds.save_to_disk(str(path))
+    return ds
+
+
+def trainer_for(model, processor, tmp_path, loss=None, **args):
+    defaults = dict(output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, learning_rate=1e-2, max_steps=1,
+                    report_to=[], remove_unused_columns=False, save_strategy="no", logging_steps=1, seed=0,
+                    lr_scheduler_type="constant", optim="sgd", dataloader_num_workers=0, use_cpu=True)
+    defaults.update(args)
+    return DistillationTrainer(
+        model=model, args=TrainingArguments(**defaults), train_dataset=rows(8),
+        data_collator=DistillationCollator(make_model_processor_cache[id(model)], DataConfig()),
+        loss_config=loss or LossConfig(feature_layers=[-1, 1]),
+    )
+
+
+make_model_processor_cache: dict = {}
+
+
+def tiny(seed=0, trainable=None):
+    model, processor = make_model("whisper", seed=seed)
+    configure_trainable(model, trainable or TrainableConfig())
+    make_model_processor_cache[id(model)] = processor
+    return model, processor
+
+
+def test_batched_loss_is_mean_of_per_sample_losses(tmp_path):
+    model, processor = tiny()
+    model.train()
+    collator = DistillationCollator(processor, DataConfig())
+    trainer = trainer_for(model, processor, tmp_path)
+    data = rows(4)
+    with torch.no_grad():
+        batched = trainer.compute_loss(model, collator(data))
+        singles = [trainer.compute_loss(model, collator([r])) for r in data]
+    torch.testing.assert_close(batched, torch.stack(singles).mean(), atol=1e-5, rtol=1e-5)
+    # every term contributes, and layer 0 is rejected
+    assert batched > 0
+    with pytest.raises(ValueError, match="layer 0 is the token embeddings"):
+        LossConfig(feature_layers=[0, -1])
+
+
+def test_identical_student_and_teacher_give_zero_distillation():
+    """If the audio embeddings equal the transcript's token embeddings, logit and feature losses vanish."""
+    from audio_minichat.train_trainer import distillation_losses
+
+    logits = torch.randn(2, 7, 11)
+    hidden = tuple(torch.randn(2, 7, 5) for _ in range(3))
+    labels = torch.full((2, 7), -100)
+    labels[0, 3:6] = torch.tensor([1, 2, 3])
+    labels[1, 4:7] = torch.tensor([4, 5, 6])
+    terms = distillation_losses(logits, labels, logits, labels, hidden, hidden, LossConfig(feature_layers=[1, 2]))
+    assert float(terms["feature"]) == 0.0
+    # soft CE against itself equals the entropy, and the gradient wrt student logits is zero there
+    probs = torch.softmax(logits, -1)
+    entropy = -(probs * probs.log()).sum(-1)
+    mask = torch.zeros(2, 7, dtype=torch.bool)
+    mask[0, 2:5] = True
+    mask[1, 3:6] = True
+    expected = torch.stack([entropy[0][mask[0]].mean(), entropy[1][mask[1]].mean()]).mean()
+    torch.testing.assert_close(terms["logit"], expected)
+
+
+def test_gradient_accumulation_equals_larger_batch(tmp_path):
+    results = []
+    for bs, ga in ((4, 1), (2, 2)):
+        model, processor = tiny()
+        trainer = trainer_for(model, processor, tmp_path / f"{bs}", per_device_train_batch_size=bs,
+                              gradient_accumulation_steps=ga)
+        trainer.train()
+        results.append(model.projector.net[0].weight.detach().clone())
+    torch.testing.assert_close(results[0], results[1], atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("encoder,llm", [("frozen", "frozen"), ("full", "frozen"), ("lora", "frozen"), ("frozen", "lora")])
+def test_only_trainable_parts_change_and_optimizer_holds_only_them(tmp_path, encoder, llm):
+    model, processor = tiny(trainable=TrainableConfig(encoder=encoder, llm=llm))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainer = trainer_for(model, processor, tmp_path, max_steps=2, optim="adamw_torch", learning_rate=1e-2)
+    trainer.train()
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    in_optimizer = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
+    assert in_optimizer == {id(p) for n, p in model.named_parameters() if n in trainable}
+    changed = {n for n, p in model.named_parameters() if not torch.equal(before[n], p)}
+    assert changed and changed <= trainable
+    assert any(n.startswith("projector.") for n in changed)
+    assert any(n.startswith("audio_encoder.") for n in changed) == (encoder != "frozen")
+    assert any(n.startswith("language_model.") for n in changed) == (llm == "lora")
+    if llm == "lora":
+        assert all("lora_" in n for n in changed if n.startswith("language_model."))
+
+
+def _config(tmp_path, model_dir, data_dir, **training):
+    cfg = {
+        "model": str(model_dir), "output_dir": str(tmp_path / "run"),
+        "losses": {"ntp": 0.5, "logit": 0.5, "feature": 1.0, "feature_layers": [-1]},
+        "trainable": {"encoder": "frozen", "llm": "frozen"},
+        "data": {"train": str(data_dir)},
+        "training": {"per_device_train_batch_size": 2, "max_steps": 6, "save_steps": 3, "logging_steps": 1,
+                     "learning_rate": 5e-3, "report_to": [], "warmup_steps": 0, "use_cpu": True, **training},
+    }
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture
+def saved(tmp_path):
+    model, processor = make_model("whisper")
+    model.save_pretrained(tmp_path / "base")
+    processor.save_pretrained(tmp_path / "base")
+    make_dataset(tmp_path / "data")
+    return tmp_path / "base", tmp_path / "data"
+
+
+def _losses(history):
+    return [(h["step"], h["loss"]) for h in history if "loss" in h and "train_loss" not in h]
+
+
+def test_resume_continues_with_same_data_order_and_loss_curve(tmp_path, saved):
+    base, data = saved
+    full = build_trainer(RunConfig.from_yaml(_config(tmp_path / "a", base, data)))
+    full.train()
+    reference = _losses(full.state.log_history)
+    assert len(reference) == 6
+    # a run stopped after step 3 (its checkpoint written), then resumed
+    cut = build_trainer(RunConfig.from_yaml(_config(tmp_path / "b", base, data, max_steps=6)))
+    cut.args.max_steps = 6
+
+    class StopAt3(__import__("transformers").TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == 3:
+                control.should_training_stop = True
+                control.should_save = True
+
+    cut.add_callback(StopAt3())
+    cut.train()
+    ckpt = tmp_path / "b" / "run" / "checkpoint-3"
+    assert {"trainable.safetensors", "optimizer.safetensors", "scheduler.json", "rng_state_0.safetensors"} <= set(os.listdir(ckpt))
+    assert not any(f.endswith((".pt", ".pth", ".bin")) for f in os.listdir(ckpt))
+    resumed = build_trainer(RunConfig.from_yaml(_config(tmp_path / "b", base, data)))
+    resumed.train(resume_from_checkpoint=str(ckpt))
+    got = _losses(resumed.state.log_history)
+    assert [s for s, _ in got][-3:] == [4, 5, 6]
+    for (s1, l1), (s2, l2) in zip(reference[3:], got[-3:]):
+        assert s1 == s2 and l1 == pytest.approx(l2, rel=1e-4, abs=1e-6)
+
+
+def test_trainable_only_checkpoint_reloads_complete_model(tmp_path, saved):
+    base, data = saved
+    trainer = build_trainer(RunConfig.from_yaml(_config(tmp_path, base, data, max_steps=2)))
+    trainer.train()
+    out = tmp_path / "final"
+    trainer.save_model(str(out))
+    size = os.path.getsize(out / "trainable.safetensors")
+    assert size < 20_000  # projector only
+    reloaded = load_trained_model(str(out))
+    live = trainer.model.eval()
+    proc = trainer.processing_class
+    inputs = proc(text=proc.build_prompt("<|audio|>"), audio=speechlike(1.0), sampling_rate=16000)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**inputs).logits, live(**inputs).logits)
+    base_model = type(live).from_pretrained(base)
+    for name, p in reloaded.named_parameters():
+        if not name.startswith("projector."):
+            assert torch.equal(p, dict(base_model.named_parameters())[name]), name
+
+
+@pytest.mark.integration
+def test_accelerate_launch_two_cpu_processes(tmp_path, saved):
+    base, data = saved
+    cfg = _config(tmp_path, base, data, max_steps=2, save_steps=2)
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", ACCELERATE_DISABLE_RICH="1")
+    run = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", str(ROOT / "train_trainer.py"), "--config", str(cfg)],
+        capture_output=True, text=True, env=env, timeout=600, cwd=str(tmp_path),
+    )
+    assert run.returncode == 0, run.stderr[-4000:]
+    history = json.loads((tmp_path / "run" / "final" / "log_history.json").read_text())
+    assert _losses(history) and all(l > 0 for _, l in _losses(history))
+    assert "world size 2" in run.stderr
+    assert (tmp_path / "run" / "checkpoint-2" / "trainable.safetensors").exists()
