@@ -594,11 +594,17 @@ def build_trainer(cfg: RunConfig) -> DistillationTrainer:
     model = AudioMiniChatForConditionalGeneration.from_pretrained(cfg.model)
     trainable = configure_trainable(model, cfg.trainable)
     train = _load_rows(cfg.data.train, "train", cfg.data.max_train_samples)
-    val_path = cfg.data.validation or cfg.data.train
-    try:
-        val = _load_rows(val_path, "validation", cfg.data.max_eval_samples)
-    except KeyError:
-        val = None
+    val = None
+    if cfg.data.validation:
+        val = _load_rows(cfg.data.validation, "validation", cfg.data.max_eval_samples)
+    else:  # a DatasetDict with a validation split
+        from datasets import DatasetDict, load_from_disk
+
+        if isinstance(load_from_disk(cfg.data.train), DatasetDict):
+            try:
+                val = _load_rows(cfg.data.train, "validation", cfg.data.max_eval_samples)
+            except KeyError:
+                val = None
     defaults = dict(
         output_dir=cfg.output_dir, remove_unused_columns=False, report_to=["tensorboard"], logging_steps=10,
         save_strategy="steps", save_steps=200, lr_scheduler_type="linear", warmup_steps=0.05, learning_rate=1e-3,

@@ -220,7 +220,8 @@ def test_accelerate_launch_two_cpu_processes(tmp_path, saved):
     cfg = _config(tmp_path, base, data, max_steps=2, save_steps=2)
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", ACCELERATE_DISABLE_RICH="1")
     run = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+        # On a machine without GPUs, `--multi_gpu` makes accelerate start torchrun; DDP then runs on CPU with gloo.
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
          "--mixed_precision", "no", "--dynamo_backend", "no", str(ROOT / "train_trainer.py"), "--config", str(cfg)],
         capture_output=True, text=True, env=env, timeout=600, cwd=str(tmp_path),
     )
