@@ -111,6 +111,9 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     training: dict = field(default_factory=dict)  # TrainingArguments fields
     sample_generations: int = 2
+    # Keep frozen weights in this dtype (e.g. bfloat16: half the memory, ~2x faster on CPU) while
+    # trainable weights stay float32 for the optimizer. None keeps the checkpoint's dtype.
+    frozen_dtype: str | None = None
 
     @classmethod
     def from_dict(cls, raw: dict) -> "RunConfig":
@@ -127,6 +130,7 @@ class RunConfig:
             data=DataConfig(**raw.get("data", {})),
             training=dict(raw.get("training", {})),
             sample_generations=int(raw.get("sample_generations", 2)),
+            frozen_dtype=raw.get("frozen_dtype"),
         )
 
     @classmethod
@@ -138,6 +142,9 @@ class RunConfig:
         # relative paths in a config are relative to the config file
         for holder, name in ((cfg, "model"), (cfg.data, "train"), (cfg.data, "validation")):
             value = getattr(holder, name)
+            if value and value.startswith("~"):
+                value = os.path.expanduser(value)
+                setattr(holder, name, value)
             if value and not os.path.isabs(value) and (base / value).exists():
                 setattr(holder, name, str((base / value).resolve()))
         return cfg
@@ -287,6 +294,14 @@ def configure_trainable(model: AudioMiniChatForConditionalGeneration, cfg: Train
     if cfg.encoder == "full":
         model.audio_encoder.requires_grad_(True)
     return [n for n, p in model.named_parameters() if p.requires_grad]
+
+
+def cast_frozen(model: torch.nn.Module, dtype: torch.dtype) -> None:
+    """Frozen parameters and buffers to ``dtype``; trainable parameters stay float32."""
+    model.to(dtype)
+    for param in model.parameters():
+        if param.requires_grad:
+            param.data = param.data.float()
 
 
 class _AdaptersOff:
@@ -593,6 +608,8 @@ def build_trainer(cfg: RunConfig) -> DistillationTrainer:
     processor = AudioMiniChatProcessor.from_pretrained(cfg.model)
     model = AudioMiniChatForConditionalGeneration.from_pretrained(cfg.model)
     trainable = configure_trainable(model, cfg.trainable)
+    if cfg.frozen_dtype:
+        cast_frozen(model, getattr(torch, cfg.frozen_dtype))
     train = _load_rows(cfg.data.train, "train", cfg.data.max_train_samples)
     val = None
     if cfg.data.validation:

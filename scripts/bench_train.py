@@ -1,0 +1,137 @@
+"""Training throughput: the seed's loop (batch 1) vs batched distillation, side by side on one machine.
+
+    python scripts/bench_train.py [--model DIR] [--data DIR] [--batch-size 8] [--steps 6] [--device cpu]
+
+Both loops run the same model, data, losses (next-token + logit + feature distillation) and AdamW on the
+trainable projector. The seed-style loop processes one utterance per optimizer step (the original code
+supports only batch size 1); the batched loop uses ``--batch-size`` utterances per step through
+``DistillationCollator`` / ``DistillationTrainer.compute_loss``. Reports samples/s (median over timed
+steps after one warm-up step) and the ratio. Data: a prepare_data output (``--data``) or, without it,
+espeak-ng readings of corpus sentences whose transcript doubles as the response (lengths are what
+matter for throughput).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from audio_minichat.default_model import build_default
+from audio_minichat.modeling_audio_minichat import AudioMiniChatForConditionalGeneration
+from audio_minichat.processing_audio_minichat import AudioMiniChatProcessor
+from audio_minichat.train_trainer import (
+    DataConfig,
+    DistillationCollator,
+    LossConfig,
+    TrainableConfig,
+    cast_frozen,
+    configure_trainable,
+    distillation_losses,
+    total_loss,
+)
+
+
+def synthetic_rows(n: int) -> list[dict]:
+    from audio_minichat.corpora import build_text_pool
+    from audio_minichat.tts import synthesize, training_voices
+
+    texts = build_text_pool(n, seed=1, min_words=8, max_words=30)
+    voices = [v for v in training_voices(seed=1, n=8) if v.engine == "espeak-ng"] or training_voices(seed=1, n=1)
+    return [
+        {"audio": {"array": synthesize(t["text"], voices[i % len(voices)]), "sampling_rate": 16000},
+         "transcript": t["text"], "prompt": "<|audio|>", "response": t["text"]}
+        for i, t in enumerate(texts)
+    ]
+
+
+def dataset_rows(path: str, n: int) -> list[dict]:
+    from audio_minichat.train_trainer import _load_rows
+
+    ds = _load_rows(path, "train", n)
+    return [ds[i] for i in range(len(ds))]
+
+
+def step_loss(model, batch, cfg: LossConfig):
+    """One distillation loss (same terms as DistillationTrainer.compute_loss)."""
+    teacher = {k[len("teacher_"):]: v for k, v in batch.items() if k.startswith("teacher_")}
+    student = {k: v for k, v in batch.items() if not k.startswith("teacher_")}
+    labels, t_labels = student.pop("labels"), teacher.pop("labels")
+    out = model(**student, output_hidden_states=True)
+    with torch.no_grad():
+        positions = (teacher["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+        t_out = model.language_model(**teacher, position_ids=positions, output_hidden_states=True)
+    terms = distillation_losses(out.logits, labels, t_out.logits, t_labels, out.hidden_states, t_out.hidden_states, cfg)
+    return total_loss(terms, cfg)
+
+
+def run_loop(model, collator, rows, batch_size: int, steps: int, device) -> list[float]:
+    """Samples/s of each timed optimizer step (the first step is warm-up and not reported)."""
+    cfg = LossConfig()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    rates = []
+    for step in range(steps + 1):
+        chunk = [rows[(step * batch_size + i) % len(rows)] for i in range(batch_size)]
+        start = time.perf_counter()
+        batch = {k: v.to(device) for k, v in collator(chunk).items()}
+        loss = step_loss(model, batch, cfg)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if step:
+            rates.append(batch_size / (time.perf_counter() - start))
+    return rates
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=None, help="AudioMiniChat checkpoint (default: the offline default)")
+    ap.add_argument("--data", default=None, help="prepare_data output; default: synthesized espeak sentences")
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=6, help="timed steps of the batched loop")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--frozen-dtype", default="bfloat16")
+    ap.add_argument("--out", default=None, help="write the result JSON here")
+    args = ap.parse_args()
+
+    device = torch.device(args.device)
+    model_dir = args.model or str(build_default())
+    model = AudioMiniChatForConditionalGeneration.from_pretrained(model_dir)
+    configure_trainable(model, TrainableConfig())
+    cast_frozen(model, getattr(torch, args.frozen_dtype))
+    model.to(device).train()
+    processor = AudioMiniChatProcessor.from_pretrained(model_dir)
+    collator = DistillationCollator(processor, DataConfig())
+    n_rows = args.batch_size * (args.steps + 1)
+    rows = dataset_rows(args.data, n_rows) if args.data else synthetic_rows(n_rows)
+
+    # Equal work for both: the seed loop sees as many samples as the batched loop.
+    seed_rates = run_loop(model, collator, rows, 1, args.batch_size * args.steps, device)
+    batched_rates = run_loop(model, collator, rows, args.batch_size, args.steps, device)
+    seed, batched = statistics.median(seed_rates), statistics.median(batched_rates)
+    result = {
+        "model": model_dir, "device": str(device), "device_name": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(), "frozen_dtype": args.frozen_dtype, "batch_size": args.batch_size,
+        "seed_loop_samples_per_s": round(seed, 3), "batched_samples_per_s": round(batched, 3),
+        "speedup": round(batched / seed, 2), "timed_steps": {"seed": len(seed_rates), "batched": len(batched_rates)},
+        "data": args.data or "synthetic espeak-ng corpus sentences",
+    }
+    print(json.dumps(result, indent=2))
+    print(f"\nseed-style loop (batch 1): {seed:.2f} samples/s | batched (batch {args.batch_size}): {batched:.2f} samples/s "
+          f"| speedup x{batched / seed:.2f}  [{result['device_name']}, median of timed steps]", file=sys.stderr)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
