@@ -25,17 +25,20 @@ trailing NUL), the UTF-8 bytes and the NUL.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList
+
+if TYPE_CHECKING:
+    from transformers import GenerationConfig, WhisperForConditionalGeneration, WhisperProcessor, WhisperTokenizer
 
 __all__ = [
     "CT2_BINARY_VERSION",
@@ -418,7 +421,7 @@ def _special_token_ids(tokenizer_json: dict[str, Any], path: Path) -> dict[str, 
     return tokens
 
 
-def _build_tokenizer(tokenizer_file: Path, special: dict[str, int], vocab_size: int):
+def _build_tokenizer(tokenizer_file: Path, special: dict[str, int], vocab_size: int) -> "WhisperTokenizer":
     """A ``WhisperTokenizer`` from ``tokenizer.json`` alone, completed with timestamp tokens."""
     from tokenizers import AddedToken
     from transformers import WhisperTokenizer
@@ -442,7 +445,7 @@ def _build_tokenizer(tokenizer_file: Path, special: dict[str, int], vocab_size: 
 
 def _build_generation_config(
     dims: _WhisperDims, special: dict[str, int], ct2_config: dict[str, Any]
-):
+) -> "GenerationConfig":
     from transformers import GenerationConfig
 
     eot, sot = special["<|endoftext|>"], special["<|startoftranscript|>"]
@@ -471,16 +474,19 @@ def _build_generation_config(
         by_id = {i: t for t, i in special.items()}
         lang_ids = ct2_config.get("lang_ids") or []
         gen.lang_to_id = {by_id[i]: int(i) for i in lang_ids if i in by_id}
-        gen.task_to_id = {task: special[f"<|{task}|>"] for task in ("transcribe", "translate")}
-        if "<|en|>" not in gen.lang_to_id:
-            raise ValueError("multilingual Whisper without an <|en|> language token")
+        gen.task_to_id = {task: special[f"<|{task}|>"] for task in ("transcribe", "translate")
+                          if f"<|{task}|>" in special}
+        if "<|en|>" not in gen.lang_to_id or "transcribe" not in gen.task_to_id:
+            raise ValueError("multilingual Whisper without <|en|> (config.json lang_ids) or <|transcribe|> tokens")
         # English-only use: always prompt <|en|><|transcribe|><|notimestamps|>, no language detection.
         gen.language = "en"
         gen.task = "transcribe"
     return gen
 
 
-def convert_ct2_whisper(model_dir: str | os.PathLike[str], dtype: torch.dtype = torch.float32):
+def convert_ct2_whisper(
+    model_dir: str | os.PathLike[str], dtype: torch.dtype = torch.float32
+) -> tuple["WhisperForConditionalGeneration", "WhisperProcessor"]:
     """Convert a CTranslate2 Whisper directory into transformers objects.
 
     Args:
@@ -549,7 +555,7 @@ def convert_ct2_whisper(model_dir: str | os.PathLike[str], dtype: torch.dtype = 
 
     with torch.device("meta"):
         model = WhisperForConditionalGeneration(config)
-    _load_strict(model, mapper.state, bin_path)
+    _load_strict(model, mapper.state, mapper.sources, bin_path)
     model.generation_config = _build_generation_config(dims, special, ct2_config)
     model.eval()
 
@@ -560,7 +566,9 @@ def convert_ct2_whisper(model_dir: str | os.PathLike[str], dtype: torch.dtype = 
     return model, processor
 
 
-def _load_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], path: str) -> None:
+def _load_strict(
+    model: torch.nn.Module, state: dict[str, torch.Tensor], sources: dict[str, str], path: str
+) -> None:
     """Assign ``state`` to a meta-device ``model``: each parameter exactly once, shapes equal."""
     params = dict(model.named_parameters())  # tied parameters appear once
     expected, provided = set(params), set(state)
@@ -572,7 +580,7 @@ def _load_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], path: s
     for name, tensor in state.items():
         if tuple(params[name].shape) != tuple(tensor.shape):
             raise ValueError(f"{path}: {name} expects shape {tuple(params[name].shape)}, "
-                             f"got {tuple(tensor.shape)} from {name}")
+                             f"got {tuple(tensor.shape)} from {sources[name]}")
     result = model.load_state_dict(state, strict=False, assign=True)
     tied_aliases = set(model.state_dict()) - expected
     if result.unexpected_keys or set(result.missing_keys) - tied_aliases:
@@ -588,29 +596,34 @@ def _load_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], path: s
 # --------------------------------------------------------------------------------------
 # Transcription
 # --------------------------------------------------------------------------------------
-class _SuppressTokens(LogitsProcessor):
-    """Set fixed token ids to -inf, with the vocabulary mask built once.
+@contextlib.contextmanager
+def _suppress_in_logits(model: torch.nn.Module, token_ids: list[int]) -> Iterator[None]:
+    """Within the block, the model's output logits of ``token_ids`` are -inf.
 
-    Equivalent to transformers' ``SuppressTokensLogitsProcessor``, which rebuilds the mask
-    with ``torch.isin`` over the whole vocabulary at every step (several ms on CPU, as much
-    as a whole Whisper tiny decoder step).
+    This replaces transformers' ``SuppressTokensLogitsProcessor``, which rebuilds its vocabulary
+    mask with ``torch.isin`` at every decoding step: on a 2-core CPU that costs as much as a
+    Whisper tiny decoder step (and far more under load).  Whisper's generate applies that
+    processor first, before the timestamp rules, so masking the logits at the source is the
+    same computation.
     """
+    head = model.get_output_embeddings()
+    mask = torch.zeros(head.weight.shape[0], dtype=torch.bool, device=head.weight.device)
+    ids = [t for t in token_ids if 0 <= t < mask.numel()]
+    mask[torch.tensor(ids, dtype=torch.long, device=mask.device)] = True
 
-    def __init__(self, token_ids: list[int]) -> None:
-        self.token_ids = torch.tensor(sorted(set(token_ids)), dtype=torch.long)
-        self.mask: torch.Tensor | None = None
+    def hook(module: torch.nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor:
+        return output.masked_fill(mask, float("-inf"))
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if self.mask is None or self.mask.shape[-1] != scores.shape[-1] or self.mask.device != scores.device:
-            mask = torch.zeros(scores.shape[-1], dtype=torch.bool, device=scores.device)
-            mask[self.token_ids[self.token_ids < scores.shape[-1]].to(scores.device)] = True
-            self.mask = mask
-        return scores.masked_fill(self.mask, float("-inf"))
+    handle = head.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def transcribe(
-    model,
-    processor,
+    model: "WhisperForConditionalGeneration",
+    processor: "WhisperProcessor",
     audio_16k: np.ndarray,
     *,
     max_new_tokens: int | None = None,
@@ -621,7 +634,9 @@ def transcribe(
     Up to one window (30 s) the audio is padded to the window and decoded in one pass.
     Longer audio uses transformers' sequential long-form decoding (timestamp prediction,
     each window restarting at the last predicted timestamp), greedy and without
-    temperature fallback.
+    temperature fallback.  Token suppression follows the generation config (its
+    ``suppress_tokens`` are masked in the logits during the call, see
+    :func:`_suppress_in_logits`; the result equals ``model.generate``'s).
 
     Args:
         model: a ``WhisperForConditionalGeneration`` (e.g. from :func:`convert_ct2_whisper`).
@@ -647,17 +662,19 @@ def transcribe(
     if audio.size <= fe.n_samples:
         inputs = fe(audio, sampling_rate=fe.sampling_rate, return_tensors="pt")
         kwargs["return_timestamps"] = False
-        if gen.suppress_tokens:
-            # Same suppression, mask built once.  Without the timestamp rules (long-form only),
-            # the order of the suppression processors does not matter.
-            kwargs["suppress_tokens"] = None
-            kwargs["logits_processor"] = LogitsProcessorList([_SuppressTokens(gen.suppress_tokens)])
     else:
         inputs = fe(audio, sampling_rate=fe.sampling_rate, return_tensors="pt", truncation=False,
                     padding="longest", return_attention_mask=True)
         kwargs.update(return_timestamps=True, condition_on_prev_tokens=False,
                       attention_mask=inputs["attention_mask"].to(device))
-    with torch.inference_mode():
+    suppress = list(gen.suppress_tokens or [])
+    # (the no-speech detector, when enabled, must see the unsuppressed <|nocaptions|> logit)
+    if suppress and getattr(gen, "no_speech_threshold", None) is None:
+        kwargs["suppress_tokens"] = None
+        suppression = _suppress_in_logits(model, suppress)
+    else:
+        suppression = contextlib.nullcontext()
+    with torch.inference_mode(), suppression:
         out = model.generate(inputs["input_features"].to(device=device, dtype=dtype), **kwargs)
     sequences = out["sequences"] if isinstance(out, dict) else out
     ids = [int(t) for t in sequences[0].tolist()]

