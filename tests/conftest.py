@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -94,3 +96,13 @@ def whisper_model():
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "integration: slower offline tests on real pretrained weights (run in CI)")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """In CI (AUDIO_MINICHAT_STRICT=1) a skipped test fails: missing engines or assets must not hide a test."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and os.environ.get("AUDIO_MINICHAT_STRICT") == "1":
+        report.outcome = "failed"
+        report.longrepr = f"skipped under AUDIO_MINICHAT_STRICT=1 (CI installs everything): {report.longrepr}"
