@@ -155,7 +155,8 @@ class SpeechLLM:
 
         model, processor = self._load_asr()
         start = time.perf_counter()
-        text = transcribe(model, processor, clip)
+        # A cap per 30 s window stops rare Whisper loops on digit strings ("19-0-0-0...") from running away.
+        text = transcribe(model, processor, clip, max_new_tokens=224)
         return text, time.perf_counter() - start
 
 
