@@ -37,6 +37,7 @@ setup(
     python_requires=">=3.10",
     package_dir={"audio_minichat": ".", "audio_minichat.eval": "eval"},
     packages=["audio_minichat", "audio_minichat.eval"],
+    package_data={"audio_minichat": ["weights/*.safetensors", "weights/*.json"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={
         "test": ["pytest>=8", "ctranslate2==4.8.5"],
