@@ -53,19 +53,17 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help="print a JSON object with the answer and timings")
         p.add_argument("--quiet", action="store_true", help="no progress messages on stderr")
 
-    s = sub.add_parser("summarize", help="summarize speech (default prompt asks for a short summary)")
-    common(s, audio_required=False)
-    s.add_argument("--prompt", default=DEFAULT_SUMMARY_PROMPT)
-    s.add_argument("--mode", default="e2e", choices=MODES)
-    s.add_argument("--text", default=None, help="content as text (mode text)")
-    s.add_argument("--text-position", default="before", choices=["before", "after"])
-
-    a = sub.add_parser("ask", help="answer a text prompt about speech")
-    common(a, audio_required=False)
-    a.add_argument("--prompt", required=True)
-    a.add_argument("--mode", default="e2e", choices=MODES)
-    a.add_argument("--text", default=None, help="content as text (mode text)")
-    a.add_argument("--text-position", default="before", choices=["before", "after"])
+    prompted = (
+        ("summarize", "summarize speech (default prompt asks for a short summary)", {"default": DEFAULT_SUMMARY_PROMPT}),
+        ("ask", "answer a text prompt about speech", {"required": True}),
+    )
+    for name, help_text, prompt_kwargs in prompted:
+        p = sub.add_parser(name, help=help_text)
+        common(p, audio_required=False)
+        p.add_argument("--prompt", **prompt_kwargs)
+        p.add_argument("--mode", default="e2e", choices=MODES)
+        p.add_argument("--text", default=None, help="content as text (mode text)")
+        p.add_argument("--text-position", default="before", choices=["before", "after"])
 
     t = sub.add_parser("transcribe", help="Whisper transcript of the audio")
     common(t)

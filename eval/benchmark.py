@@ -426,6 +426,12 @@ def run(args: argparse.Namespace) -> dict:
     if not llm.projector_trained and "e2e" in args.systems:
         notes.append("the e2e projector is untrained: e2e outputs do not reflect the speech (ROUGE near zero expected).")
     fp_src = {k: config[k] for k in ("model", "device", "dtype", "prompt", "max_new_tokens")}
+    # the same checkpoint path can hold a retrained projector: fingerprint the projector weights too
+    projector_file = llm.info.get("projector_weights")
+    fp_src["projector"] = (
+        hashlib.sha1(Path(projector_file).read_bytes()).hexdigest() if projector_file and Path(projector_file).exists()
+        else llm.projector_trained
+    )
     fingerprint = hashlib.sha1(json.dumps(fp_src, sort_keys=True).encode()).hexdigest()[:12]
     outputs_path = out_dir / OUTPUTS
     done = _load_records(outputs_path, fingerprint)
