@@ -27,7 +27,7 @@ from .processing_audio_minichat import AudioMiniChatProcessor
 DEFAULT_LLM = "smollm2-135m-instruct"
 DEFAULT_ENCODER = "whisper-tiny.en"
 BUILD_INFO = "audio_minichat_build.json"
-DEFAULT_BUILD_VERSION = 1
+DEFAULT_BUILD_VERSION = 2
 # A trained projector shipped with the package (written by train_trainer.py; see README "Training").
 SHIPPED_PROJECTOR = Path(__file__).resolve().parent / "weights" / "default_projector.safetensors"
 
@@ -54,7 +54,7 @@ def build_model(
     model = AudioMiniChatForConditionalGeneration.from_components(language_model, asr, audio_token_id=0, **config_kwargs)
     processor = AudioMiniChatProcessor.from_config(model.config, feature_extractor, tokenizer)
     model.config.audio_token_id = processor.audio_token_id
-    trained = False
+    trained, projector_note = False, None
     if projector_weights is not None:
         from safetensors.torch import load_file
 
@@ -62,10 +62,14 @@ def build_model(
         state = {k.removeprefix("projector."): v for k, v in state.items() if k.startswith("projector.")} or state
         model.projector.load_state_dict(state, strict=True)
         trained = True
+        provenance = Path(projector_weights).with_suffix(".json")
+        if provenance.exists():
+            projector_note = json.loads(provenance.read_text()).get("note")
     model.to(dtype)
     info = {
         "llm": llm, "encoder": encoder, "llm_path": str(llm_path), "asr_path": str(enc_path),
         "projector_trained": trained, "projector_weights": str(projector_weights) if projector_weights else None,
+        "projector_note": projector_note,
         "build_version": DEFAULT_BUILD_VERSION,
     }
     out = Path(out_dir)

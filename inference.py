@@ -100,7 +100,8 @@ class SpeechLLM:
         inputs = self.processor(text=self.processor.build_prompt(self._parts(prompt, text_position)), audio=[clip],
                                 sampling_rate=self.processor.layout.sampling_rate)
         text, elapsed = self._generate(inputs, max_new_tokens)
-        warning = None if self.projector_trained else UNTRAINED_WARNING
+        # an untrained projector, or a trained one whose build records a known limitation
+        warning = self.info.get("projector_note") or (None if self.projector_trained else UNTRAINED_WARNING)
         if warning:
             warnings.warn(warning, stacklevel=2)
         return Answer("e2e", text, audio_seconds=len(clip) / 16000, timings={"generate_s": elapsed}, warning=warning)

@@ -1,0 +1,45 @@
+"""Ship a trained projector: copy a checkpoint's projector weights into weights/default_projector.safetensors.
+
+    python scripts/export_projector.py runs/default/final [--out weights/default_projector.safetensors]
+
+Writes the weights (safetensors, projector tensors only) and a JSON with their provenance (run config,
+steps, last logged training and validation figures). `audio-minichat build-default` picks them up.
+"""
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from safetensors.torch import load_file, save_file
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("checkpoint")
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "weights" / "default_projector.safetensors"))
+    args = ap.parse_args()
+    ckpt = Path(args.checkpoint)
+    weights = {k: v for k, v in load_file(str(ckpt / "trainable.safetensors")).items() if k.startswith("projector.")}
+    if not weights:
+        raise SystemExit(f"{ckpt}: no projector weights in trainable.safetensors")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, out)
+    info = json.loads((ckpt / "audio_minichat_training.json").read_text())
+    history = json.loads((ckpt / "log_history.json").read_text()) if (ckpt / "log_history.json").exists() else []
+    train_logs = [h for h in history if "loss" in h]
+    eval_logs = [h for h in history if "eval_ppl_audio" in h or "eval_loss" in h]
+    provenance = {
+        "checkpoint": str(ckpt), "tensors": {k: list(v.shape) for k, v in weights.items()},
+        "base_model": info.get("base_model"), "trainable": info.get("trainable_config"),
+        "last_train_log": train_logs[-1] if train_logs else None, "eval_logs": eval_logs,
+    }
+    out.with_suffix(".json").write_text(json.dumps(provenance, indent=2))
+    print(f"wrote {out} ({sum(v.numel() for v in weights.values()):,} parameters) and {out.with_suffix('.json')}")
+
+
+if __name__ == "__main__":
+    main()
