@@ -411,6 +411,8 @@ class DistillationTrainer(Trainer):
             self.lr_scheduler.load_state_dict(json.load(fh))
 
     def _save_rng_state(self, output_dir: str) -> None:
+        # every rank writes its own file; rank 0 may not have created the checkpoint folder yet
+        os.makedirs(output_dir, exist_ok=True)
         rank = self.args.process_index
         tensors = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
