@@ -71,16 +71,6 @@ class SpeechLLM:
     def projector_trained(self) -> bool:
         return bool(self.info.get("projector_trained", False))
 
-    # ---- prompts -----------------------------------------------------------------------------------
-    def _parts(self, prompt: str | None, text_position: str) -> list[dict]:
-        if text_position not in ("before", "after"):
-            raise ValueError(f"text_position must be 'before' or 'after', got {text_position!r}.")
-        parts = [{"type": "audio"}]
-        if prompt:
-            text = {"type": "text", "text": prompt}
-            parts = [text] + parts if text_position == "before" else parts + [text]
-        return parts
-
     @torch.no_grad()
     def _generate(self, inputs, max_new_tokens: int) -> tuple[str, float]:
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
@@ -97,7 +87,7 @@ class SpeechLLM:
     def e2e(self, audio, prompt: str | None = None, text_position: str = "before", max_new_tokens: int = 128,
             sampling_rate: int | None = None) -> Answer:
         clip = load_audio(audio, sampling_rate, self.processor.layout.sampling_rate)
-        inputs = self.processor(text=self.processor.build_prompt(self._parts(prompt, text_position)), audio=[clip],
+        inputs = self.processor(text=self.processor.build_prompt(self.processor.audio_with_text(prompt, text_position)), audio=[clip],
                                 sampling_rate=self.processor.layout.sampling_rate)
         text, elapsed = self._generate(inputs, max_new_tokens)
         # an untrained projector, or a trained one whose build records a known limitation
@@ -110,7 +100,7 @@ class SpeechLLM:
              max_new_tokens: int = 128) -> Answer:
         if not content or not content.strip():
             raise ValueError("text mode needs non-empty content text.")
-        built = self.processor.build_prompt(self._parts(prompt, text_position), transcripts=[content])
+        built = self.processor.build_prompt(self.processor.audio_with_text(prompt, text_position), transcripts=[content])
         text, elapsed = self._generate(self.processor(text=built), max_new_tokens)
         return Answer("text", text, transcript=content, timings={"generate_s": elapsed})
 

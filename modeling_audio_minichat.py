@@ -178,11 +178,10 @@ class AudioMiniChatForConditionalGeneration(AudioMiniChatPreTrainedModel, Genera
     ) -> list[torch.Tensor]:
         """Per-clip LLM-space embeddings, in clip order; clip ``c`` gets ``layout.num_embeddings`` rows."""
         step = max(1, self.config.encoder_forward_batch)
-        hidden_parts, length_parts = [], []
+        hidden_parts = []
         for i in range(0, input_features.shape[0], step):
             h, n = self._encode_windows(input_features[i : i + step], input_features_mask[i : i + step])
             hidden_parts.extend(h[j, : int(n[j])] for j in range(h.shape[0]))
-            length_parts.append(n)
         clip_ids = audio_window_clip.tolist()
         num_clips = max(clip_ids) + 1
         per_clip = [torch.cat([hidden_parts[w] for w, c in enumerate(clip_ids) if c == k]) for k in range(num_clips)]

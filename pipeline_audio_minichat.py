@@ -35,8 +35,6 @@ class AudioMiniChatPipeline(Pipeline):
         if prompt is not None:
             pre["prompt"] = prompt
         if text_position is not None:
-            if text_position not in ("before", "after"):
-                raise ValueError(f"text_position must be 'before' or 'after', got {text_position!r}.")
             pre["text_position"] = text_position
         if sampling_rate is not None:
             pre["sampling_rate"] = sampling_rate
@@ -48,10 +46,7 @@ class AudioMiniChatPipeline(Pipeline):
     def preprocess(self, audio, prompt: str | None = None, text_position: str = "before", sampling_rate=None):
         processor = self.processor
         clip = load_audio(audio, sampling_rate, processor.layout.sampling_rate)
-        parts = [{"type": "audio"}]
-        if prompt:
-            text = {"type": "text", "text": prompt}
-            parts = [text] + parts if text_position == "before" else parts + [text]
+        parts = processor.audio_with_text(prompt, text_position)
         inputs = processor(text=processor.build_prompt(parts), audio=[clip], sampling_rate=processor.layout.sampling_rate)
         return inputs
 

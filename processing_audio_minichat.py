@@ -186,6 +186,17 @@ class AudioMiniChatProcessor(ProcessorMixin):
             prompt = self.fill_placeholders(prompt, transcripts)
         return prompt
 
+    @staticmethod
+    def audio_with_text(prompt: str | None, text_position: str = "before") -> list[dict]:
+        """User-turn parts for one clip with an optional text ``prompt`` before or after it."""
+        if text_position not in ("before", "after"):
+            raise ValueError(f"text_position must be 'before' or 'after', got {text_position!r}.")
+        parts = [{"type": "audio"}]
+        if prompt:
+            text = {"type": "text", "text": prompt}
+            parts = [text] + parts if text_position == "before" else parts + [text]
+        return parts
+
     def _flatten_content(self, content) -> str:
         if isinstance(content, str):
             return content
