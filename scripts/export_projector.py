@@ -1,9 +1,11 @@
-"""Ship a trained projector: copy a checkpoint's projector weights into weights/default_projector.safetensors.
+"""Ship trained weights: copy a checkpoint's trainable tensors into weights/default_projector.safetensors.
 
     python scripts/export_projector.py runs/default/final [--out weights/default_projector.safetensors]
 
-Writes the weights (safetensors, projector tensors only) and a JSON with their provenance (run config,
-steps, last logged training and validation figures). `audio-minichat build-default` picks them up.
+Writes the trainable tensors (safetensors: the projector, plus encoder LoRA pairs or fully trained encoder
+tensors when the run trained them; LLM LoRA is refused: the default must answer text exactly as the base
+LLM) and a JSON with their provenance (run config, steps, last logged training and validation figures).
+`audio-minichat build-default` picks them up (`default_model.apply_trained_weights` merges LoRA pairs).
 """
 
 import argparse
@@ -20,15 +22,22 @@ def main() -> None:
     ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "weights" / "default_projector.safetensors"))
     args = ap.parse_args()
     ckpt = Path(args.checkpoint)
-    weights = {k: v for k, v in load_file(str(ckpt / "trainable.safetensors")).items() if k.startswith("projector.")}
-    if not weights:
+    weights = load_file(str(ckpt / "trainable.safetensors"))
+    if not any(k.startswith("projector.") for k in weights):
         raise SystemExit(f"{ckpt}: no projector weights in trainable.safetensors")
+    llm = [k for k in weights if k.startswith("language_model.")]
+    if llm:
+        raise SystemExit(f"{ckpt}: trains the LLM ({llm[0]}, ...); the shipped default keeps the LLM frozen")
+    info = json.loads((ckpt / "audio_minichat_training.json").read_text())
+    trainable = info.get("trainable_config") or {}
+    metadata = {"format": "pt"}
+    if any(".lora_A." in k for k in weights):
+        metadata["lora_scaling"] = repr(float(trainable["lora_alpha"]) / float(trainable["lora_r"]))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
-    save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp), metadata={"format": "pt"})
+    save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp), metadata=metadata)
     os.replace(tmp, out)
-    info = json.loads((ckpt / "audio_minichat_training.json").read_text())
     history = json.loads((ckpt / "log_history.json").read_text()) if (ckpt / "log_history.json").exists() else []
     train_logs = [h for h in history if "loss" in h]
     eval_logs = [h for h in history if "eval_ppl_audio" in h or "eval_loss" in h]

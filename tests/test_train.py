@@ -214,6 +214,79 @@ def test_trainable_only_checkpoint_reloads_complete_model(tmp_path, saved):
             assert torch.equal(p, dict(base_model.named_parameters())[name]), name
 
 
+def test_exported_weights_with_encoder_lora_rebuild_the_trained_model(tmp_path, saved):
+    """scripts/export_projector.py -> default_model.apply_trained_weights: LoRA pairs merged, same logits."""
+    from audio_minichat.default_model import apply_trained_weights
+
+    base, data = saved
+    cfg = _config(tmp_path, base, data, max_steps=2, learning_rate=5e-2)
+    raw = yaml.safe_load(cfg.read_text())
+    raw["trainable"] = {"encoder": "lora", "llm": "frozen", "lora_r": 4, "lora_alpha": 8,
+                        "encoder_lora_targets": ["q_proj", "v_proj", "fc1"]}
+    cfg.write_text(yaml.safe_dump(raw))
+    trainer = build_trainer(RunConfig.from_yaml(cfg))
+    trainer.train()
+    trainer.save_model(str(tmp_path / "final"))
+    shipped = tmp_path / "ship" / "w.safetensors"
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "export_projector.py"), str(tmp_path / "final"),
+                    "--out", str(shipped)], check=True, capture_output=True, text=True)
+    live = trainer.model.eval()
+    rebuilt = type(live).from_pretrained(base).eval()
+    counts = apply_trained_weights(rebuilt, shipped)
+    n_layers = rebuilt.config.audio_config.encoder_layers
+    assert counts == {"projector": 2, "lora_merged": 3 * n_layers, "full": 0}
+    proc = trainer.processing_class
+    inputs = proc(text=proc.build_prompt("<|audio|>"), audio=speechlike(1.0), sampling_rate=16000)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(**inputs).logits, live(**inputs).logits, rtol=1e-4, atol=1e-4)
+        # the LoRA really moved the encoder: the untouched base differs
+        plain = type(live).from_pretrained(base).eval()
+        apply_trained_weights(plain, _projector_only(shipped, tmp_path / "p.safetensors"))
+        assert not torch.allclose(plain(**inputs).logits, live(**inputs).logits, atol=1e-4)
+    # a later stage starts from the shipped file (init_weights); its checkpoint reloads with that start included
+    cfg2 = _config(tmp_path / "stage2", base, data, max_steps=1)
+    raw = yaml.safe_load(cfg2.read_text())
+    raw["init_weights"] = str(shipped)
+    cfg2.write_text(yaml.safe_dump(raw))
+    stage2 = build_trainer(RunConfig.from_yaml(cfg2))
+    with torch.no_grad():
+        torch.testing.assert_close(stage2.model.eval()(**inputs).logits, live(**inputs).logits, rtol=1e-4, atol=1e-4)
+    stage2.train()
+    stage2.save_model(str(tmp_path / "final2"))
+    with torch.no_grad():
+        torch.testing.assert_close(load_trained_model(str(tmp_path / "final2"))(**inputs).logits,
+                                   stage2.model.eval()(**inputs).logits)
+    raw["init_weights"] = str(tmp_path / "missing.safetensors")
+    cfg2.write_text(yaml.safe_dump(raw))
+    with pytest.raises(FileNotFoundError, match="missing.safetensors"):
+        build_trainer(RunConfig.from_yaml(cfg2))
+
+
+def _projector_only(src, dst):
+    from safetensors.torch import load_file, save_file
+
+    save_file({k: v for k, v in load_file(str(src)).items() if k.startswith("projector.")}, str(dst))
+    return dst
+
+
+def test_apply_trained_weights_names_the_bad_tensor(tmp_path):
+    from safetensors.torch import save_file
+
+    from audio_minichat.default_model import apply_trained_weights
+
+    model, _ = make_model("whisper")
+    save_file({"encoder.oops": torch.zeros(2)}, str(tmp_path / "a.safetensors"))
+    with pytest.raises(ValueError, match="no projector tensors"):
+        apply_trained_weights(model, tmp_path / "a.safetensors")
+    proj = {f"projector.{k}": v for k, v in model.projector.state_dict().items()}
+    save_file({**proj, "audio_encoder.nope.weight": torch.zeros(2)}, str(tmp_path / "b.safetensors"))
+    with pytest.raises(ValueError, match="'audio_encoder.nope.weight' matches no parameter"):
+        apply_trained_weights(model, tmp_path / "b.safetensors")
+    save_file({**proj, "audio_encoder.layers.0.fc1.lora_A.default.weight": torch.zeros(2, 2)}, str(tmp_path / "c.safetensors"))
+    with pytest.raises(ValueError, match="no matching lora_B"):
+        apply_trained_weights(model, tmp_path / "c.safetensors")
+
+
 @pytest.mark.integration
 def test_accelerate_launch_two_cpu_processes(tmp_path, saved):
     base, data = saved
