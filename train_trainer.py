@@ -40,9 +40,11 @@ from safetensors.torch import load_file, save_file
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 if __package__ in (None, ""):  # run as a script: import the installed package
+    from audio_minichat.default_model import apply_trained_weights
     from audio_minichat.modeling_audio_minichat import AudioMiniChatForConditionalGeneration
     from audio_minichat.processing_audio_minichat import AudioMiniChatProcessor, load_audio
 else:
+    from .default_model import apply_trained_weights
     from .modeling_audio_minichat import AudioMiniChatForConditionalGeneration
     from .processing_audio_minichat import AudioMiniChatProcessor, load_audio
 
@@ -540,8 +542,6 @@ def load_trained_model(checkpoint: str, base_model: str | None = None, dtype=Non
         raise ValueError(f"{checkpoint}: no base model recorded; pass base_model.")
     model = AudioMiniChatForConditionalGeneration.from_pretrained(base, dtype=dtype)
     if info.get("init_weights"):  # the run started from earlier trained weights: the frozen parts include them
-        from .default_model import apply_trained_weights
-
         apply_trained_weights(model, info["init_weights"])
     configure_trainable(model, TrainableConfig(**info.get("trainable_config", {})))
     load_trainable(model, checkpoint)
@@ -628,8 +628,6 @@ def build_trainer(cfg: RunConfig) -> DistillationTrainer:
     processor = AudioMiniChatProcessor.from_pretrained(cfg.model)
     model = AudioMiniChatForConditionalGeneration.from_pretrained(cfg.model)
     if cfg.init_weights:
-        from .default_model import apply_trained_weights
-
         if not os.path.isfile(cfg.init_weights):
             raise FileNotFoundError(f"init_weights: {cfg.init_weights!r} does not exist (a scripts/export_projector.py file)")
         apply_trained_weights(model, cfg.init_weights)
@@ -696,8 +694,13 @@ def main(argv: list[str] | None = None) -> int:
         cfg.output_dir = args.output_dir
     if args.max_steps is not None:
         cfg.training["max_steps"] = args.max_steps
+    existing = latest_checkpoint(cfg.output_dir)
+    if existing and args.resume is None:
+        # a fresh run would mix its checkpoints (and their rotation) with another run's
+        raise SystemExit(f"{cfg.output_dir} already holds checkpoints ({os.path.basename(existing)}): pass --resume to "
+                         "continue that run, or --output-dir for a new one.")
     trainer = build_trainer(cfg)
-    resume = latest_checkpoint(cfg.output_dir) if args.resume == "latest" else args.resume
+    resume = existing if args.resume == "latest" else args.resume
     trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(os.path.join(cfg.output_dir, "final"))
     if trainer.is_world_process_zero():

@@ -357,7 +357,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _load_records(path: Path, fingerprint: str) -> dict:
+def system_fingerprints(config: dict, projector_id) -> dict[str, str]:
+    """What a stored output depends on, per system: text and cascade never touch the projector (the cascade's
+    ASR is the separate Whisper model), so a retrained projector re-runs only the e2e records."""
+    base = {k: config[k] for k in ("model", "device", "dtype", "prompt", "max_new_tokens")}
+
+    def digest(extra: dict) -> str:
+        return hashlib.sha1(json.dumps({**base, **extra}, sort_keys=True).encode()).hexdigest()[:12]
+
+    return {"text": digest({"system": "text"}), "cascade": digest({"system": "cascade"}),
+            "e2e": digest({"system": "e2e", "projector": projector_id})}
+
+
+def _load_records(path: Path, fingerprints: dict[str, str]) -> dict:
+    """Stored outputs whose fingerprint matches their system's current one (a record cut by a kill is ignored)."""
     done = {}
     if path.exists():
         with open(path, encoding="utf-8") as fh:
@@ -366,7 +379,7 @@ def _load_records(path: Path, fingerprint: str) -> dict:
                     rec = json.loads(line)
                 except json.JSONDecodeError:  # a line cut by a kill
                     continue
-                if rec.get("fingerprint") == fingerprint:
+                if rec.get("fingerprint") == fingerprints.get(rec.get("system")):
                     done[(rec["system"], rec["voice"], rec["id"])] = rec
     return done
 
@@ -425,16 +438,15 @@ def run(args: argparse.Namespace) -> dict:
     }
     if not llm.projector_trained and "e2e" in args.systems:
         notes.append("the e2e projector is untrained: e2e outputs do not reflect the speech (ROUGE near zero expected).")
-    fp_src = {k: config[k] for k in ("model", "device", "dtype", "prompt", "max_new_tokens")}
-    # the same checkpoint path can hold a retrained projector: fingerprint the projector weights too
+    # the same checkpoint path can hold a retrained projector: e2e records are fingerprinted by its weights too
     projector_file = llm.info.get("projector_weights")
-    fp_src["projector"] = (
+    projector_id = (
         hashlib.sha1(Path(projector_file).read_bytes()).hexdigest() if projector_file and Path(projector_file).exists()
         else llm.projector_trained
     )
-    fingerprint = hashlib.sha1(json.dumps(fp_src, sort_keys=True).encode()).hexdigest()[:12]
+    fingerprints = system_fingerprints(config, projector_id)
     outputs_path = out_dir / OUTPUTS
-    done = _load_records(outputs_path, fingerprint)
+    done = _load_records(outputs_path, fingerprints)
     reused = sum(1 for k in done if k[2] in by_id)
 
     warnings.filterwarnings("ignore", message=".*projector is untrained.*")
@@ -456,7 +468,7 @@ def run(args: argparse.Namespace) -> dict:
                                                    sampling_rate=rate)
                         latency = time.perf_counter() - start
                     rec = {
-                        "fingerprint": fingerprint, "system": system, "voice": voice, "id": doc["id"],
+                        "fingerprint": fingerprints[system], "system": system, "voice": voice, "id": doc["id"],
                         "output": ans.text, "transcript": ans.transcript if system == "cascade" else None,
                         "audio_seconds": ans.audio_seconds, "latency_s": latency, "timings": ans.timings,
                         **peak_memory(),
@@ -480,7 +492,7 @@ def run(args: argparse.Namespace) -> dict:
     wall = time.perf_counter() - t_start
     result = {
         "config": config, "metrics": rows, "perplexity": ppl, "skipped": skipped,
-        "run": {"wall_s": wall, "records_reused_from_previous_run": reused, "fingerprint": fingerprint, **peak_memory()},
+        "run": {"wall_s": wall, "records_reused_from_previous_run": reused, "fingerprints": fingerprints, **peak_memory()},
         "per_doc": [
             {**{k: r.get(k) for k in ("system", "voice", "id", "output", "transcript", "rouge1", "rouge2", "rougeL",
                                        "rougeL_vs_text", "wer", "latency_s", "audio_seconds", "timings")},

@@ -1,11 +1,13 @@
 """Training throughput: the seed's loop (batch 1) vs batched distillation, side by side on one machine.
 
-    python scripts/bench_train.py [--model DIR] [--data DIR] [--batch-size 8] [--steps 6] [--device cpu]
+    python scripts/bench_train.py [--config configs/train_default.yaml] [--model DIR] [--data DIR]
+                                  [--batch-size 8] [--steps 6] [--device cpu]
 
 Both loops run the same model, data, losses (next-token + logit + feature distillation) and AdamW on the
-trainable projector. The seed-style loop processes one utterance per optimizer step (the original code
+trainable parameters (with ``--config``: what that training config trains, its losses and frozen dtype;
+without: the projector alone, paper loss weights). The seed-style loop processes one utterance per optimizer step (the original code
 supports only batch size 1); the batched loop uses ``--batch-size`` utterances per step through
-``DistillationCollator`` / ``DistillationTrainer.compute_loss``. Reports samples/s (median over timed
+``DistillationCollator`` / ``train_trainer.distillation_step`` (what the Trainer runs). Reports samples/s (median over timed
 steps after one warm-up step) and the ratio. Data: a prepare_data output (``--data``) or, without it,
 espeak-ng readings of corpus sentences whose transcript doubles as the response (lengths are what
 matter for throughput).
@@ -30,7 +32,7 @@ from audio_minichat.train_trainer import (
     DataConfig,
     DistillationCollator,
     LossConfig,
-    TrainableConfig,
+    RunConfig,
     cast_frozen,
     configure_trainable,
     distillation_step,
@@ -57,9 +59,8 @@ def dataset_rows(path: str, n: int) -> list[dict]:
     return [ds[i] for i in range(len(ds))]
 
 
-def run_loop(model, collator, rows, batch_size: int, steps: int, device) -> list[float]:
+def run_loop(model, collator, rows, batch_size: int, steps: int, device, cfg: LossConfig) -> list[float]:
     """Samples/s of each timed optimizer step (the first step is warm-up and not reported)."""
-    cfg = LossConfig()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4)
     rates = []
@@ -80,19 +81,23 @@ def run_loop(model, collator, rows, batch_size: int, steps: int, device) -> list
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default=None, help="AudioMiniChat checkpoint (default: the offline default)")
+    ap.add_argument("--config", default=None,
+                    help="a training config (configs/*.yaml): its model, what trains, losses and frozen dtype")
+    ap.add_argument("--model", default=None, help="AudioMiniChat checkpoint (default: the config's, else the offline default)")
     ap.add_argument("--data", default=None, help="prepare_data output; default: synthesized espeak sentences")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--steps", type=int, default=6, help="timed steps of the batched loop")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--frozen-dtype", default="bfloat16")
+    ap.add_argument("--frozen-dtype", default=None, help="default: the config's, else bfloat16")
     ap.add_argument("--out", default=None, help="write the result JSON here")
     args = ap.parse_args()
 
     device = torch.device(args.device)
-    model_dir = args.model or str(build_default())
+    run = RunConfig.from_yaml(args.config) if args.config else RunConfig()
+    model_dir = args.model or run.model or str(build_default())
+    args.frozen_dtype = args.frozen_dtype or run.frozen_dtype or "bfloat16"
     model = AudioMiniChatForConditionalGeneration.from_pretrained(model_dir)
-    configure_trainable(model, TrainableConfig())
+    configure_trainable(model, run.trainable)
     cast_frozen(model, getattr(torch, args.frozen_dtype))
     model.to(device).train()
     processor = AudioMiniChatProcessor.from_pretrained(model_dir)
@@ -101,15 +106,16 @@ def main() -> None:
     rows = dataset_rows(args.data, n_rows) if args.data else synthetic_rows(n_rows)
 
     # Equal work for both: the seed loop sees as many samples as the batched loop.
-    seed_rates = run_loop(model, collator, rows, 1, args.batch_size * args.steps, device)
-    batched_rates = run_loop(model, collator, rows, args.batch_size, args.steps, device)
+    seed_rates = run_loop(model, collator, rows, 1, args.batch_size * args.steps, device, run.losses)
+    batched_rates = run_loop(model, collator, rows, args.batch_size, args.steps, device, run.losses)
     seed, batched = statistics.median(seed_rates), statistics.median(batched_rates)
     result = {
         "model": model_dir, "device": str(device), "device_name": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(), "frozen_dtype": args.frozen_dtype, "batch_size": args.batch_size,
         "seed_loop_samples_per_s": round(seed, 3), "batched_samples_per_s": round(batched, 3),
         "speedup": round(batched / seed, 2), "timed_steps": {"seed": len(seed_rates), "batched": len(batched_rates)},
-        "data": args.data or "synthetic espeak-ng corpus sentences",
+        "data": args.data or "synthetic espeak-ng corpus sentences", "config": args.config,
+        "trainable": vars(run.trainable) if hasattr(run.trainable, "__dict__") else str(run.trainable),
     }
     print(json.dumps(result, indent=2))
     print(f"\nseed-style loop (batch 1): {seed:.2f} samples/s | batched (batch {args.batch_size}): {batched:.2f} samples/s "

@@ -139,3 +139,18 @@ def test_benchmark_smoke(tmp_path):
     assert again["run"]["records_reused_from_previous_run"] == 6
     assert len((out / "outputs.jsonl").read_text().splitlines()) == 6
     assert again["perplexity"].get("note", "").startswith("skipped")
+
+
+def test_retrained_projector_reruns_only_e2e_records(tmp_path):
+    from audio_minichat.eval.benchmark import _load_records, system_fingerprints
+
+    config = {"model": "/m", "device": "cpu", "dtype": "bfloat16", "prompt": "Summarize:", "max_new_tokens": 60}
+    old, new = system_fingerprints(config, "aaa"), system_fingerprints(config, "bbb")
+    assert old["text"] == new["text"] and old["cascade"] == new["cascade"] and old["e2e"] != new["e2e"]
+    assert len(set(old.values())) == 3
+    assert system_fingerprints({**config, "prompt": "Other:"}, "aaa")["text"] != old["text"]
+    path = tmp_path / "outputs.jsonl"
+    recs = [{"fingerprint": old[s], "system": s, "voice": v, "id": "d1"} for s, v in (("text", "-"), ("cascade", "joe"), ("e2e", "joe"))]
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs) + '{"cut by a kill')
+    assert set(_load_records(path, new)) == {("text", "-", "d1"), ("cascade", "joe", "d1")}
+    assert set(_load_records(path, old)) == {("text", "-", "d1"), ("cascade", "joe", "d1"), ("e2e", "joe", "d1")}

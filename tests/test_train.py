@@ -287,6 +287,20 @@ def test_apply_trained_weights_names_the_bad_tensor(tmp_path):
         apply_trained_weights(model, tmp_path / "c.safetensors")
 
 
+def test_main_refuses_to_mix_a_new_run_into_old_checkpoints(tmp_path, saved):
+    from audio_minichat.train_trainer import main
+
+    base, data = saved
+    cfg = _config(tmp_path, base, data, max_steps=2, save_steps=2)
+    assert main(["--config", str(cfg)]) == 0
+    assert (tmp_path / "run" / "checkpoint-2").is_dir() and (tmp_path / "run" / "final" / "trainable.safetensors").is_file()
+    with pytest.raises(SystemExit, match=r"already holds checkpoints \(checkpoint-2\): pass --resume"):
+        main(["--config", str(cfg)])
+    assert main(["--config", str(cfg), "--resume", "--max-steps", "3"]) == 0  # continues: one more step
+    history = json.loads((tmp_path / "run" / "final" / "log_history.json").read_text())
+    assert [h["step"] for h in history if "loss" in h and "train_loss" not in h][-1] == 3
+
+
 @pytest.mark.integration
 def test_accelerate_launch_two_cpu_processes(tmp_path, saved):
     base, data = saved
