@@ -19,6 +19,9 @@ from safetensors.torch import load_file, save_file
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("checkpoint")
+    ap.add_argument("--note", default=None,
+                    help="what users should know (build-default records it; every e2e answer carries it as a warning)")
+    ap.add_argument("--command", default=None, help="the command (and data) that produced the checkpoint")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "weights" / "default_projector.safetensors"))
     args = ap.parse_args()
     ckpt = Path(args.checkpoint)
@@ -45,7 +48,11 @@ def main() -> None:
         "checkpoint": str(ckpt), "tensors": {k: list(v.shape) for k, v in weights.items()},
         "base_model": info.get("base_model"), "trainable": info.get("trainable_config"),
         "last_train_log": train_logs[-1] if train_logs else None, "eval_logs": eval_logs,
+        "init_weights": info.get("init_weights"),
     }
+    for key in ("note", "command"):
+        if getattr(args, key):
+            provenance[key] = getattr(args, key)
     out.with_suffix(".json").write_text(json.dumps(provenance, indent=2))
     print(f"wrote {out} ({sum(v.numel() for v in weights.values()):,} parameters) and {out.with_suffix('.json')}")
 
