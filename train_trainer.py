@@ -705,6 +705,11 @@ def main(argv: list[str] | None = None) -> int:
     trainer.save_model(os.path.join(cfg.output_dir, "final"))
     if trainer.is_world_process_zero():
         _atomic_write_json(os.path.join(cfg.output_dir, "final", "log_history.json"), trainer.state.log_history)
+    # every rank leaves together and closes the process group: a rank that exits while another still holds
+    # gloo connections can make that one abort
+    trainer.accelerator.wait_for_everyone()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
     return 0
 
 

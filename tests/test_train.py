@@ -317,8 +317,9 @@ def test_accelerate_launch_two_cpu_processes(tmp_path, saved):
          "--main_process_port", port, "--mixed_precision", "no", "--dynamo_backend", "no", str(ROOT / "train_trainer.py"), "--config", str(cfg)],
         capture_output=True, text=True, env=env, timeout=600, cwd=str(tmp_path),
     )
-    errors = [line for line in run.stderr.splitlines() if "Error" in line or "error" in line]
-    assert run.returncode == 0, "\n".join(errors[-30:]) + run.stderr[-2000:]
+    # the launcher's own summary hides the failing rank's message: show what the ranks printed, progress bars aside
+    ranks = [line for line in run.stderr.splitlines() if "it/s]" not in line and "s/it]" not in line]
+    assert run.returncode == 0, "\n".join(ranks[-80:])
     history = json.loads((tmp_path / "run" / "final" / "log_history.json").read_text())
     assert _losses(history) and all(l > 0 for _, l in _losses(history))
     assert "world size 2" in run.stderr
