@@ -581,18 +581,19 @@ class Teacher:
                 temperature=None, top_p=None, top_k=None,
             )
         new = gen[:, enc["input_ids"].shape[1]:]
-        outs = []
-        for row, budget in zip(new, budgets):
-            ids = row.tolist()
-            stop = next((i for i, t in enumerate(ids) if t == eos), None)
-            hit = stop is None or stop >= budget
-            ids = ids[: min(budget, stop if stop is not None else len(ids))]
-            text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
-            text = trim_repetition(text)
-            if hit and self.cfg.get("trim_incomplete", True):
-                text = trim_incomplete_sentence(text)
-            outs.append((text, hit))
-        return outs
+        return [self.finish(row.tolist(), budget) for row, budget in zip(new, budgets)]
+
+    def finish(self, ids: list[int], budget: int) -> tuple[str, bool]:
+        """Generated token ids (up to and including EOS, if any) -> (response, hit_token_budget): cut at EOS or
+        the row's budget, decoded, repetition loops trimmed, an unfinished last sentence dropped when cut."""
+        eos = self.tokenizer.eos_token_id
+        stop = next((i for i, t in enumerate(ids) if t == eos), None)
+        hit = stop is None or stop >= budget
+        ids = ids[: min(budget, stop if stop is not None else len(ids))]
+        text = trim_repetition(self.tokenizer.decode(ids, skip_special_tokens=True).strip())
+        if hit and self.cfg.get("trim_incomplete", True):
+            text = trim_incomplete_sentence(text)
+        return text, hit
 
 
 def _synth_ids(out: Path, k: int) -> list[str]:

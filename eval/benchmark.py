@@ -438,13 +438,9 @@ def run(args: argparse.Namespace) -> dict:
     }
     if not llm.projector_trained and "e2e" in args.systems:
         notes.append("the e2e projector is untrained: e2e outputs do not reflect the speech (ROUGE near zero expected).")
-    # the same checkpoint path can hold a retrained projector: e2e records are fingerprinted by its weights too
-    projector_file = llm.info.get("projector_weights")
-    projector_id = (
-        hashlib.sha1(Path(projector_file).read_bytes()).hexdigest() if projector_file and Path(projector_file).exists()
-        else llm.projector_trained
-    )
-    fingerprints = system_fingerprints(config, projector_id)
+    # the same checkpoint path can hold a retrained projector: e2e records are fingerprinted by the sha1 of the
+    # trained-weights file the build recorded (default_model.build_model)
+    fingerprints = system_fingerprints(config, llm.info.get("projector_sha1") or llm.projector_trained)
     outputs_path = out_dir / OUTPUTS
     done = _load_records(outputs_path, fingerprints)
     reused = sum(1 for k in done if k[2] in by_id)

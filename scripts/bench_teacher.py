@@ -42,8 +42,6 @@ def run_hf(tcfg: dict, items, bs: int) -> tuple[float, list[str]]:
 def run_ct2(tcfg: dict, items, bs: int, quantization: str, threads: int) -> tuple[float, list[str]]:
     import ctranslate2
 
-    from audio_minichat.prepare_data import trim_incomplete_sentence, trim_repetition
-
     teacher = Teacher(tcfg)  # prompt format, budgets and the LLM weights come from the same place
     with tempfile.TemporaryDirectory() as tmp:
         teacher.model.language_model.save_pretrained(tmp + "/hf")
@@ -59,10 +57,8 @@ def run_ct2(tcfg: dict, items, bs: int, quantization: str, threads: int) -> tupl
             res = gen.generate_batch(prompts[b : b + bs], max_length=max(budgets[b : b + bs]), sampling_topk=1,
                                      include_prompt_in_result=False, end_token=tok.eos_token)
             for r, budget in zip(res, budgets[b : b + bs]):
-                ids = r.sequences_ids[0]
-                hit = len(ids) >= budget
-                text = trim_repetition(tok.decode(ids[:budget], skip_special_tokens=True).strip())
-                outs.append(trim_incomplete_sentence(text) if hit and tcfg.get("trim_incomplete", True) else text)
+                ids = r.sequences_ids[0]  # without the end token: shorter than the budget means it stopped there
+                outs.append(teacher.finish(ids + [tok.eos_token_id] if len(ids) < budget else ids, budget)[0])
         return time.perf_counter() - start, outs
 
 

@@ -21,6 +21,7 @@ import platform
 import statistics
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -115,7 +116,7 @@ def main() -> None:
         "seed_loop_samples_per_s": round(seed, 3), "batched_samples_per_s": round(batched, 3),
         "speedup": round(batched / seed, 2), "timed_steps": {"seed": len(seed_rates), "batched": len(batched_rates)},
         "data": args.data or "synthetic espeak-ng corpus sentences", "config": args.config,
-        "trainable": vars(run.trainable) if hasattr(run.trainable, "__dict__") else str(run.trainable),
+        "trainable": asdict(run.trainable),
     }
     print(json.dumps(result, indent=2))
     print(f"\nseed-style loop (batch 1): {seed:.2f} samples/s | batched (batch {args.batch_size}): {batched:.2f} samples/s "
