@@ -27,7 +27,9 @@ from .processing_audio_minichat import AudioMiniChatProcessor
 DEFAULT_LLM = "smollm2-135m-instruct"
 DEFAULT_ENCODER = "whisper-tiny.en"
 BUILD_INFO = "audio_minichat_build.json"
-DEFAULT_BUILD_VERSION = 3
+DEFAULT_BUILD_VERSION = 4
+# The default's projector: pool 8/4 (the paper) then a 2-layer MLP (1,024 wide) into the LLM's embedding space.
+DEFAULT_MODEL_KWARGS = {"projector_type": "mlp", "projector_hidden_size": 1024}
 # A trained projector shipped with the package (written by train_trainer.py; see README "Training").
 SHIPPED_PROJECTOR = Path(__file__).resolve().parent / "weights" / "default_projector.safetensors"
 
@@ -154,7 +156,7 @@ def build_default(cache_dir: str | os.PathLike | None = None, force: bool = Fals
               "projector_sha1": _file_digest(projector) if projector else None}  # a re-trained file rebuilds
     if not force and info and all(info.get(k) == v for k, v in wanted.items()) and (out / "model.safetensors").exists():
         return out
-    return build_model(DEFAULT_LLM, DEFAULT_ENCODER, out, cache_dir=cache, projector_weights=projector)
+    return build_model(DEFAULT_LLM, DEFAULT_ENCODER, out, cache_dir=cache, projector_weights=projector, **DEFAULT_MODEL_KWARGS)
 
 
 __all__ = ["build_model", "build_default", "apply_trained_weights", "read_build_info", "DEFAULT_LLM", "DEFAULT_ENCODER", "BUILD_INFO"]

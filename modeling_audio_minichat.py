@@ -7,9 +7,13 @@ embedding size and written into the positions of the ``<|audio|>`` placeholder t
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
+
 from transformers import AutoModel, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
+from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from .configuration_audio_minichat import AudioMiniChatConfig
@@ -36,6 +40,13 @@ def span_means(frames: torch.Tensor, lengths: torch.Tensor, starts: torch.Tensor
     gather = lambda idx: prefix.gather(1, idx.unsqueeze(-1).expand(-1, -1, dim))  # noqa: E731
     sums = gather(ends) - gather(starts)
     return (sums / (ends - starts).unsqueeze(-1).to(sums.dtype)).to(frames.dtype)
+
+
+@dataclass
+class AudioMiniChatOutput(CausalLMOutputWithPast):
+    """The LLM's output plus, when asked (``output_audio_embeddings=True``), each clip's audio embeddings."""
+
+    audio_embeddings: tuple[torch.Tensor, ...] | None = None
 
 
 class AudioProjector(nn.Module):
@@ -196,8 +207,12 @@ class AudioMiniChatForConditionalGeneration(AudioMiniChatPreTrainedModel, Genera
         input_features_mask: torch.Tensor | None = None,
         audio_window_clip: torch.Tensor | None = None,
         audio_spans: torch.Tensor | None = None,
+        clips_out: list | None = None,
     ) -> torch.Tensor:
-        """Token embeddings with each run of audio placeholders replaced by its clip's embeddings."""
+        """Token embeddings with each run of audio placeholders replaced by its clip's embeddings.
+
+        ``clips_out``, when given, receives the per-clip audio embeddings (in clip order).
+        """
         placeholder = input_ids == self.config.audio_token_id
         embeds = self.get_input_embeddings()(input_ids.masked_fill(placeholder, 0))
         n_placeholders = int(placeholder.sum())
@@ -207,7 +222,10 @@ class AudioMiniChatForConditionalGeneration(AudioMiniChatPreTrainedModel, Genera
             return embeds
         if input_features_mask is None or audio_window_clip is None:
             raise ValueError("input_features need input_features_mask and audio_window_clip (use AudioMiniChatProcessor).")
-        audio = torch.cat(self.get_audio_features(input_features, input_features_mask, audio_window_clip, audio_spans))
+        clips = self.get_audio_features(input_features, input_features_mask, audio_window_clip, audio_spans)
+        if clips_out is not None:
+            clips_out.extend(clips)
+        audio = torch.cat(clips)
         if audio.shape[0] != n_placeholders:
             raise ValueError(
                 f"The prompt holds {n_placeholders} audio placeholder tokens but the audio yields {audio.shape[0]} "
@@ -226,12 +244,27 @@ class AudioMiniChatForConditionalGeneration(AudioMiniChatPreTrainedModel, Genera
         audio_spans: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
+        output_audio_embeddings: bool = False,
+        audio_only: bool = False,
         **kwargs,
     ):
+        """The LLM's output on the prompt with audio embedded.
+
+        ``output_audio_embeddings=True`` adds each clip's audio embeddings (``audio_embeddings``, clip order);
+        ``audio_only=True`` returns only those and skips the LLM (e.g. for a loss on the embeddings alone).
+        """
+        if audio_only:
+            if input_features is None:
+                raise ValueError("audio_only=True needs input_features.")
+            clips = self.get_audio_features(input_features, input_features_mask, audio_window_clip, audio_spans)
+            return AudioMiniChatOutput(audio_embeddings=tuple(clips))
+        clips = [] if output_audio_embeddings else None
         if inputs_embeds is None:
             if input_ids is None:
                 raise ValueError("Pass input_ids (from AudioMiniChatProcessor) or inputs_embeds.")
-            inputs_embeds = self.embed_inputs(input_ids, input_features, input_features_mask, audio_window_clip, audio_spans)
+            inputs_embeds = self.embed_inputs(
+                input_ids, input_features, input_features_mask, audio_window_clip, audio_spans, clips_out=clips
+            )
         num_items_in_batch = kwargs.pop("num_items_in_batch", None)
         context = getattr(self.config.text_config, "max_position_embeddings", None)
         if context is not None and attention_mask is not None and attention_mask.shape[-1] > context:
@@ -250,6 +283,8 @@ class AudioMiniChatForConditionalGeneration(AudioMiniChatPreTrainedModel, Genera
                 vocab_size=self.config.text_config.vocab_size,
                 num_items_in_batch=num_items_in_batch,
             )
+        if output_audio_embeddings:
+            outputs = AudioMiniChatOutput(**{**outputs, "loss": outputs.loss}, audio_embeddings=tuple(clips or ()))
         return outputs
 
     def prepare_inputs_for_generation(self, *args, is_first_iteration: bool | None = False, **kwargs):
@@ -307,4 +342,4 @@ AudioMiniChatConfig.register_for_auto_class()
 AudioMiniChatForConditionalGeneration.register_for_auto_class("AutoModel")
 register_pipeline(AudioMiniChatPipeline)
 
-__all__ = ["AudioMiniChatForConditionalGeneration", "AudioMiniChatPreTrainedModel", "AudioProjector", "span_means"]
+__all__ = ["AudioMiniChatForConditionalGeneration", "AudioMiniChatOutput", "AudioMiniChatPreTrainedModel", "AudioProjector", "span_means"]

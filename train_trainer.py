@@ -50,6 +50,7 @@ else:
 
 TRAINABLE_WEIGHTS = "trainable.safetensors"
 RUN_CONFIG = "audio_minichat_training.json"
+AUX_KEYS = ("ctc_labels", "ctc_blank", "ctc_candidates")  # collator outputs that are loss targets, not model inputs
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -62,16 +63,35 @@ class LossConfig:
     feature: float = 1.0
     temperature: float = 1.0
     feature_layers: list[int] = field(default_factory=lambda: [-1])
+    # Alignment term (not in the paper, off by default): CTC of the transcript tokens over the audio embeddings,
+    # each embedding scored against the LLM's own input embedding table by distance (see ``ctc_alignment_loss``).
+    ctc: float = 0.0
+    ctc_scale: float = 10.0  # logits are -ctc_scale * squared distance / 2
+    ctc_blank_token: str = " "  # the token whose input embedding stands for CTC's blank
+    # Which tokens the ctc term scores: "all" (the LLM's whole vocabulary) or "data" (only the tokens of the
+    # training transcripts, plus the blank: ~3x less work for the scoring with a 49k vocabulary).
+    ctc_vocab: str = "all"
 
     def __post_init__(self):
-        if any(w < 0 for w in (self.ntp, self.logit, self.feature)):
+        if any(w < 0 for w in (self.ntp, self.logit, self.feature, self.ctc)):
             raise ValueError("Loss weights must be >= 0.")
+        if self.ntp + self.logit + self.feature + self.ctc == 0:
+            raise ValueError("All loss weights are 0: nothing would train.")
         if self.temperature <= 0:
             raise ValueError("temperature must be > 0.")
+        if self.ctc_scale <= 0:
+            raise ValueError("ctc_scale must be > 0.")
+        if self.ctc_vocab not in ("all", "data"):
+            raise ValueError(f"ctc_vocab must be 'all' or 'data'; got {self.ctc_vocab!r}.")
         if 0 in self.feature_layers:
             raise ValueError(
                 "feature_layers contains 0: layer 0 is the token embeddings, identical for both prompts, so its loss is always zero."
             )
+
+    @property
+    def needs_llm(self) -> bool:
+        """Whether any term reads the LLM's output (the ctc term alone reads only the audio embeddings)."""
+        return self.ntp + self.logit + self.feature > 0
 
 
 @dataclass
@@ -213,8 +233,42 @@ def distillation_losses(
     return out
 
 
+def ctc_alignment_loss(
+    audio_embeddings: list[torch.Tensor] | tuple,
+    targets: torch.Tensor,
+    embedding_table: torch.Tensor,
+    blank_id: int,
+    scale: float,
+) -> torch.Tensor:
+    """CTC of each clip's transcript tokens over its audio embeddings, per-sample mean over target tokens.
+
+    Frame ``h`` scores token ``v`` as ``-scale * |h - e_v|^2 / 2`` (constant ``|h|^2`` dropped), with ``e_v`` the
+    LLM's input embedding of ``v``; the blank is the embedding of ``blank_id``. Minimising it pulls every audio
+    embedding onto the embedding of the token being spoken (or onto the blank), so the frozen LLM reads the
+    audio close to how it reads the transcript. ``targets`` is (clips, max_len) padded with -100.
+    """
+    if len(audio_embeddings) != targets.shape[0]:
+        raise ValueError(f"{len(audio_embeddings)} audio clips but {targets.shape[0]} CTC target rows.")
+    table = embedding_table.float()
+    half_sq = (table * table).sum(-1) / 2
+    frames = torch.nn.utils.rnn.pad_sequence([a.float() for a in audio_embeddings], batch_first=True)
+    logits = scale * (frames @ table.T - half_sq)  # (clips, T, V); column blank_id doubles as the blank
+    input_lengths = torch.tensor([a.shape[0] for a in audio_embeddings], device=frames.device)
+    valid = targets != -100
+    target_lengths = valid.sum(-1)
+    if (target_lengths == 0).any():
+        raise ValueError(f"Clip(s) {torch.nonzero(target_lengths == 0).flatten().tolist()} have an empty transcript.")
+    if (targets[valid] == blank_id).any():
+        raise ValueError(f"A CTC target holds the blank token id {blank_id}; choose another ctc_blank_token.")
+    per_clip = F.ctc_loss(
+        logits.log_softmax(-1).transpose(0, 1), targets[valid], input_lengths, target_lengths,
+        blank=blank_id, reduction="none", zero_infinity=True,  # a clip too short for its transcript counts 0
+    )
+    return (per_clip / target_lengths.to(per_clip.dtype)).mean()
+
+
 def total_loss(terms: dict[str, torch.Tensor], cfg: LossConfig) -> torch.Tensor:
-    weights = {"ntp": cfg.ntp, "logit": cfg.logit, "feature": cfg.feature}
+    weights = {"ntp": cfg.ntp, "logit": cfg.logit, "feature": cfg.feature, "ctc": cfg.ctc}
     return sum(weights[name] * value for name, value in terms.items())
 
 
@@ -239,13 +293,29 @@ def decode_audio(value, where: str) -> np.ndarray:
 class DistillationCollator:
     """Rows (audio, transcript, prompt, response) -> a student batch and the teacher's text batch."""
 
-    def __init__(self, processor: AudioMiniChatProcessor, data_cfg: DataConfig):
+    def __init__(self, processor: AudioMiniChatProcessor, data_cfg: DataConfig, ctc_blank_token: str | None = None,
+                 ctc_candidates: list[int] | None = None):
+        """``ctc_blank_token`` (``LossConfig.ctc_blank_token``) adds ``ctc_blank`` to batches; ``ctc_candidates``
+        (token ids, see ``transcript_vocabulary``) adds them, with the blank, as ``ctc_candidates``."""
         self.processor = processor
         self.cfg = data_cfg
+        self.ctc_blank = self.ctc_candidates = None
+        if ctc_blank_token is not None:
+            blank = processor.tokenizer(ctc_blank_token, add_special_tokens=False)["input_ids"]
+            if len(blank) != 1:
+                raise ValueError(f"ctc_blank_token {ctc_blank_token!r} is {len(blank)} tokens ({blank}); it must be exactly one.")
+            self.ctc_blank = blank[0]
+            if ctc_candidates is not None:
+                self.ctc_candidates = torch.tensor(sorted(set(ctc_candidates) | {self.ctc_blank}), dtype=torch.long)
+
+    def transcript_ids(self, transcripts: list[str]) -> list[list[int]]:
+        """Transcript token ids as the ctc term sees them (whitespace normalised, no special tokens)."""
+        texts = [" ".join(str(t).split()) for t in transcripts]
+        return self.processor.tokenizer(texts, add_special_tokens=False)["input_ids"]
 
     def __call__(self, rows: list[dict]) -> dict:
         c, proc = self.cfg, self.processor
-        clips, audio_prompts, text_prompts, responses = [], [], [], []
+        clips, audio_prompts, text_prompts, responses, transcripts = [], [], [], [], []
         for i, row in enumerate(rows):
             where = f"row {row.get('__index__', i)}"
             for col in (c.audio_column, c.transcript_column, c.prompt_column, c.response_column):
@@ -260,11 +330,30 @@ class DistillationCollator:
             audio_prompts.append(proc.build_prompt(prompt))
             text_prompts.append(proc.build_prompt(prompt, transcripts=[row[c.transcript_column]]))
             responses.append(row[c.response_column])
+            transcripts.append(row[c.transcript_column])
+            if not str(transcripts[-1]).strip():
+                raise ValueError(f"{where}: empty transcript.")
         rate = proc.layout.sampling_rate
         batch = dict(proc(text=audio_prompts, audio=clips, sampling_rate=rate, responses=responses, padding_side="right"))
         teacher = proc(text=text_prompts, responses=responses, padding_side="right")
         batch.update({f"teacher_{k}": v for k, v in teacher.items()})
+        # transcript tokens (for the ctc term), one row per clip, padded with -100
+        # the blank token itself (e.g. the lone space before a digit) carries no content: it is dropped from targets
+        ids = [torch.tensor([i for i in t if i != self.ctc_blank], dtype=torch.long) for t in self.transcript_ids(transcripts)]
+        batch["ctc_labels"] = torch.nn.utils.rnn.pad_sequence(ids, batch_first=True, padding_value=-100)
+        if self.ctc_blank is not None:
+            batch["ctc_blank"] = torch.tensor(self.ctc_blank)
+        if self.ctc_candidates is not None:
+            batch["ctc_candidates"] = self.ctc_candidates
         return batch
+
+
+def split_batch(batch: dict) -> tuple[dict, dict, dict]:
+    """A DistillationCollator batch -> (student inputs incl. labels, teacher inputs incl. labels, auxiliary targets)."""
+    aux = {k: v for k, v in batch.items() if k in AUX_KEYS}
+    teacher = {k[len("teacher_") :]: v for k, v in batch.items() if k.startswith("teacher_")}
+    student = {k: v for k, v in batch.items() if not k.startswith("teacher_") and k not in AUX_KEYS}
+    return student, teacher, aux
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -328,6 +417,24 @@ class _AdaptersOff:
 # ---------------------------------------------------------------------------------------------------------
 # trainer
 # ---------------------------------------------------------------------------------------------------------
+def _ctc_term(base: AudioMiniChatForConditionalGeneration, audio_embeddings, aux: dict, cfg: LossConfig):
+    """The ctc term over the LLM's input embeddings, or over ``aux["ctc_candidates"]`` (sorted ids) only."""
+    table = base.get_input_embeddings().weight.detach()
+    labels, blank = aux["ctc_labels"], int(aux["ctc_blank"])
+    candidates = aux.get("ctc_candidates")
+    if candidates is not None:
+        valid = labels != -100
+        position = torch.searchsorted(candidates, labels.clamp(min=0))
+        found = candidates[position.clamp(max=len(candidates) - 1)] == labels
+        if not found[valid].all():
+            missing = sorted(set(labels[valid & ~found].tolist()))
+            raise ValueError(f"Transcript token ids {missing[:10]} are not among the ctc candidate tokens.")
+        labels = torch.where(valid, position, labels)
+        blank = int(torch.searchsorted(candidates, torch.tensor(blank, device=candidates.device)))
+        table = table[candidates]
+    return ctc_alignment_loss(audio_embeddings, labels, table, blank, cfg.ctc_scale)
+
+
 def distillation_step(model, base: AudioMiniChatForConditionalGeneration, inputs: dict, cfg: LossConfig):
     """One student pass (audio prompt) + one teacher pass (the same frozen LLM, text prompt, no gradients).
 
@@ -336,12 +443,20 @@ def distillation_step(model, base: AudioMiniChatForConditionalGeneration, inputs
     (LoRA adapters switched off). Returns ``(loss, terms, student_outputs)``. The one place the paper's objective
     is assembled: the Trainer and ``scripts/bench_train.py`` both call it.
     """
-    inputs = dict(inputs)
-    teacher_inputs = {k[len("teacher_") :]: inputs.pop(k) for k in list(inputs) if k.startswith("teacher_")}
+    inputs, teacher_inputs, aux = split_batch(inputs)
     labels = inputs.pop("labels")
+    need_ctc = cfg.ctc > 0
+    if need_ctc and not {"ctc_labels", "ctc_blank"} <= set(aux):
+        raise ValueError(
+            "The ctc loss term needs ctc_labels and ctc_blank in the batch: use DistillationCollator(..., ctc_blank_token=...)."
+        )
+    if not cfg.needs_llm:  # the ctc term alone: the LLM is not run
+        outputs = model(**inputs, audio_only=True)
+        terms = {"ctc": _ctc_term(base, outputs.audio_embeddings, aux, cfg)}
+        return total_loss(terms, cfg), terms, outputs
     need_teacher = bool(teacher_inputs) and (cfg.logit > 0 or cfg.feature > 0)
     need_hidden = need_teacher and cfg.feature > 0
-    outputs = model(**inputs, output_hidden_states=need_hidden)
+    outputs = model(**inputs, output_hidden_states=need_hidden, output_audio_embeddings=need_ctc)
     teacher_logits = teacher_hidden = t_labels = None
     if need_teacher:
         llm = base.language_model
@@ -354,6 +469,8 @@ def distillation_step(model, base: AudioMiniChatForConditionalGeneration, inputs
         outputs.logits, labels, teacher_logits, t_labels,
         outputs.hidden_states if need_hidden else None, teacher_hidden, cfg,
     )
+    if need_ctc:
+        terms["ctc"] = _ctc_term(base, outputs.audio_embeddings, aux, cfg)
     loss = total_loss({k: v for k, v in terms.items() if k != "feature" or cfg.feature > 0}, cfg)
     return loss, terms, outputs
 
@@ -558,8 +675,7 @@ def response_perplexity(model, batches) -> dict[str, float]:
     model.eval()
     llm = model.language_model
     for batch in batches:
-        teacher = {k[len("teacher_") :]: v for k, v in batch.items() if k.startswith("teacher_")}
-        student = {k: v for k, v in batch.items() if not k.startswith("teacher_")}
+        student, teacher, _ = split_batch(batch)
         labels = student.pop("labels")
         for kind, logits, lab in (
             ("audio", model(**student).logits, labels),
@@ -660,6 +776,14 @@ def build_trainer(cfg: RunConfig) -> DistillationTrainer:
         defaults.setdefault("eval_steps", defaults["save_steps"])
     args = TrainingArguments(**defaults)
     collator = DistillationCollator(processor, cfg.data)
+    if cfg.losses.ctc > 0:
+        candidates = None
+        if cfg.losses.ctc_vocab == "data":
+            # the training and validation transcripts' tokens (the Trainer's evaluation scores the ctc term too)
+            texts = list(train[cfg.data.transcript_column]) + (list(val[cfg.data.transcript_column]) if val is not None else [])
+            candidates = {i for ids in collator.transcript_ids(texts) for i in ids}
+            print(f"[train] ctc scores {len(candidates):,} transcript tokens (ctc_vocab: data)", file=sys.stderr)
+        collator = DistillationCollator(processor, cfg.data, cfg.losses.ctc_blank_token, candidates)
     trainer = DistillationTrainer(
         model=model, args=args, train_dataset=train, eval_dataset=val, data_collator=collator,
         processing_class=processor, loss_config=cfg.losses, run_config=cfg,

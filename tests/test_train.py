@@ -324,3 +324,117 @@ def test_accelerate_launch_two_cpu_processes(tmp_path, saved):
     assert _losses(history) and all(l > 0 for _, l in _losses(history))
     assert "world size 2" in run.stderr
     assert (tmp_path / "run" / "checkpoint-2" / "trainable.safetensors").exists()
+
+
+# ---- ctc alignment term ------------------------------------------------------------------------------------
+def test_ctc_alignment_loss_matches_full_distance_logits_and_batches_as_mean():
+    """Dropping |h|^2 from the distance logits changes nothing; a batch is the mean of its clips."""
+    import torch.nn.functional as F
+
+    from audio_minichat.train_trainer import ctc_alignment_loss
+
+    gen = torch.Generator().manual_seed(0)
+    table = torch.randn(12, 6, generator=gen)
+    clips = [torch.randn(9, 6, generator=gen), torch.randn(7, 6, generator=gen)]
+    targets = torch.tensor([[3, 4, 4, 5], [7, 8, -100, -100]])
+    scale = 2.5
+
+    def reference(h, tgt):
+        logits = -scale * torch.cdist(h, table).pow(2) / 2  # full squared distance, blank = token 0
+        lp = logits.log_softmax(-1).unsqueeze(1)
+        return F.ctc_loss(lp, tgt.unsqueeze(0), torch.tensor([h.shape[0]]), torch.tensor([len(tgt)]), blank=0)
+
+    batched = ctc_alignment_loss(clips, targets, table, blank_id=0, scale=scale)
+    per_clip = [reference(clips[0], targets[0]), reference(clips[1], targets[1, :2])]
+    # F.ctc_loss(reduction="mean") already divides by the target length: the term is the mean of those
+    torch.testing.assert_close(batched, torch.stack(per_clip).mean(), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(ctc_alignment_loss(clips[:1], targets[:1, :4], table, 0, scale), per_clip[0], atol=1e-4, rtol=1e-4)
+
+
+def test_ctc_alignment_loss_is_small_when_audio_embeddings_are_the_tokens():
+    from audio_minichat.train_trainer import ctc_alignment_loss
+
+    gen = torch.Generator().manual_seed(1)
+    table = torch.randn(20, 8, generator=gen) * 3
+    tokens = [5, 9, 9, 2]
+    frames = []  # blank, token, blank, ... (CTC needs a blank between the repeated 9s)
+    for t in tokens:
+        frames += [table[0], table[t]]
+    frames = torch.stack(frames + [table[0]])
+    aligned = ctc_alignment_loss([frames], torch.tensor([tokens]), table, 0, scale=10.0)
+    shuffled = ctc_alignment_loss([frames.flip(0)], torch.tensor([tokens]), table, 0, scale=10.0)
+    assert float(aligned) < 1e-3 < float(shuffled)
+    with pytest.raises(ValueError, match="blank token id 0"):
+        ctc_alignment_loss([frames], torch.tensor([[5, 0]]), table, 0, scale=10.0)
+    with pytest.raises(ValueError, match=r"Clip\(s\) \[1\] have an empty transcript"):
+        ctc_alignment_loss([frames, frames], torch.tensor([[5], [-100]]), table, 0, scale=10.0)
+    with pytest.raises(ValueError, match="2 audio clips but 1 CTC target rows"):
+        ctc_alignment_loss([frames, frames], torch.tensor([[5]]), table, 0, scale=10.0)
+
+
+def test_ctc_only_skips_the_llm_and_trains_the_projector_only(tmp_path):
+    from audio_minichat.train_trainer import distillation_step
+
+    model, processor = tiny()
+    model.train()
+    collator = DistillationCollator(processor, DataConfig(), ctc_blank_token=";")
+    batch = collator(rows(3))
+    assert int(batch["ctc_blank"]) == processor.tokenizer.convert_tokens_to_ids(";")
+    with pytest.raises(ValueError, match="needs ctc_labels and ctc_blank"):
+        distillation_step(model, model, DistillationCollator(processor, DataConfig())(rows(1)), LossConfig(ctc=1.0))
+    # the transcript tokens, as the tokenizer reads them, one row per clip
+    first = processor.tokenizer(TEXTS[0], add_special_tokens=False)["input_ids"]
+    assert batch["ctc_labels"][0, : len(first)].tolist() == first
+    assert (batch["ctc_labels"][0, len(first):] == -100).all()
+    # a transcript token equal to the blank is dropped from the targets
+    blank_in = DistillationCollator(processor, DataConfig(), ctc_blank_token="world")([{**rows(1)[0], "transcript": "hello world"}])
+    assert blank_in["ctc_labels"].tolist() == [processor.tokenizer("hello", add_special_tokens=False)["input_ids"]]
+    calls = []
+    hook = model.language_model.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        cfg = LossConfig(ntp=0, logit=0, feature=0, ctc=1.0)
+        loss, terms, _ = distillation_step(model, model, batch, cfg)
+        assert set(terms) == {"ctc"} and torch.isfinite(loss) and calls == []
+        loss.backward()
+        grads = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+        assert grads and all(n.startswith("projector.") for n in grads)
+        model.zero_grad()
+        # with the paper's terms too, the LLM runs once (the student; the teacher pass is the same module, no grad)
+        cfg = LossConfig(ctc=0.3, feature_layers=[-1])
+        loss, terms, _ = distillation_step(model, model, batch, cfg)
+        assert set(terms) == {"ntp", "logit", "feature", "ctc"}
+        expected = 0.5 * terms["ntp"] + 0.5 * terms["logit"] + 1.0 * terms["feature"] + 0.3 * terms["ctc"]
+        torch.testing.assert_close(loss, expected)
+    finally:
+        hook.remove()
+    with pytest.raises(ValueError, match="All loss weights are 0"):
+        LossConfig(ntp=0, logit=0, feature=0)
+    with pytest.raises(ValueError, match="must be exactly one"):
+        DistillationCollator(processor, DataConfig(), ctc_blank_token="hello world")
+
+
+def test_ctc_data_vocabulary_scores_only_the_candidate_tokens():
+    """ctc_vocab: data restricts the scoring to the transcripts' tokens + blank: the same as a table of those rows."""
+    from audio_minichat.train_trainer import _ctc_term, ctc_alignment_loss
+
+    model, processor = tiny()
+    data = rows(3)
+    plain = DistillationCollator(processor, DataConfig(), ctc_blank_token=";")
+    vocab = {i for ids in plain.transcript_ids([r["transcript"] for r in data]) for i in ids}
+    collator = DistillationCollator(processor, DataConfig(), ctc_blank_token=";", ctc_candidates=vocab)
+    batch = collator(data)
+    cand = batch["ctc_candidates"]
+    assert cand.tolist() == sorted(vocab | {int(batch["ctc_blank"])})
+    clips = [torch.randn(12, model.config.text_config.hidden_size) for _ in range(3)]
+    got = _ctc_term(model, clips, batch, LossConfig(ctc=1.0, ctc_vocab="data"))
+    table = model.get_input_embeddings().weight.detach()[cand]
+    remap = {int(t): i for i, t in enumerate(cand)}
+    labels = batch["ctc_labels"].clone()
+    labels[labels != -100] = torch.tensor([remap[int(t)] for t in labels[labels != -100]])
+    want = ctc_alignment_loss(clips, labels, table, remap[int(batch["ctc_blank"])], 10.0)
+    torch.testing.assert_close(got, want)
+    # the full vocabulary gives a larger loss (more competitors), and a token outside the candidates is an error
+    assert float(_ctc_term(model, clips, {k: v for k, v in batch.items() if k != "ctc_candidates"}, LossConfig(ctc=1.0))) > float(got)
+    other = DistillationCollator(processor, DataConfig(), ctc_blank_token=";", ctc_candidates=list(vocab)[:1])(data)
+    with pytest.raises(ValueError, match="are not among the ctc candidate tokens"):
+        _ctc_term(model, clips, other, LossConfig(ctc=1.0, ctc_vocab="data"))
