@@ -27,9 +27,11 @@ from .processing_audio_minichat import AudioMiniChatProcessor
 DEFAULT_LLM = "smollm2-135m-instruct"
 DEFAULT_ENCODER = "whisper-tiny.en"
 BUILD_INFO = "audio_minichat_build.json"
-DEFAULT_BUILD_VERSION = 4
-# The default's projector: pool 8/4 (the paper) then a 2-layer MLP (1,024 wide) into the LLM's embedding space.
-DEFAULT_MODEL_KWARGS = {"projector_type": "mlp", "projector_hidden_size": 1024}
+DEFAULT_BUILD_VERSION = 4  # 4: the untrained projector's initialisation is seeded (reproducible training starts)
+# The default's AudioMiniChatConfig options beyond the parts: the paper's pool 8/4 + linear projector.
+DEFAULT_MODEL_KWARGS: dict = {}
+# Seed of a fresh projector's initialisation: the same build command gives the same untrained model.
+PROJECTOR_INIT_SEED = 0
 # A trained projector shipped with the package (written by train_trainer.py; see README "Training").
 SHIPPED_PROJECTOR = Path(__file__).resolve().parent / "weights" / "default_projector.safetensors"
 
@@ -53,7 +55,9 @@ def build_model(
     tokenizer = AutoTokenizer.from_pretrained(llm_path)
     asr = AutoModel.from_pretrained(enc_path, dtype=dtype)
     feature_extractor = AutoFeatureExtractor.from_pretrained(enc_path)
-    model = AudioMiniChatForConditionalGeneration.from_components(language_model, asr, audio_token_id=0, **config_kwargs)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(PROJECTOR_INIT_SEED)
+        model = AudioMiniChatForConditionalGeneration.from_components(language_model, asr, audio_token_id=0, **config_kwargs)
     processor = AudioMiniChatProcessor.from_config(model.config, feature_extractor, tokenizer)
     model.config.audio_token_id = processor.audio_token_id
     trained, projector_note = False, None
@@ -69,7 +73,7 @@ def build_model(
         "projector_trained": trained, "projector_weights": str(projector_weights) if projector_weights else None,
         "projector_note": projector_note,
         "projector_sha1": _file_digest(Path(projector_weights)) if projector_weights else None,
-        "build_version": DEFAULT_BUILD_VERSION,
+        "build_version": DEFAULT_BUILD_VERSION, "config_kwargs": config_kwargs,
     }
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -104,6 +108,13 @@ def apply_trained_weights(model: AudioMiniChatForConditionalGeneration, path: st
     projector = {k.removeprefix("projector."): v for k, v in state.items() if k.startswith("projector.")}
     if not projector:
         raise ValueError(f"{path}: no projector tensors (names starting with 'projector.'); found {sorted(state)[:5]}")
+    want = {k: tuple(v.shape) for k, v in model.projector.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in projector.items()}
+    if want != got:
+        raise ValueError(
+            f"{path}: its projector tensors {got} do not fit this model's projector "
+            f"({model.config.projector_type}, hidden {model.config.projector_hidden_size}): {want}"
+        )
     model.projector.load_state_dict(projector, strict=True)
     counts = {"projector": len(projector), "lora_merged": 0, "full": 0}
     own = dict(model.named_parameters())
@@ -153,7 +164,8 @@ def build_default(cache_dir: str | os.PathLike | None = None, force: bool = Fals
     projector = SHIPPED_PROJECTOR if SHIPPED_PROJECTOR.exists() and not untrained else None
     info = read_build_info(out)
     wanted = {"build_version": DEFAULT_BUILD_VERSION, "projector_weights": str(projector) if projector else None,
-              "projector_sha1": _file_digest(projector) if projector else None}  # a re-trained file rebuilds
+              "projector_sha1": _file_digest(projector) if projector else None,  # a re-trained file rebuilds
+              "config_kwargs": DEFAULT_MODEL_KWARGS}
     if not force and info and all(info.get(k) == v for k, v in wanted.items()) and (out / "model.safetensors").exists():
         return out
     return build_model(DEFAULT_LLM, DEFAULT_ENCODER, out, cache_dir=cache, projector_weights=projector, **DEFAULT_MODEL_KWARGS)

@@ -68,14 +68,18 @@ class LossConfig:
     ctc: float = 0.0
     ctc_scale: float = 10.0  # logits are -ctc_scale * squared distance / 2
     ctc_blank_token: str = " "  # the token whose input embedding stands for CTC's blank
+    # Companion of the ctc term: squared distance / 2 from each audio embedding to the embedding its CTC alignment
+    # assigns it (the alignment posteriors' mean of the token embeddings, blank included). CTC alone only orders
+    # the tokens' scores (softmax ignores |h|^2, so a large norm sharpens them), this puts embeddings ON the tokens.
+    ctc_embed: float = 0.0
     # Which tokens the ctc term scores: "all" (the LLM's whole vocabulary) or "data" (only the tokens of the
     # training transcripts, plus the blank: ~3x less work for the scoring with a 49k vocabulary).
     ctc_vocab: str = "all"
 
     def __post_init__(self):
-        if any(w < 0 for w in (self.ntp, self.logit, self.feature, self.ctc)):
+        if any(w < 0 for w in (self.ntp, self.logit, self.feature, self.ctc, self.ctc_embed)):
             raise ValueError("Loss weights must be >= 0.")
-        if self.ntp + self.logit + self.feature + self.ctc == 0:
+        if self.ntp + self.logit + self.feature + self.ctc + self.ctc_embed == 0:
             raise ValueError("All loss weights are 0: nothing would train.")
         if self.temperature <= 0:
             raise ValueError("temperature must be > 0.")
@@ -239,13 +243,16 @@ def ctc_alignment_loss(
     embedding_table: torch.Tensor,
     blank_id: int,
     scale: float,
-) -> torch.Tensor:
+    with_embed: bool = False,
+):
     """CTC of each clip's transcript tokens over its audio embeddings, per-sample mean over target tokens.
 
     Frame ``h`` scores token ``v`` as ``-scale * |h - e_v|^2 / 2`` (constant ``|h|^2`` dropped), with ``e_v`` the
-    LLM's input embedding of ``v``; the blank is the embedding of ``blank_id``. Minimising it pulls every audio
-    embedding onto the embedding of the token being spoken (or onto the blank), so the frozen LLM reads the
-    audio close to how it reads the transcript. ``targets`` is (clips, max_len) padded with -100.
+    LLM's input embedding of ``v``; the blank is the embedding of ``blank_id``. It teaches the audio embeddings to
+    point at the spoken tokens; the softmax ignores ``|h|``, so putting them onto the token embeddings (which is
+    what lets the frozen LLM read the audio as it reads the transcript) is ``with_embed``'s term. ``targets`` is (clips, max_len) padded with -100.
+    ``with_embed=True`` returns ``(ctc, embed)``, ``embed`` being ``LossConfig.ctc_embed``'s term: per clip, the
+    mean over frames of the squared distance / 2 to the alignment's expected token embedding.
     """
     if len(audio_embeddings) != targets.shape[0]:
         raise ValueError(f"{len(audio_embeddings)} audio clips but {targets.shape[0]} CTC target rows.")
@@ -260,15 +267,36 @@ def ctc_alignment_loss(
         raise ValueError(f"Clip(s) {torch.nonzero(target_lengths == 0).flatten().tolist()} have an empty transcript.")
     if (targets[valid] == blank_id).any():
         raise ValueError(f"A CTC target holds the blank token id {blank_id}; choose another ctc_blank_token.")
+    log_probs = logits.log_softmax(-1).transpose(0, 1)
     per_clip = F.ctc_loss(
-        logits.log_softmax(-1).transpose(0, 1), targets[valid], input_lengths, target_lengths,
+        log_probs, targets[valid], input_lengths, target_lengths,
         blank=blank_id, reduction="none", zero_infinity=True,  # a clip too short for its transcript counts 0
     )
-    return (per_clip / target_lengths.to(per_clip.dtype)).mean()
+    ctc = (per_clip / target_lengths.to(per_clip.dtype)).mean()
+    if not with_embed:
+        return ctc
+    # Alignment posteriors gamma[t, v] (CTC forward-backward): PyTorch's ctc_loss gradient w.r.t. normalised
+    # log-probs is softmax - gamma. Each frame's target is gamma's mean of the token embeddings, held fixed.
+    with torch.enable_grad():
+        lp = log_probs.detach().requires_grad_()
+        nll = F.ctc_loss(lp, targets[valid], input_lengths, target_lengths, blank=blank_id, reduction="none")
+        feasible = torch.isfinite(nll)  # a clip too short for its transcript has no alignment: no pull
+        if not feasible.any():
+            return ctc, frames.sum() * 0
+        (grad,) = torch.autograd.grad(nll[feasible].sum(), lp)
+    # only the blank and the batch's target tokens can carry alignment mass: gather those columns
+    cols = torch.unique(torch.cat([targets[valid], targets.new_tensor([blank_id])]))
+    gamma = (lp.detach()[..., cols].exp() - grad[..., cols]).clamp(min=0).transpose(0, 1)  # (clips, T, |cols|)
+    aligned = gamma @ table[cols]  # (clips, T, D)
+    frame_valid = torch.arange(frames.shape[1], device=frames.device).unsqueeze(0) < input_lengths.unsqueeze(1)
+    sq = ((frames - aligned) ** 2).sum(-1) / 2 * frame_valid
+    per_clip_embed = sq.sum(-1) / input_lengths.to(sq.dtype)
+    embed = (per_clip_embed * feasible).sum() / feasible.sum().clamp(min=1)
+    return ctc, embed
 
 
 def total_loss(terms: dict[str, torch.Tensor], cfg: LossConfig) -> torch.Tensor:
-    weights = {"ntp": cfg.ntp, "logit": cfg.logit, "feature": cfg.feature, "ctc": cfg.ctc}
+    weights = {"ntp": cfg.ntp, "logit": cfg.logit, "feature": cfg.feature, "ctc": cfg.ctc, "ctc_embed": cfg.ctc_embed}
     return sum(weights[name] * value for name, value in terms.items())
 
 
@@ -346,6 +374,21 @@ class DistillationCollator:
         if self.ctc_candidates is not None:
             batch["ctc_candidates"] = self.ctc_candidates
         return batch
+
+
+def make_collator(processor: AudioMiniChatProcessor, data_cfg: DataConfig, losses: LossConfig, transcripts=()) -> "DistillationCollator":
+    """The collator a loss configuration needs: with the ctc term, its blank and (ctc_vocab: data) the tokens of
+    ``transcripts`` as the scored vocabulary."""
+    collator = DistillationCollator(processor, data_cfg)
+    if losses.ctc <= 0 and losses.ctc_embed <= 0:
+        return collator
+    candidates = None
+    if losses.ctc_vocab == "data":
+        candidates = {i for ids in collator.transcript_ids(list(transcripts)) for i in ids}
+        if not candidates:
+            raise ValueError("ctc_vocab: data needs the training transcripts; none were given.")
+        print(f"[train] ctc scores {len(candidates):,} transcript tokens (ctc_vocab: data)", file=sys.stderr)
+    return DistillationCollator(processor, data_cfg, losses.ctc_blank_token, candidates)
 
 
 def split_batch(batch: dict) -> tuple[dict, dict, dict]:
@@ -432,7 +475,8 @@ def _ctc_term(base: AudioMiniChatForConditionalGeneration, audio_embeddings, aux
         labels = torch.where(valid, position, labels)
         blank = int(torch.searchsorted(candidates, torch.tensor(blank, device=candidates.device)))
         table = table[candidates]
-    return ctc_alignment_loss(audio_embeddings, labels, table, blank, cfg.ctc_scale)
+    ctc, embed = ctc_alignment_loss(audio_embeddings, labels, table, blank, cfg.ctc_scale, with_embed=True)
+    return {"ctc": ctc, "ctc_embed": embed}
 
 
 def distillation_step(model, base: AudioMiniChatForConditionalGeneration, inputs: dict, cfg: LossConfig):
@@ -445,14 +489,14 @@ def distillation_step(model, base: AudioMiniChatForConditionalGeneration, inputs
     """
     inputs, teacher_inputs, aux = split_batch(inputs)
     labels = inputs.pop("labels")
-    need_ctc = cfg.ctc > 0
+    need_ctc = cfg.ctc > 0 or cfg.ctc_embed > 0
     if need_ctc and not {"ctc_labels", "ctc_blank"} <= set(aux):
         raise ValueError(
             "The ctc loss term needs ctc_labels and ctc_blank in the batch: use DistillationCollator(..., ctc_blank_token=...)."
         )
     if not cfg.needs_llm:  # the ctc term alone: the LLM is not run
         outputs = model(**inputs, audio_only=True)
-        terms = {"ctc": _ctc_term(base, outputs.audio_embeddings, aux, cfg)}
+        terms = _ctc_term(base, outputs.audio_embeddings, aux, cfg)
         return total_loss(terms, cfg), terms, outputs
     need_teacher = bool(teacher_inputs) and (cfg.logit > 0 or cfg.feature > 0)
     need_hidden = need_teacher and cfg.feature > 0
@@ -470,7 +514,7 @@ def distillation_step(model, base: AudioMiniChatForConditionalGeneration, inputs
         outputs.hidden_states if need_hidden else None, teacher_hidden, cfg,
     )
     if need_ctc:
-        terms["ctc"] = _ctc_term(base, outputs.audio_embeddings, aux, cfg)
+        terms.update(_ctc_term(base, outputs.audio_embeddings, aux, cfg))
     loss = total_loss({k: v for k, v in terms.items() if k != "feature" or cfg.feature > 0}, cfg)
     return loss, terms, outputs
 
@@ -688,8 +732,52 @@ def response_perplexity(model, batches) -> dict[str, float]:
     return {f"ppl_{k}": math.exp(v[0] / max(v[1], 1)) for k, v in totals.items()}
 
 
+def nearest_tokens(embeddings: torch.Tensor, table: torch.Tensor, blank_id: int) -> list[int]:
+    """Greedy CTC reading of one clip's audio embeddings: each frame's nearest input embedding (the ctc term's
+    scoring), repeats collapsed, blanks dropped."""
+    e, t = embeddings.float(), table.float()
+    best = (e @ t.T - (t * t).sum(-1) / 2).argmax(-1).tolist()
+    out, prev = [], None
+    for tok in best:
+        if tok != prev and tok != blank_id:
+            out.append(tok)
+        prev = tok
+    return out
+
+
+def token_error_rate(refs: list[list[int]], hyps: list[list[int]]) -> float:
+    """Levenshtein distance over tokens, summed, divided by the number of reference tokens."""
+    errors = total = 0
+    for ref, hyp in zip(refs, hyps):
+        row = list(range(len(hyp) + 1))
+        for i, r in enumerate(ref, 1):
+            prev_diag, row[0] = row[0], i
+            for j, h in enumerate(hyp, 1):
+                prev_diag, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev_diag + (r != h))
+        errors += row[-1]
+        total += len(ref)
+    return errors / max(total, 1)
+
+
+@torch.no_grad()
+def ctc_reading(model, batches) -> tuple[float, list[list[int]]]:
+    """Token error rate of the audio embeddings read as tokens (``nearest_tokens``) against the transcripts."""
+    table = model.get_input_embeddings().weight
+    refs, hyps = [], []
+    for batch in batches:
+        student, _, aux = split_batch(batch)
+        student.pop("labels", None)
+        clips = model(**student, audio_only=True).audio_embeddings
+        blank = int(aux["ctc_blank"])
+        for clip, labels in zip(clips, aux["ctc_labels"]):
+            refs.append(labels[labels != -100].tolist())
+            hyps.append(nearest_tokens(clip, table, blank))
+    return token_error_rate(refs, hyps), hyps
+
+
 class ValidationCallback(TrainerCallback):
-    """At each evaluation: audio vs text response perplexity and a few logged sample generations."""
+    """At each evaluation: audio vs text response perplexity (with the ctc term also the token error of the audio
+    embeddings read as tokens) and a few logged sample generations."""
 
     def __init__(self, trainer: DistillationTrainer, eval_rows: list[dict], collator: DistillationCollator, n_samples: int):
         self.trainer, self.rows, self.collator, self.n = trainer, eval_rows, collator, n_samples
@@ -703,13 +791,18 @@ class ValidationCallback(TrainerCallback):
             batches.append({k: v.to(device) for k, v in b.items()})
         metrics = response_perplexity(model, batches)
         proc, c = self.collator.processor, self.collator.cfg
+        read_as = []
+        if self.collator.ctc_blank is not None:  # with the ctc term: what the audio embeddings read as
+            metrics["ctc_token_error"], read_as = ctc_reading(model, batches)
         samples = []
-        for row in self.rows[: self.n]:
+        for i, row in enumerate(self.rows[: self.n]):
             inputs = proc(text=proc.build_prompt(row[c.prompt_column]), audio=[decode_audio(row[c.audio_column], "eval")],
                           sampling_rate=proc.layout.sampling_rate).to(device)
             out = model.generate(**inputs, max_new_tokens=48, do_sample=False)
             text = proc.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)[0]
             samples.append({"transcript": row[c.transcript_column], "teacher": row[c.response_column], "audio_prompt": text})
+            if read_as:
+                samples[-1]["audio_read_as"] = proc.tokenizer.decode(read_as[i])
         model.train()
         if state.is_world_process_zero:
             self.trainer.log({f"eval_{k}": v for k, v in metrics.items()})
@@ -775,15 +868,9 @@ def build_trainer(cfg: RunConfig) -> DistillationTrainer:
         defaults.setdefault("eval_strategy", "steps")
         defaults.setdefault("eval_steps", defaults["save_steps"])
     args = TrainingArguments(**defaults)
-    collator = DistillationCollator(processor, cfg.data)
-    if cfg.losses.ctc > 0:
-        candidates = None
-        if cfg.losses.ctc_vocab == "data":
-            # the training and validation transcripts' tokens (the Trainer's evaluation scores the ctc term too)
-            texts = list(train[cfg.data.transcript_column]) + (list(val[cfg.data.transcript_column]) if val is not None else [])
-            candidates = {i for ids in collator.transcript_ids(texts) for i in ids}
-            print(f"[train] ctc scores {len(candidates):,} transcript tokens (ctc_vocab: data)", file=sys.stderr)
-        collator = DistillationCollator(processor, cfg.data, cfg.losses.ctc_blank_token, candidates)
+    # the training and validation transcripts (the Trainer's evaluation scores the ctc term too)
+    texts = list(train[cfg.data.transcript_column]) + (list(val[cfg.data.transcript_column]) if val is not None else [])
+    collator = make_collator(processor, cfg.data, cfg.losses, texts)
     trainer = DistillationTrainer(
         model=model, args=args, train_dataset=train, eval_dataset=val, data_collator=collator,
         processing_class=processor, loss_config=cfg.losses, run_config=cfg,

@@ -31,12 +31,12 @@ from audio_minichat.modeling_audio_minichat import AudioMiniChatForConditionalGe
 from audio_minichat.processing_audio_minichat import AudioMiniChatProcessor
 from audio_minichat.train_trainer import (
     DataConfig,
-    DistillationCollator,
     LossConfig,
     RunConfig,
     cast_frozen,
     configure_trainable,
     distillation_step,
+    make_collator,
 )
 
 
@@ -102,9 +102,9 @@ def main() -> None:
     cast_frozen(model, getattr(torch, args.frozen_dtype))
     model.to(device).train()
     processor = AudioMiniChatProcessor.from_pretrained(model_dir)
-    collator = DistillationCollator(processor, DataConfig())
     n_rows = args.batch_size * (args.steps + 1)
     rows = dataset_rows(args.data, n_rows) if args.data else synthetic_rows(n_rows)
+    collator = make_collator(processor, DataConfig(), run.losses, [r["transcript"] for r in rows])
 
     # Equal work for both: the seed loop sees as many samples as the batched loop.
     seed_rates = run_loop(model, collator, rows, 1, args.batch_size * args.steps, device, run.losses)

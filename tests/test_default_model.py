@@ -40,3 +40,17 @@ def test_default_build_holds_the_shipped_weights_and_untrained_build_does_not():
             assert torch.equal(trained[name], value), name
     provenance = json.loads(SHIPPED_PROJECTOR.with_suffix(".json").read_text())
     assert provenance["tensors"] == {k: list(v.shape) for k, v in shipped.items()}
+
+
+@pytest.mark.integration
+def test_untrained_builds_start_from_the_same_projector(tmp_path):
+    """The projector's initialisation is seeded: a training recipe starts from the same weights every time."""
+    from audio_minichat.default_model import DEFAULT_ENCODER, DEFAULT_LLM, build_model
+
+    a = build_model(DEFAULT_LLM, DEFAULT_ENCODER, tmp_path / "a")
+    b = build_model(DEFAULT_LLM, DEFAULT_ENCODER, tmp_path / "b", projector_type="mlp", projector_hidden_size=64)
+    c = build_model(DEFAULT_LLM, DEFAULT_ENCODER, tmp_path / "c")
+    pa, pb, pc = (AudioMiniChatForConditionalGeneration.from_pretrained(d).projector.state_dict() for d in (a, b, c))
+    assert pa.keys() == pc.keys() and all(torch.equal(pa[k], pc[k]) for k in pa)
+    assert [tuple(v.shape) for v in pb.values()] == [(64, 384), (64,), (576, 64), (576,)]
+    assert pa["net.0.weight"].std() > 0  # initialised, not zeros

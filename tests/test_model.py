@@ -196,3 +196,28 @@ def test_save_then_load_with_remote_code_and_pipeline(tmp_path):
     expected_text = processor.batch_decode(gen[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)[0].strip()
     assert got["text"] == expected_text and got["text"] != ""
     assert got["layout"] == processor.audio_layout
+
+
+def test_forward_returns_each_clips_audio_embeddings_on_request():
+    model, processor = make_model("whisper")
+    model.eval()
+    clips = [speechlike(1.1, 1), speechlike(2.6, 2), speechlike(0.8, 3)]
+    batch = processor(text=_prompts(processor), audio=clips, sampling_rate=16000)
+    with torch.no_grad():
+        plain = model(**batch)
+        full = model(**batch, output_audio_embeddings=True)
+        only = model(**batch, audio_only=True)
+        direct = model.get_audio_features(batch["input_features"], batch["input_features_mask"], batch["audio_window_clip"])
+    torch.testing.assert_close(full.logits, plain.logits)
+    assert plain.get("audio_embeddings") is None and only.logits is None
+    counts = [processor.num_audio_tokens(len(c)) for c in clips]
+    assert [e.shape[0] for e in full.audio_embeddings] == counts == [e.shape[0] for e in only.audio_embeddings]
+    for a, b, c in zip(full.audio_embeddings, only.audio_embeddings, direct):
+        torch.testing.assert_close(a, c)
+        torch.testing.assert_close(b, c)
+    # with labels, the loss is kept alongside the embeddings
+    labels = batch["input_ids"].masked_fill(batch["input_ids"] == model.config.audio_token_id, -100)
+    labelled = model(**batch, labels=labels, output_audio_embeddings=True)
+    assert labelled.loss is not None and len(labelled.audio_embeddings) == 3
+    with pytest.raises(ValueError, match="audio_only=True needs input_features"):
+        model(input_ids=batch["input_ids"], audio_only=True)

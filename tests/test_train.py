@@ -285,6 +285,10 @@ def test_apply_trained_weights_names_the_bad_tensor(tmp_path):
     save_file({**proj, "audio_encoder.layers.0.fc1.lora_A.default.weight": torch.zeros(2, 2)}, str(tmp_path / "c.safetensors"))
     with pytest.raises(ValueError, match="no matching lora_B"):
         apply_trained_weights(model, tmp_path / "c.safetensors")
+    mlp, _ = make_model("whisper", projector_type="mlp", projector_hidden_size=16)
+    save_file(proj, str(tmp_path / "d.safetensors"))  # a linear projector's file into an MLP projector
+    with pytest.raises(ValueError, match=r"d.safetensors: its projector tensors .* do not fit this model's projector \(mlp, hidden 16\)"):
+        apply_trained_weights(mlp, tmp_path / "d.safetensors")
 
 
 def test_main_refuses_to_mix_a_new_run_into_old_checkpoints(tmp_path, saved):
@@ -392,9 +396,10 @@ def test_ctc_only_skips_the_llm_and_trains_the_projector_only(tmp_path):
     calls = []
     hook = model.language_model.register_forward_hook(lambda *a: calls.append(1))
     try:
-        cfg = LossConfig(ntp=0, logit=0, feature=0, ctc=1.0)
+        cfg = LossConfig(ntp=0, logit=0, feature=0, ctc=1.0, ctc_embed=0.5)
         loss, terms, _ = distillation_step(model, model, batch, cfg)
-        assert set(terms) == {"ctc"} and torch.isfinite(loss) and calls == []
+        assert set(terms) == {"ctc", "ctc_embed"} and torch.isfinite(loss) and calls == []
+        torch.testing.assert_close(loss, terms["ctc"] + 0.5 * terms["ctc_embed"])
         loss.backward()
         grads = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
         assert grads and all(n.startswith("projector.") for n in grads)
@@ -402,8 +407,8 @@ def test_ctc_only_skips_the_llm_and_trains_the_projector_only(tmp_path):
         # with the paper's terms too, the LLM runs once (the student; the teacher pass is the same module, no grad)
         cfg = LossConfig(ctc=0.3, feature_layers=[-1])
         loss, terms, _ = distillation_step(model, model, batch, cfg)
-        assert set(terms) == {"ntp", "logit", "feature", "ctc"}
-        expected = 0.5 * terms["ntp"] + 0.5 * terms["logit"] + 1.0 * terms["feature"] + 0.3 * terms["ctc"]
+        assert set(terms) == {"ntp", "logit", "feature", "ctc", "ctc_embed"}
+        expected = 0.5 * terms["ntp"] + 0.5 * terms["logit"] + 1.0 * terms["feature"] + 0.3 * terms["ctc"]  # ctc_embed: 0
         torch.testing.assert_close(loss, expected)
     finally:
         hook.remove()
@@ -426,7 +431,7 @@ def test_ctc_data_vocabulary_scores_only_the_candidate_tokens():
     cand = batch["ctc_candidates"]
     assert cand.tolist() == sorted(vocab | {int(batch["ctc_blank"])})
     clips = [torch.randn(12, model.config.text_config.hidden_size) for _ in range(3)]
-    got = _ctc_term(model, clips, batch, LossConfig(ctc=1.0, ctc_vocab="data"))
+    got = _ctc_term(model, clips, batch, LossConfig(ctc=1.0, ctc_vocab="data"))["ctc"]
     table = model.get_input_embeddings().weight.detach()[cand]
     remap = {int(t): i for i, t in enumerate(cand)}
     labels = batch["ctc_labels"].clone()
@@ -434,7 +439,43 @@ def test_ctc_data_vocabulary_scores_only_the_candidate_tokens():
     want = ctc_alignment_loss(clips, labels, table, remap[int(batch["ctc_blank"])], 10.0)
     torch.testing.assert_close(got, want)
     # the full vocabulary gives a larger loss (more competitors), and a token outside the candidates is an error
-    assert float(_ctc_term(model, clips, {k: v for k, v in batch.items() if k != "ctc_candidates"}, LossConfig(ctc=1.0))) > float(got)
+    full = _ctc_term(model, clips, {k: v for k, v in batch.items() if k != "ctc_candidates"}, LossConfig(ctc=1.0))["ctc"]
+    assert float(full) > float(got)
     other = DistillationCollator(processor, DataConfig(), ctc_blank_token=";", ctc_candidates=list(vocab)[:1])(data)
     with pytest.raises(ValueError, match="are not among the ctc candidate tokens"):
         _ctc_term(model, clips, other, LossConfig(ctc=1.0, ctc_vocab="data"))
+
+
+def test_nearest_tokens_reads_embeddings_back_and_token_error_rate():
+    from audio_minichat.train_trainer import nearest_tokens, token_error_rate
+
+    gen = torch.Generator().manual_seed(2)
+    table = torch.randn(30, 8, generator=gen) * 3
+    frames = torch.stack([table[0], table[4], table[4], table[0], table[7], table[0], table[7], table[9]])
+    frames = frames + 0.01 * torch.randn(frames.shape, generator=gen)
+    assert nearest_tokens(frames, table, blank_id=0) == [4, 7, 7, 9]  # repeats collapse unless a blank parts them
+    assert token_error_rate([[1, 2, 3, 4]], [[1, 3, 4]]) == 0.25  # one deletion
+    assert token_error_rate([[1, 2], [5]], [[1, 2, 6], [7]]) == 2 / 3  # one insertion + one substitution
+    assert token_error_rate([[1, 2]], [[1, 2]]) == 0.0
+
+
+def test_ctc_embed_pulls_each_frame_to_its_aligned_token_embedding():
+    """With as many frames as tokens the alignment is forced: frame t's target is token t's embedding."""
+    from audio_minichat.train_trainer import ctc_alignment_loss
+
+    gen = torch.Generator().manual_seed(3)
+    table = torch.randn(15, 6, generator=gen)
+    tokens = [3, 8, 5]
+    frames = torch.randn(3, 6, generator=gen, requires_grad=True)
+    _, embed = ctc_alignment_loss([frames], torch.tensor([tokens]), table, 0, scale=4.0, with_embed=True)
+    expected = ((frames - table[tokens]) ** 2).sum(-1).div(2).mean()
+    torch.testing.assert_close(embed, expected)
+    embed.backward()  # the target is held fixed: the gradient is (frame - target) / frames
+    torch.testing.assert_close(frames.grad, (frames - table[tokens]).detach() / 3)
+    # frames on their tokens (blanks between) give no pull; a clip too short for its transcript gives none either
+    on = torch.stack([table[0], table[3], table[0], table[8], table[0], table[5], table[0]])
+    _, embed_on = ctc_alignment_loss([on], torch.tensor([tokens]), table, 0, scale=10.0, with_embed=True)
+    assert float(embed_on) < 1e-3
+    short = torch.randn(2, 6, generator=gen)
+    ctc, embed_short = ctc_alignment_loss([short], torch.tensor([tokens]), table, 0, scale=10.0, with_embed=True)
+    assert float(ctc) == 0.0 and float(embed_short) == 0.0
