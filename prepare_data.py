@@ -44,7 +44,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
