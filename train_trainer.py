@@ -250,9 +250,10 @@ def ctc_alignment_loss(
     Frame ``h`` scores token ``v`` as ``-scale * |h - e_v|^2 / 2`` (constant ``|h|^2`` dropped), with ``e_v`` the
     LLM's input embedding of ``v``; the blank is the embedding of ``blank_id``. It teaches the audio embeddings to
     point at the spoken tokens; the softmax ignores ``|h|``, so putting them onto the token embeddings (which is
-    what lets the frozen LLM read the audio as it reads the transcript) is ``with_embed``'s term. ``targets`` is (clips, max_len) padded with -100.
-    ``with_embed=True`` returns ``(ctc, embed)``, ``embed`` being ``LossConfig.ctc_embed``'s term: per clip, the
-    mean over frames of the squared distance / 2 to the alignment's expected token embedding.
+    what lets the frozen LLM read the audio as it reads the transcript) is ``with_embed``'s term.
+    ``targets`` is (clips, max_len) padded with -100. ``with_embed=True`` returns ``(ctc, embed)``, ``embed`` being
+    ``LossConfig.ctc_embed``'s term: per clip, the mean over frames of the squared distance / 2 to the alignment's
+    expected token embedding.
     """
     if len(audio_embeddings) != targets.shape[0]:
         raise ValueError(f"{len(audio_embeddings)} audio clips but {targets.shape[0]} CTC target rows.")
@@ -324,7 +325,7 @@ class DistillationCollator:
     def __init__(self, processor: AudioMiniChatProcessor, data_cfg: DataConfig, ctc_blank_token: str | None = None,
                  ctc_candidates: list[int] | None = None):
         """``ctc_blank_token`` (``LossConfig.ctc_blank_token``) adds ``ctc_blank`` to batches; ``ctc_candidates``
-        (token ids, see ``transcript_vocabulary``) adds them, with the blank, as ``ctc_candidates``."""
+        (token ids, see ``make_collator``) adds them, with the blank, as ``ctc_candidates``."""
         self.processor = processor
         self.cfg = data_cfg
         self.ctc_blank = self.ctc_candidates = None
