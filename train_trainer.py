@@ -41,10 +41,12 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 if __package__ in (None, ""):  # run as a script: import the installed package
     from audio_minichat.default_model import apply_trained_weights
+    from audio_minichat.eval.wer import edit_distance
     from audio_minichat.modeling_audio_minichat import AudioMiniChatForConditionalGeneration
     from audio_minichat.processing_audio_minichat import AudioMiniChatProcessor, load_audio
 else:
     from .default_model import apply_trained_weights
+    from .eval.wer import edit_distance
     from .modeling_audio_minichat import AudioMiniChatForConditionalGeneration
     from .processing_audio_minichat import AudioMiniChatProcessor, load_audio
 
@@ -91,6 +93,11 @@ class LossConfig:
             raise ValueError(
                 "feature_layers contains 0: layer 0 is the token embeddings, identical for both prompts, so its loss is always zero."
             )
+
+    @property
+    def needs_ctc(self) -> bool:
+        """Whether the ctc terms run (they need the transcript tokens and the blank in each batch)."""
+        return self.ctc + self.ctc_embed > 0
 
     @property
     def needs_llm(self) -> bool:
@@ -237,6 +244,12 @@ def distillation_losses(
     return out
 
 
+def token_scores(frames: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """``-|h - e_v|^2 / 2`` for every frame ``h`` and table row ``e_v``, less the constant ``|h|^2 / 2``."""
+    table = table.float()
+    return frames.float() @ table.T - (table * table).sum(-1) / 2
+
+
 def ctc_alignment_loss(
     audio_embeddings: list[torch.Tensor] | tuple,
     targets: torch.Tensor,
@@ -258,9 +271,8 @@ def ctc_alignment_loss(
     if len(audio_embeddings) != targets.shape[0]:
         raise ValueError(f"{len(audio_embeddings)} audio clips but {targets.shape[0]} CTC target rows.")
     table = embedding_table.float()
-    half_sq = (table * table).sum(-1) / 2
     frames = torch.nn.utils.rnn.pad_sequence([a.float() for a in audio_embeddings], batch_first=True)
-    logits = scale * (frames @ table.T - half_sq)  # (clips, T, V); column blank_id doubles as the blank
+    logits = scale * token_scores(frames, table)  # (clips, T, V); column blank_id doubles as the blank
     input_lengths = torch.tensor([a.shape[0] for a in audio_embeddings], device=frames.device)
     valid = targets != -100
     target_lengths = valid.sum(-1)
@@ -366,11 +378,11 @@ class DistillationCollator:
         batch = dict(proc(text=audio_prompts, audio=clips, sampling_rate=rate, responses=responses, padding_side="right"))
         teacher = proc(text=text_prompts, responses=responses, padding_side="right")
         batch.update({f"teacher_{k}": v for k, v in teacher.items()})
-        # transcript tokens (for the ctc term), one row per clip, padded with -100
-        # the blank token itself (e.g. the lone space before a digit) carries no content: it is dropped from targets
-        ids = [torch.tensor([i for i in t if i != self.ctc_blank], dtype=torch.long) for t in self.transcript_ids(transcripts)]
-        batch["ctc_labels"] = torch.nn.utils.rnn.pad_sequence(ids, batch_first=True, padding_value=-100)
         if self.ctc_blank is not None:
+            # transcript tokens (for the ctc terms), one row per clip, padded with -100; the blank token itself
+            # (e.g. the lone space before a digit) carries no content: it is dropped from the targets
+            ids = [torch.tensor([i for i in t if i != self.ctc_blank], dtype=torch.long) for t in self.transcript_ids(transcripts)]
+            batch["ctc_labels"] = torch.nn.utils.rnn.pad_sequence(ids, batch_first=True, padding_value=-100)
             batch["ctc_blank"] = torch.tensor(self.ctc_blank)
         if self.ctc_candidates is not None:
             batch["ctc_candidates"] = self.ctc_candidates
@@ -378,14 +390,15 @@ class DistillationCollator:
 
 
 def make_collator(processor: AudioMiniChatProcessor, data_cfg: DataConfig, losses: LossConfig, transcripts=()) -> "DistillationCollator":
-    """The collator a loss configuration needs: with the ctc term, its blank and (ctc_vocab: data) the tokens of
-    ``transcripts`` as the scored vocabulary."""
+    """The collator a loss configuration needs: with the ctc terms, their blank and (ctc_vocab: data) the tokens of
+    ``transcripts`` (strings, or a callable returning them, read only then) as the scored vocabulary."""
     collator = DistillationCollator(processor, data_cfg)
-    if losses.ctc <= 0 and losses.ctc_embed <= 0:
+    if not losses.needs_ctc:
         return collator
     candidates = None
     if losses.ctc_vocab == "data":
-        candidates = {i for ids in collator.transcript_ids(list(transcripts)) for i in ids}
+        texts = list(transcripts() if callable(transcripts) else transcripts)
+        candidates = {i for ids in collator.transcript_ids(texts) for i in ids}
         if not candidates:
             raise ValueError("ctc_vocab: data needs the training transcripts; none were given.")
         print(f"[train] ctc scores {len(candidates):,} transcript tokens (ctc_vocab: data)", file=sys.stderr)
@@ -476,6 +489,8 @@ def _ctc_term(base: AudioMiniChatForConditionalGeneration, audio_embeddings, aux
         labels = torch.where(valid, position, labels)
         blank = int(torch.searchsorted(candidates, torch.tensor(blank, device=candidates.device)))
         table = table[candidates]
+    if cfg.ctc_embed <= 0:  # the alignment posteriors cost a second CTC pass: only when the term is weighted
+        return {"ctc": ctc_alignment_loss(audio_embeddings, labels, table, blank, cfg.ctc_scale)}
     ctc, embed = ctc_alignment_loss(audio_embeddings, labels, table, blank, cfg.ctc_scale, with_embed=True)
     return {"ctc": ctc, "ctc_embed": embed}
 
@@ -490,7 +505,7 @@ def distillation_step(model, base: AudioMiniChatForConditionalGeneration, inputs
     """
     inputs, teacher_inputs, aux = split_batch(inputs)
     labels = inputs.pop("labels")
-    need_ctc = cfg.ctc > 0 or cfg.ctc_embed > 0
+    need_ctc = cfg.needs_ctc
     if need_ctc and not {"ctc_labels", "ctc_blank"} <= set(aux):
         raise ValueError(
             "The ctc loss term needs ctc_labels and ctc_blank in the batch: use DistillationCollator(..., ctc_blank_token=...)."
@@ -736,8 +751,7 @@ def response_perplexity(model, batches) -> dict[str, float]:
 def nearest_tokens(embeddings: torch.Tensor, table: torch.Tensor, blank_id: int) -> list[int]:
     """Greedy CTC reading of one clip's audio embeddings: each frame's nearest input embedding (the ctc term's
     scoring), repeats collapsed, blanks dropped."""
-    e, t = embeddings.float(), table.float()
-    best = (e @ t.T - (t * t).sum(-1) / 2).argmax(-1).tolist()
+    best = token_scores(embeddings, table).argmax(-1).tolist()
     out, prev = [], None
     for tok in best:
         if tok != prev and tok != blank_id:
@@ -748,16 +762,8 @@ def nearest_tokens(embeddings: torch.Tensor, table: torch.Tensor, blank_id: int)
 
 def token_error_rate(refs: list[list[int]], hyps: list[list[int]]) -> float:
     """Levenshtein distance over tokens, summed, divided by the number of reference tokens."""
-    errors = total = 0
-    for ref, hyp in zip(refs, hyps):
-        row = list(range(len(hyp) + 1))
-        for i, r in enumerate(ref, 1):
-            prev_diag, row[0] = row[0], i
-            for j, h in enumerate(hyp, 1):
-                prev_diag, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev_diag + (r != h))
-        errors += row[-1]
-        total += len(ref)
-    return errors / max(total, 1)
+    errors = sum(edit_distance(ref, hyp) for ref, hyp in zip(refs, hyps))
+    return errors / max(sum(len(ref) for ref in refs), 1)
 
 
 @torch.no_grad()
@@ -869,9 +875,10 @@ def build_trainer(cfg: RunConfig) -> DistillationTrainer:
         defaults.setdefault("eval_strategy", "steps")
         defaults.setdefault("eval_steps", defaults["save_steps"])
     args = TrainingArguments(**defaults)
-    # the training and validation transcripts (the Trainer's evaluation scores the ctc term too)
-    texts = list(train[cfg.data.transcript_column]) + (list(val[cfg.data.transcript_column]) if val is not None else [])
-    collator = make_collator(processor, cfg.data, cfg.losses, texts)
+    # the training and validation transcripts (the Trainer's evaluation scores the ctc term too), read only if needed
+    column = cfg.data.transcript_column
+    collator = make_collator(processor, cfg.data, cfg.losses,
+                             lambda: list(train[column]) + (list(val[column]) if val is not None else []))
     trainer = DistillationTrainer(
         model=model, args=args, train_dataset=train, eval_dataset=val, data_collator=collator,
         processing_class=processor, loss_config=cfg.losses, run_config=cfg,
