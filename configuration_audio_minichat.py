@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.models.auto import CONFIG_MAPPING
 
-DOWNSAMPLE_METHODS = ("pool", "stack", "ctc_pool")
+DOWNSAMPLE_METHODS = ("pool", "stack", "ctc_pool", "asr_tokens")
 PROJECTOR_TYPES = ("linear", "mlp")
 
 # How each encoder family turns samples into frames.  Keyed by ``audio_config.model_type``: this is a
@@ -51,6 +51,12 @@ class AudioLayout:
     pool_kernel: int = 8
     pool_stride: int = 4
     stack_factor: int = 4
+    # downsample="asr_tokens": the encoder's ASR decoder reads each window greedily and every token it writes
+    # yields one embedding (its hidden state, projected). A window of s seconds gets
+    # ``ceil(s * tokens_per_second) + 1`` slots; slots the decoding does not fill are masked out of attention.
+    tokens_per_second: float = 6.0
+    # Whether each window's features are padded to the full window (Whisper's decoder expects 30 s inputs).
+    pad_windows: bool = False
 
     # ---- windows -------------------------------------------------------------------------------
     def split_windows(self, num_samples: int) -> list[tuple[int, int]]:
@@ -68,6 +74,10 @@ class AudioLayout:
     # ---- frames ----------------------------------------------------------------------------------
     def feature_frames(self, window_samples: int) -> int:
         """Frames the feature extractor yields for one window (mel frames or raw samples)."""
+        return self.audio_frames(self.window_samples if self.pad_windows else window_samples)
+
+    def audio_frames(self, window_samples: int) -> int:
+        """Feature frames that hold the window's audio (the processor's ``input_features_mask``)."""
         if self.frontend == "mel":
             return window_samples // self.mel_hop_length
         return window_samples
@@ -82,12 +92,20 @@ class AudioLayout:
     def clip_frames(self, num_samples: int) -> int:
         return sum(self.encoder_frames(e - s) for s, e in self.split_windows(num_samples))
 
+    def window_token_slots(self, audio_frames: int) -> int:
+        """downsample="asr_tokens": the most tokens (embeddings) a window of ``audio_frames`` feature frames of
+        audio yields (``audio_frames(samples)``; the model counts them from ``input_features_mask``)."""
+        seconds = audio_frames * (self.mel_hop_length if self.frontend == "mel" else 1) / self.sampling_rate
+        return math.ceil(seconds * self.tokens_per_second) + 1
+
     # ---- embeddings ------------------------------------------------------------------------------
     def downsampled_length(self, frames: int, num_spans: int | None = None) -> int:
         if self.downsample == "pool":
             return math.ceil(max(frames - self.pool_kernel, 0) / self.pool_stride) + 1
         if self.downsample == "stack":
             return math.ceil(frames / self.stack_factor)
+        if self.downsample == "asr_tokens":
+            raise ValueError("downsample='asr_tokens' yields one embedding per decoded token, not per frame; use num_embeddings().")
         if self.downsample == "ctc_pool":
             if num_spans is None or num_spans < 1:
                 raise ValueError("downsample='ctc_pool' needs at least one frame span per clip (audio_spans).")
@@ -95,7 +113,13 @@ class AudioLayout:
         raise ValueError(f"Unknown downsample method {self.downsample!r}; expected one of {DOWNSAMPLE_METHODS}.")
 
     def num_embeddings(self, num_samples: int, num_spans: int | None = None) -> int:
-        """THE number of LLM embeddings (placeholder tokens) for a clip of ``num_samples`` samples."""
+        """THE number of LLM embeddings (placeholder tokens) for a clip of ``num_samples`` samples.
+
+        For ``downsample="asr_tokens"`` this is the number of slots: the clip's decoded tokens fill the
+        first ones and the model masks the rest out of attention, so they change nothing.
+        """
+        if self.downsample == "asr_tokens":
+            return sum(self.window_token_slots(self.audio_frames(e - s)) for s, e in self.split_windows(num_samples))
         return self.downsampled_length(self.clip_frames(num_samples), num_spans)
 
     def to_dict(self) -> dict:
@@ -118,7 +142,9 @@ class AudioMiniChatConfig(PreTrainedConfig):
             data2vec-audio work the same way). Defaults to a Whisper encoder config.
         text_config: config (or dict) of any Llama-family causal LM. Defaults to a Llama config.
         downsample: ``"pool"`` (average pool, the paper's default), ``"stack"`` (concatenate
-            ``stack_factor`` frames) or ``"ctc_pool"`` (mean over given frame spans, e.g. CTC words).
+            ``stack_factor`` frames), ``"ctc_pool"`` (mean over given frame spans, e.g. CTC words) or
+            ``"asr_tokens"`` (an encoder-decoder ASR model such as Whisper reads the audio greedily and the
+            decoder's hidden state at each token it writes becomes one embedding; no text is passed on).
         pool_kernel, pool_stride: average-pool kernel and stride in encoder frames (paper: 8 and 4).
         stack_factor: frames concatenated per embedding for ``downsample="stack"``.
         projector_type: ``"linear"`` (the paper) or ``"mlp"`` (linear-GELU-linear).
@@ -132,6 +158,15 @@ class AudioMiniChatConfig(PreTrainedConfig):
         mel_hop_length: hop of the log-mel frontend (Whisper: 160 samples).
         sampling_rate: audio sampling rate the encoder expects.
         encoder_forward_batch: at most this many windows go through the encoder in one forward.
+        audio_tokens_per_second: ``"asr_tokens"`` only: embedding slots per second of audio (the most
+            tokens a window may decode; unfilled slots are masked out).
+        asr_prompt_ids, asr_eos_token_id, asr_suppress_tokens, asr_begin_suppress_tokens: ``"asr_tokens"``
+            only: how the ASR decoder is prompted and decoded (read from its generation config when the
+            model is assembled with :meth:`~AudioMiniChatForConditionalGeneration.from_components`).
+        asr_token_mixture: ``"asr_tokens"`` only: with k > 0, each audio embedding is the expected LLM input
+            embedding of the ASR decoder's top-k tokens at that step (softmax at a trained temperature, tokens
+            mapped by ``asr_token_map``) plus the projector's output (a trained correction, starting at zero).
+            0 (off): the projector's output alone.
     """
 
     model_type = "audio_minichat"
@@ -154,6 +189,12 @@ class AudioMiniChatConfig(PreTrainedConfig):
         mel_hop_length: int = 160,
         sampling_rate: int = 16000,
         encoder_forward_batch: int = 8,
+        audio_tokens_per_second: float = 6.0,
+        asr_prompt_ids: list[int] | None = None,
+        asr_eos_token_id: int | None = None,
+        asr_suppress_tokens: list[int] | None = None,
+        asr_begin_suppress_tokens: list[int] | None = None,
+        asr_token_mixture: int = 0,
         **kwargs,
     ):
         if isinstance(audio_config, dict):
@@ -172,6 +213,12 @@ class AudioMiniChatConfig(PreTrainedConfig):
             raise ValueError(f"downsample must be one of {DOWNSAMPLE_METHODS}, got {downsample!r}.")
         if projector_type not in PROJECTOR_TYPES:
             raise ValueError(f"projector_type must be one of {PROJECTOR_TYPES}, got {projector_type!r}.")
+        if downsample == "asr_tokens" and audio_config.model_type != "whisper":
+            raise ValueError(
+                f"downsample='asr_tokens' needs an encoder-decoder ASR model (Whisper); the audio encoder is {audio_config.model_type!r}."
+            )
+        if audio_tokens_per_second <= 0:
+            raise ValueError(f"audio_tokens_per_second must be positive, got {audio_tokens_per_second}.")
         if min(pool_kernel, pool_stride, stack_factor) < 1:
             raise ValueError("pool_kernel, pool_stride and stack_factor must be positive integers.")
         self.audio_config = audio_config
@@ -189,6 +236,14 @@ class AudioMiniChatConfig(PreTrainedConfig):
         self.mel_hop_length = int(mel_hop_length)
         self.sampling_rate = int(sampling_rate)
         self.encoder_forward_batch = int(encoder_forward_batch)
+        self.audio_tokens_per_second = float(audio_tokens_per_second)
+        self.asr_prompt_ids = None if asr_prompt_ids is None else [int(t) for t in asr_prompt_ids]
+        self.asr_eos_token_id = asr_eos_token_id
+        self.asr_suppress_tokens = [int(t) for t in asr_suppress_tokens or []]
+        self.asr_begin_suppress_tokens = [int(t) for t in asr_begin_suppress_tokens or []]
+        if asr_token_mixture < 0:
+            raise ValueError(f"asr_token_mixture must be >= 0 (0: off), got {asr_token_mixture}.")
+        self.asr_token_mixture = int(asr_token_mixture)
         super().__init__(**kwargs)
 
     # ---- derived facts ---------------------------------------------------------------------------
@@ -231,9 +286,13 @@ class AudioMiniChatConfig(PreTrainedConfig):
             pool_kernel=self.pool_kernel,
             pool_stride=self.pool_stride,
             stack_factor=self.stack_factor,
+            tokens_per_second=self.audio_tokens_per_second,
+            pad_windows=self.downsample == "asr_tokens",
         )
 
     def projector_input_size(self) -> int:
+        if self.downsample == "asr_tokens":
+            return self.audio_config.d_model
         factor = self.stack_factor if self.downsample == "stack" else 1
         return self.encoder_hidden_size * factor
 

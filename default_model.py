@@ -27,13 +27,21 @@ from .processing_audio_minichat import AudioMiniChatProcessor
 DEFAULT_LLM = "smollm2-135m-instruct"
 DEFAULT_ENCODER = "whisper-tiny.en"
 BUILD_INFO = "audio_minichat_build.json"
-DEFAULT_BUILD_VERSION = 4  # 4: the untrained projector's initialisation is seeded (reproducible training starts)
-# The default's AudioMiniChatConfig options beyond the parts: the paper's pool 8/4 + linear projector.
-DEFAULT_MODEL_KWARGS: dict = {}
+DEFAULT_BUILD_VERSION = 5  # 5: the default reads Whisper's decoder states (downsample="asr_tokens")
+# The default's AudioMiniChatConfig options beyond the parts: a linear projector of the Whisper decoder's state at
+# each token it writes (see README "How the default hears"); {} gives the paper's pool 8/4 over encoder frames.
+DEFAULT_MODEL_KWARGS: dict = {"downsample": "asr_tokens", "asr_token_mixture": 8}
 # Seed of a fresh projector's initialisation: the same build command gives the same untrained model.
 PROJECTOR_INIT_SEED = 0
 # A trained projector shipped with the package (written by train_trainer.py; see README "Training").
-SHIPPED_PROJECTOR = Path(__file__).resolve().parent / "weights" / "default_projector.safetensors"
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+SHIPPED_PROJECTOR = WEIGHTS_DIR / "default_projector.safetensors"
+# Builds of the same parts: name -> (AudioMiniChatConfig options, shipped trained weights). "default" is what
+# `audio-minichat` runs; "pool" is the paper's route (average pool 8/4 over encoder frames), kept to compare.
+VARIANTS = {
+    "default": (DEFAULT_MODEL_KWARGS, SHIPPED_PROJECTOR),
+    "pool": ({}, WEIGHTS_DIR / "pool_stage2_projector.safetensors"),
+}
 
 
 def build_model(
@@ -47,19 +55,23 @@ def build_model(
     **config_kwargs,
 ) -> Path:
     """Assemble LLM + encoder (+ optional trained projector) into ``out_dir`` (written atomically)."""
-    from transformers import AutoFeatureExtractor, AutoModel, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoFeatureExtractor, AutoModel, AutoModelForCausalLM, AutoModelForSpeechSeq2Seq, AutoTokenizer
 
     llm_path = resolve_pretrained(llm, cache_dir)
     enc_path = resolve_pretrained(encoder, cache_dir)
     language_model = AutoModelForCausalLM.from_pretrained(llm_path, dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(llm_path)
-    asr = AutoModel.from_pretrained(enc_path, dtype=dtype)
+    # asr_tokens reads the ASR decoder too, and its generation config (how it decodes)
+    asr_loader = AutoModelForSpeechSeq2Seq if config_kwargs.get("downsample") == "asr_tokens" else AutoModel
+    asr = asr_loader.from_pretrained(enc_path, dtype=dtype)
     feature_extractor = AutoFeatureExtractor.from_pretrained(enc_path)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(PROJECTOR_INIT_SEED)
         model = AudioMiniChatForConditionalGeneration.from_components(language_model, asr, audio_token_id=0, **config_kwargs)
     processor = AudioMiniChatProcessor.from_config(model.config, feature_extractor, tokenizer)
     model.config.audio_token_id = processor.audio_token_id
+    if model.config.downsample == "asr_tokens":
+        model.set_asr_token_map(AutoTokenizer.from_pretrained(enc_path), tokenizer)
     trained, projector_note = False, None
     if projector_weights is not None:
         apply_trained_weights(model, projector_weights)
@@ -105,6 +117,12 @@ def apply_trained_weights(model: AudioMiniChatForConditionalGeneration, path: st
     with safe_open(str(path), framework="pt") as fh:
         meta = fh.metadata() or {}
         state = {k: fh.get_tensor(k) for k in fh.keys()}
+    trained_for = meta.get("downsample")
+    if trained_for is not None and trained_for != model.config.downsample:
+        raise ValueError(
+            f"{path}: these weights were trained for downsample={trained_for!r} but the model uses "
+            f"downsample={model.config.downsample!r} (build the matching variant)."
+        )
     projector = {k.removeprefix("projector."): v for k, v in state.items() if k.startswith("projector.")}
     if not projector:
         raise ValueError(f"{path}: no projector tensors (names starting with 'projector.'); found {sorted(state)[:5]}")
@@ -153,22 +171,28 @@ def read_build_info(model_dir: str | os.PathLike) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def build_default(cache_dir: str | os.PathLike | None = None, force: bool = False, untrained: bool = False) -> Path:
+def build_default(
+    cache_dir: str | os.PathLike | None = None, force: bool = False, untrained: bool = False, variant: str = "default"
+) -> Path:
     """The offline default checkpoint, built once into ``<cache>/audio-minichat-default`` and then reused.
 
-    ``untrained=True`` builds the same model without the shipped trained weights (randomly initialised
-    projector) into ``<cache>/audio-minichat-default-untrained``: the starting point of the training recipes.
+    ``untrained=True`` builds the same model without the shipped trained weights (seeded random projector)
+    into ``<cache>/audio-minichat-default-untrained``: the starting point of the training recipes.
+    ``variant="pool"`` builds the paper's pooled-encoder model instead (``audio-minichat-pool[-untrained]``).
     """
+    if variant not in VARIANTS:
+        raise ValueError(f"Unknown build variant {variant!r}; expected one of {sorted(VARIANTS)}.")
+    config_kwargs, shipped = VARIANTS[variant]
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
-    out = cache / ("audio-minichat-default-untrained" if untrained else "audio-minichat-default")
-    projector = SHIPPED_PROJECTOR if SHIPPED_PROJECTOR.exists() and not untrained else None
+    out = cache / (f"audio-minichat-{variant}" + ("-untrained" if untrained else ""))
+    projector = shipped if shipped.exists() and not untrained else None
     info = read_build_info(out)
     wanted = {"build_version": DEFAULT_BUILD_VERSION, "projector_weights": str(projector) if projector else None,
               "projector_sha1": _file_digest(projector) if projector else None,  # a re-trained file rebuilds
-              "config_kwargs": DEFAULT_MODEL_KWARGS}
+              "config_kwargs": config_kwargs}
     if not force and info and all(info.get(k) == v for k, v in wanted.items()) and (out / "model.safetensors").exists():
         return out
-    return build_model(DEFAULT_LLM, DEFAULT_ENCODER, out, cache_dir=cache, projector_weights=projector, **DEFAULT_MODEL_KWARGS)
+    return build_model(DEFAULT_LLM, DEFAULT_ENCODER, out, cache_dir=cache, projector_weights=projector, **config_kwargs)
 
 
-__all__ = ["build_model", "build_default", "apply_trained_weights", "read_build_info", "DEFAULT_LLM", "DEFAULT_ENCODER", "BUILD_INFO"]
+__all__ = ["VARIANTS", "build_model", "build_default", "apply_trained_weights", "read_build_info", "DEFAULT_LLM", "DEFAULT_ENCODER", "BUILD_INFO"]

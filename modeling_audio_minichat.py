@@ -12,8 +12,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from transformers import AutoModel, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
+from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.modeling_outputs import CausalLMOutputWithPast
-from transformers.models.whisper.modeling_whisper import WhisperEncoder
+from transformers.models.whisper.modeling_whisper import WhisperDecoder, WhisperEncoder
 
 from .configuration_audio_minichat import AudioMiniChatConfig
 from .pipeline_audio_minichat import PIPELINE_TASK, AudioMiniChatPipeline, register_pipeline
@@ -22,6 +23,8 @@ AUDIO_INPUT_NAMES = ("input_features", "input_features_mask", "audio_window_clip
 
 # Encoder module per frontend kind ("mel" encoders are built as their bare encoder stack).
 MEL_ENCODER_CLASSES = {"whisper": WhisperEncoder}
+# The ASR decoder of an encoder-decoder model, for downsample="asr_tokens".
+ASR_DECODER_CLASSES = {"whisper": WhisperDecoder}
 
 
 def span_means(frames: torch.Tensor, lengths: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
@@ -46,6 +49,8 @@ class AudioMiniChatOutput(CausalLMOutputWithPast):
     """The LLM's output plus, when asked (``output_audio_embeddings=True``), each clip's audio embeddings."""
 
     audio_embeddings: tuple[torch.Tensor, ...] | None = None
+    # downsample="asr_tokens": per clip, the ASR token behind each audio embedding
+    audio_token_ids: tuple[torch.Tensor, ...] | None = None
 
 
 class AudioProjector(nn.Module):
@@ -61,10 +66,27 @@ class AudioProjector(nn.Module):
         else:
             hidden = config.projector_hidden_size or out_dim
             self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim))
+        self.token_mixture = config.downsample == "asr_tokens" and config.asr_token_mixture > 0
+        if self.token_mixture:
+            # temperature of the ASR token posterior the mixture reads (see mix_tokens)
+            self.log_temperature = nn.Parameter(torch.zeros(()))
+
+    def mix_tokens(self, logits: torch.Tensor, ids: torch.Tensor, token_map: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        """Expected LLM input embedding under the ASR decoder's top-k posterior at each token.
+
+        ``logits``/``ids``: (n, k) top-k scores and ASR token ids; ``token_map`` maps them to LLM ids (-1 for
+        control tokens, which get no weight); ``table`` is the LLM's input embedding table. (n, hidden).
+        """
+        mapped = token_map[ids]
+        scores = (logits.float() / self.log_temperature.exp()).masked_fill(mapped < 0, float("-inf"))
+        weights = torch.softmax(scores, dim=-1).nan_to_num(0.0)  # a row of control tokens only: no mixture
+        return torch.einsum("nk,nkd->nd", weights, table[mapped.clamp(min=0)].float())
 
     def downsample(self, frames: torch.Tensor, lengths: torch.Tensor, spans: torch.Tensor | None) -> tuple:
         """(clips, frames, dim) + valid lengths -> (clips, n, dim') and the valid count per clip."""
         layout = self.layout
+        if layout.downsample == "asr_tokens":  # one embedding per decoded token: nothing to pool
+            return frames, [int(n) for n in lengths.tolist()]
         counts = [layout.downsampled_length(int(n), None if spans is None else int((spans[i, :, 0] >= 0).sum()))
                   for i, n in enumerate(lengths.tolist())]
         most = max(counts)
@@ -101,6 +123,8 @@ class AudioMiniChatPreTrainedModel(PreTrainedModel):
             module is m for m in self.projector.modules()
         ):
             std = getattr(self.config.text_config, "initializer_range", 0.02)
+            if self.projector.token_mixture and module is self.projector.net[-1]:
+                std = 0.0  # the projector adds a correction to the token mixture: it starts at none
             nn.init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
@@ -118,6 +142,10 @@ class AudioMiniChatForConditionalGeneration(AudioMiniChatPreTrainedModel, Genera
             self.audio_encoder = MEL_ENCODER_CLASSES[audio_config.model_type](audio_config)
         else:
             self.audio_encoder = AutoModel.from_config(audio_config)
+        if config.downsample == "asr_tokens":
+            self.asr_decoder = ASR_DECODER_CLASSES[audio_config.model_type](audio_config)
+            # ASR token id -> the LLM token id of the same text's first piece (-1: special); set by set_asr_token_map
+            self.register_buffer("asr_token_map", torch.full((audio_config.vocab_size,), -1, dtype=torch.long))
         self.projector = AudioProjector(config)
         self.language_model = AutoModelForCausalLM.from_config(config.text_config)
         self.post_init()
@@ -179,25 +207,112 @@ class AudioMiniChatForConditionalGeneration(AudioMiniChatPreTrainedModel, Genera
             hidden = out[0] if isinstance(out, tuple) else out
         return enc.layer_norm(hidden)
 
+    @torch.no_grad()
+    def _asr_token_states(self, features: torch.Tensor, mask: torch.Tensor) -> tuple[list, list, list]:
+        """downsample="asr_tokens": greedy ASR decoding of a batch of full-length windows.
+
+        Returns, per window, the decoder's final hidden state at each token it writes (the state whose
+        output head chose that token), those token ids, and the top-``asr_token_mixture`` (scores, ids) of
+        each step (``None`` without the mixture). A window decodes at most ``layout.window_token_slots``
+        tokens (its audio frames are counted from ``mask``).
+        """
+        config, layout, decoder = self.config, self.projector.layout, self.asr_decoder
+        if not config.asr_prompt_ids or config.asr_eos_token_id is None:
+            raise ValueError("downsample='asr_tokens' needs config.asr_prompt_ids and asr_eos_token_id (see from_components).")
+        dtype = next(self.audio_encoder.parameters()).dtype
+        windows = features.shape[0]
+        slots = torch.tensor([layout.window_token_slots(int(n)) for n in mask.sum(-1).tolist()], device=features.device)
+        full = torch.full((windows,), layout.encoder_frames(layout.window_samples), device=features.device)
+        encoded = self._encode_mel(features.to(dtype), torch.ones_like(mask, dtype=dtype), full)
+        head = decoder.embed_tokens.weight  # Whisper ties its output head to the token embeddings
+        blocked = torch.zeros(head.shape[0], dtype=torch.bool, device=head.device)
+        blocked[[t for t in config.asr_suppress_tokens if t < head.shape[0]]] = True
+        first_blocked = blocked.clone()
+        first_blocked[[t for t in config.asr_begin_suppress_tokens if t < head.shape[0]]] = True
+        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        step_input = torch.tensor(config.asr_prompt_ids, device=features.device).expand(windows, -1)
+        finished = torch.zeros(windows, dtype=torch.bool, device=features.device)
+        states, tokens, alive, top = [], [], [], []
+        k = config.asr_token_mixture
+        for step in range(int(slots.max())):
+            hidden = decoder(input_ids=step_input, encoder_hidden_states=encoded, cache=cache, use_cache=True).last_hidden_state[:, -1]
+            logits = (hidden @ head.T).float().masked_fill(first_blocked if step == 0 else blocked, float("-inf"))
+            chosen = logits.argmax(-1)
+            finished |= (chosen == config.asr_eos_token_id) | (step >= slots)
+            if bool(finished.all()):
+                break
+            states.append(hidden)
+            tokens.append(chosen)
+            alive.append(~finished)
+            if k:
+                top.append(logits.topk(k, dim=-1))
+            step_input = chosen.unsqueeze(1)
+        if not states:
+            empty = encoded.new_zeros(0, encoded.shape[-1])
+            no_top = [(empty.new_zeros(0, k), chosen.new_zeros(0, k))] * windows if k else [None] * windows
+            return [empty] * windows, [chosen.new_zeros(0)] * windows, no_top
+        states, tokens, alive = torch.stack(states, 1), torch.stack(tokens, 1), torch.stack(alive, 1)
+        counts = alive.sum(1).tolist()  # a window stops for good at its first end token
+        if k:
+            scores, ids = torch.stack([t.values for t in top], 1), torch.stack([t.indices for t in top], 1)
+            top = [(scores[w, : counts[w]], ids[w, : counts[w]]) for w in range(windows)]
+        else:
+            top = [None] * windows
+        return [states[w, : counts[w]] for w in range(windows)], [tokens[w, : counts[w]] for w in range(windows)], top
+
     def get_audio_features(
         self,
         input_features: torch.Tensor,
         input_features_mask: torch.Tensor,
         audio_window_clip: torch.Tensor,
         audio_spans: torch.Tensor | None = None,
+        token_ids_out: list | None = None,
     ) -> list[torch.Tensor]:
-        """Per-clip LLM-space embeddings, in clip order; clip ``c`` gets ``layout.num_embeddings`` rows."""
+        """Per-clip LLM-space embeddings, in clip order; clip ``c`` gets ``layout.num_embeddings`` rows
+        (``downsample="asr_tokens"``: one per decoded token, at most that many; ``token_ids_out``, when
+        given, receives each clip's decoded ASR token ids)."""
+        top: list | None = [] if self.projector.token_mixture else None
+        frames, lengths = self.get_audio_frames(input_features, input_features_mask, audio_window_clip, token_ids_out, top)
+        projected = self.projector(frames, lengths, audio_spans)
+        if top is None:
+            return projected
+        table = self.get_input_embeddings().weight
+        return [p + self.projector.mix_tokens(scores, ids, self.asr_token_map, table).to(p.dtype)
+                for p, (scores, ids) in zip(projected, top)]
+
+    def get_audio_frames(
+        self,
+        input_features: torch.Tensor,
+        input_features_mask: torch.Tensor,
+        audio_window_clip: torch.Tensor,
+        token_ids_out: list | None = None,
+        top_out: list | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the projector reads: per clip, its encoder frames (windows concatenated) or, for
+        ``downsample="asr_tokens"``, the ASR decoder's states; padded (clips, n, dim) and the valid counts.
+        ``token_ids_out`` / ``top_out`` receive each clip's ASR tokens / top-k (scores, ids)."""
         step = max(1, self.config.encoder_forward_batch)
-        hidden_parts = []
+        asr = self.config.downsample == "asr_tokens"
+        hidden_parts, token_parts, top_parts = [], [], []
         for i in range(0, input_features.shape[0], step):
+            if asr:
+                h, t, top = self._asr_token_states(input_features[i : i + step], input_features_mask[i : i + step])
+                hidden_parts.extend(h)
+                token_parts.extend(t)
+                top_parts.extend(top)
+                continue
             h, n = self._encode_windows(input_features[i : i + step], input_features_mask[i : i + step])
             hidden_parts.extend(h[j, : int(n[j])] for j in range(h.shape[0]))
         clip_ids = audio_window_clip.tolist()
         num_clips = max(clip_ids) + 1
         per_clip = [torch.cat([hidden_parts[w] for w, c in enumerate(clip_ids) if c == k]) for k in range(num_clips)]
+        of_clip = lambda parts, k: [p for p, c in zip(parts, clip_ids) if c == k]  # noqa: E731
+        if asr and token_ids_out is not None:
+            token_ids_out.extend(torch.cat(of_clip(token_parts, k)) for k in range(num_clips))
+        if asr and top_out is not None:
+            top_out.extend(tuple(torch.cat(part) for part in zip(*of_clip(top_parts, k))) for k in range(num_clips))
         lengths = torch.tensor([p.shape[0] for p in per_clip], device=input_features.device)
-        frames = nn.utils.rnn.pad_sequence(per_clip, batch_first=True)
-        return self.projector(frames, lengths, audio_spans)
+        return nn.utils.rnn.pad_sequence(per_clip, batch_first=True), lengths
 
     def embed_inputs(
         self,
@@ -207,10 +322,15 @@ class AudioMiniChatForConditionalGeneration(AudioMiniChatPreTrainedModel, Genera
         audio_window_clip: torch.Tensor | None = None,
         audio_spans: torch.Tensor | None = None,
         clips_out: list | None = None,
-    ) -> torch.Tensor:
+        attention_mask: torch.Tensor | None = None,
+        token_ids_out: list | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Token embeddings with each run of audio placeholders replaced by its clip's embeddings.
 
-        ``clips_out``, when given, receives the per-clip audio embeddings (in clip order).
+        Returns ``(inputs_embeds, attention_mask)``. The mask is the given one, except that with
+        ``downsample="asr_tokens"`` the slots a clip's decoding did not fill are masked out (their positions
+        are then skipped by the position ids too, so the LLM sees exactly the decoded tokens' embeddings).
+        ``clips_out`` / ``token_ids_out``, when given, receive the per-clip audio embeddings / ASR token ids.
         """
         placeholder = input_ids == self.config.audio_token_id
         embeds = self.get_input_embeddings()(input_ids.masked_fill(placeholder, 0))
@@ -218,19 +338,40 @@ class AudioMiniChatForConditionalGeneration(AudioMiniChatPreTrainedModel, Genera
         if input_features is None:
             if n_placeholders:
                 raise ValueError(f"input_ids hold {n_placeholders} audio placeholder tokens but no audio features were given.")
-            return embeds
+            return embeds, attention_mask
         if input_features_mask is None or audio_window_clip is None:
             raise ValueError("input_features need input_features_mask and audio_window_clip (use AudioMiniChatProcessor).")
-        clips = self.get_audio_features(input_features, input_features_mask, audio_window_clip, audio_spans)
+        clips = self.get_audio_features(
+            input_features, input_features_mask, audio_window_clip, audio_spans, token_ids_out=token_ids_out
+        )
         if clips_out is not None:
             clips_out.extend(clips)
+        slots = self._clip_slots(input_features_mask, audio_window_clip) if self.config.downsample == "asr_tokens" else None
+        if slots is not None:
+            filled = torch.cat([torch.arange(n, device=embeds.device) < c.shape[0] for c, n in zip(clips, slots)])
+            clips = [nn.functional.pad(c, (0, 0, 0, n - c.shape[0])) for c, n in zip(clips, slots)]
         audio = torch.cat(clips)
         if audio.shape[0] != n_placeholders:
             raise ValueError(
                 f"The prompt holds {n_placeholders} audio placeholder tokens but the audio yields {audio.shape[0]} "
                 "embeddings; build inputs with the processor of this model (same audio layout)."
             )
-        return embeds.masked_scatter(placeholder.unsqueeze(-1), audio.to(embeds.dtype))
+        embeds = embeds.masked_scatter(placeholder.unsqueeze(-1), audio.to(embeds.dtype))
+        if slots is not None and not bool(filled.all()):
+            unused = torch.zeros_like(placeholder)
+            unused[placeholder] = ~filled
+            if attention_mask is None:
+                attention_mask = torch.ones_like(input_ids)
+            attention_mask = attention_mask.masked_fill(unused, 0)
+        return embeds, attention_mask
+
+    def _clip_slots(self, input_features_mask: torch.Tensor, audio_window_clip: torch.Tensor) -> list[int]:
+        """downsample="asr_tokens": each clip's placeholder count (its windows' token slots)."""
+        layout = self.projector.layout
+        slots = [0] * (int(audio_window_clip.max()) + 1)
+        for frames, clip in zip(input_features_mask.sum(-1).tolist(), audio_window_clip.tolist()):
+            slots[clip] += layout.window_token_slots(int(frames))
+        return slots
 
     # ---- forward / generate -------------------------------------------------------------------------
     def forward(
@@ -255,14 +396,19 @@ class AudioMiniChatForConditionalGeneration(AudioMiniChatPreTrainedModel, Genera
         if audio_only:
             if input_features is None:
                 raise ValueError("audio_only=True needs input_features.")
-            clips = self.get_audio_features(input_features, input_features_mask, audio_window_clip, audio_spans)
-            return AudioMiniChatOutput(audio_embeddings=tuple(clips))
+            tokens = [] if self.config.downsample == "asr_tokens" else None
+            clips = self.get_audio_features(
+                input_features, input_features_mask, audio_window_clip, audio_spans, token_ids_out=tokens
+            )
+            return AudioMiniChatOutput(audio_embeddings=tuple(clips), audio_token_ids=None if tokens is None else tuple(tokens))
         clips = [] if output_audio_embeddings else None
+        tokens = [] if output_audio_embeddings and self.config.downsample == "asr_tokens" else None
         if inputs_embeds is None:
             if input_ids is None:
                 raise ValueError("Pass input_ids (from AudioMiniChatProcessor) or inputs_embeds.")
-            inputs_embeds = self.embed_inputs(
-                input_ids, input_features, input_features_mask, audio_window_clip, audio_spans, clips_out=clips
+            inputs_embeds, attention_mask = self.embed_inputs(
+                input_ids, input_features, input_features_mask, audio_window_clip, audio_spans, clips_out=clips,
+                attention_mask=attention_mask, token_ids_out=tokens,
             )
         num_items_in_batch = kwargs.pop("num_items_in_batch", None)
         context = getattr(self.config.text_config, "max_position_embeddings", None)
@@ -283,13 +429,52 @@ class AudioMiniChatForConditionalGeneration(AudioMiniChatPreTrainedModel, Genera
                 num_items_in_batch=num_items_in_batch,
             )
         if output_audio_embeddings:
-            outputs = AudioMiniChatOutput(**{**outputs, "loss": outputs.loss}, audio_embeddings=tuple(clips or ()))
+            outputs = AudioMiniChatOutput(
+                **{**outputs, "loss": outputs.loss},
+                audio_embeddings=tuple(clips or ()),
+                audio_token_ids=None if tokens is None else tuple(tokens),
+            )
         return outputs
 
-    def prepare_inputs_for_generation(self, *args, is_first_iteration: bool | None = False, **kwargs):
-        """Audio goes in with the prompt only: later decoding steps reuse the KV cache, so audio is encoded once."""
+    def generate(self, input_ids=None, attention_mask=None, input_features=None, input_features_mask=None,
+                 audio_window_clip=None, audio_spans=None, **kwargs):
+        """``GenerationMixin.generate`` on prompts with audio.
+
+        With ``downsample="asr_tokens"`` the prompt is embedded here, once, so that generation keeps the
+        attention mask that hides unfilled audio slots; otherwise audio is encoded in the first forward.
+        """
+        audio = {"input_features": input_features, "input_features_mask": input_features_mask,
+                 "audio_window_clip": audio_window_clip, "audio_spans": audio_spans}
+        if input_features is None or self.config.downsample != "asr_tokens":
+            return super().generate(input_ids=input_ids, attention_mask=attention_mask, **audio, **kwargs)
+        inputs_embeds, attention_mask = self.embed_inputs(input_ids, **audio, attention_mask=attention_mask)
+        return super().generate(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs)
+
+    def set_asr_token_map(self, asr_tokenizer, llm_tokenizer) -> None:
+        """downsample="asr_tokens": map each ASR text token to the LLM token of its text's first piece.
+
+        The map (a buffer saved with the model) gives training its targets: the LLM's own embedding of the
+        token the ASR decoder wrote (``train_trainer``'s ``asr_embed`` loss). Special tokens map to -1.
+        """
+        table = torch.full_like(self.asr_token_map, -1)
+        # control tokens (Whisper: specials, language and task tags, timestamps) are the tokenizer's added tokens
+        special = set(asr_tokenizer.all_special_ids) | set(asr_tokenizer.added_tokens_decoder) | set(self.config.asr_prompt_ids or [])
+        for token_id in range(min(table.numel(), len(asr_tokenizer))):
+            if token_id in special:
+                continue
+            text = asr_tokenizer.decode([token_id])
+            pieces = llm_tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+            if pieces:
+                table[token_id] = pieces[0]
+        self.asr_token_map.copy_(table)
+
+    def prepare_inputs_for_generation(self, *args, inputs_embeds=None, is_first_iteration: bool | None = False, **kwargs):
+        """Audio goes in with the prompt only: later decoding steps reuse the KV cache, so audio is encoded once
+        (``inputs_embeds``: a prompt already embedded by :meth:`generate`)."""
         audio = {name: kwargs.pop(name, None) for name in self._audio_input_names}
-        model_inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
+        model_inputs = super().prepare_inputs_for_generation(
+            *args, inputs_embeds=inputs_embeds, is_first_iteration=is_first_iteration, **kwargs
+        )
         first = is_first_iteration or not kwargs.get("use_cache", True)
         for name, value in audio.items():
             model_inputs[name] = value if first else None
@@ -309,8 +494,11 @@ class AudioMiniChatForConditionalGeneration(AudioMiniChatPreTrainedModel, Genera
         ``audio_encoder`` may be a full ASR model (e.g. ``WhisperForConditionalGeneration`` or
         ``HubertForCTC``): its bare encoder is used. The projector is freshly initialised.
         """
-        encoder = audio_encoder
+        encoder, decoder = audio_encoder, None
         if hasattr(encoder, "get_encoder"):  # encoder-decoder ASR models (Whisper)
+            decoder = encoder.get_decoder() if hasattr(encoder, "get_decoder") else None
+            if config_kwargs.get("downsample") == "asr_tokens":
+                config_kwargs = {**_asr_decoding_options(audio_encoder), **config_kwargs}
             encoder = encoder.get_encoder()
         elif getattr(encoder, "base_model", None) is not None and encoder.base_model is not encoder:
             encoder = encoder.base_model  # CTC heads (HuBERT / wav2vec2)
@@ -323,6 +511,11 @@ class AudioMiniChatForConditionalGeneration(AudioMiniChatPreTrainedModel, Genera
         with torch.device("meta"):
             model = cls(config)
         model.audio_encoder = encoder
+        if config.downsample == "asr_tokens":
+            if decoder is None:
+                raise ValueError("downsample='asr_tokens' needs an encoder-decoder ASR model (e.g. WhisperForConditionalGeneration).")
+            model.asr_decoder = decoder
+            model.register_buffer("asr_token_map", torch.full((config.audio_config.vocab_size,), -1, dtype=torch.long))
         model.language_model = language_model
         model.projector = AudioProjector(config)
         model.projector.apply(model._init_weights)
@@ -335,6 +528,24 @@ class AudioMiniChatForConditionalGeneration(AudioMiniChatPreTrainedModel, Genera
             PIPELINE_TASK: {"impl": "pipeline_audio_minichat.AudioMiniChatPipeline", "pt": ["AutoModel"], "tf": [], "type": "multimodal"}
         }
         return super().save_pretrained(save_directory, *args, **kwargs)
+
+
+def _asr_decoding_options(asr_model: PreTrainedModel) -> dict:
+    """How an encoder-decoder ASR model decodes English without timestamps, from its generation config."""
+    gen = asr_model.generation_config
+    prompt = [gen.decoder_start_token_id]
+    if getattr(gen, "is_multilingual", False):
+        prompt += [gen.lang_to_id["<|en|>"], gen.task_to_id["transcribe"]]
+    no_timestamps = getattr(gen, "no_timestamps_token_id", None)
+    if no_timestamps is not None:
+        prompt.append(no_timestamps)
+    eos = gen.eos_token_id[0] if isinstance(gen.eos_token_id, (list, tuple)) else gen.eos_token_id
+    return {
+        "asr_prompt_ids": prompt,
+        "asr_eos_token_id": eos,
+        "asr_suppress_tokens": list(getattr(gen, "suppress_tokens", None) or []),
+        "asr_begin_suppress_tokens": list(getattr(gen, "begin_suppress_tokens", None) or []),
+    }
 
 
 AudioMiniChatConfig.register_for_auto_class()

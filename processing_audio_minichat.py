@@ -241,9 +241,11 @@ class AudioMiniChatProcessor(ProcessorMixin):
                 windows.append(clip[start:end])
                 owners.append(clip_index)
         feats = []
+        # pad_windows: every window is padded to the full window, as the encoder's ASR decoder was trained
+        padding = {"padding": "max_length", "max_length": self.layout.window_samples} if self.layout.pad_windows else {"padding": "longest"}
         for window in windows:
             out = self.feature_extractor(
-                window, sampling_rate=rate, padding="longest", return_attention_mask=False, return_tensors="np"
+                window, sampling_rate=rate, return_attention_mask=False, return_tensors="np", **padding
             )
             key = "input_features" if "input_features" in out else "input_values"
             array = out[key][0]
@@ -256,9 +258,9 @@ class AudioMiniChatProcessor(ProcessorMixin):
         longest = max(f.shape[-1] for f in feats)
         padded = np.zeros((len(feats),) + feats[0].shape[:-1] + (longest,), dtype=np.float32)
         mask = np.zeros((len(feats), longest), dtype=np.int64)
-        for i, f in enumerate(feats):
+        for i, (f, window) in enumerate(zip(feats, windows)):
             padded[i, ..., : f.shape[-1]] = f
-            mask[i, : f.shape[-1]] = 1
+            mask[i, : self.layout.audio_frames(window.shape[0])] = 1
         return {
             "input_features": torch.from_numpy(padded),
             "input_features_mask": torch.from_numpy(mask),

@@ -77,11 +77,15 @@ class LossConfig:
     # Which tokens the ctc term scores: "all" (the LLM's whole vocabulary) or "data" (only the tokens of the
     # training transcripts, plus the blank: ~3x less work for the scoring with a 49k vocabulary).
     ctc_vocab: str = "all"
+    # downsample="asr_tokens" models: squared distance / 2 from each audio embedding to the LLM's input embedding
+    # of the token the ASR decoder wrote there (``model.asr_token_map``): the projector learns to write the LLM's
+    # own token embeddings. Needs no LLM pass, so on its own it trains fast (see ``asr_embed_loss``).
+    asr_embed: float = 0.0
 
     def __post_init__(self):
-        if any(w < 0 for w in (self.ntp, self.logit, self.feature, self.ctc, self.ctc_embed)):
+        if any(w < 0 for w in (self.ntp, self.logit, self.feature, self.ctc, self.ctc_embed, self.asr_embed)):
             raise ValueError("Loss weights must be >= 0.")
-        if self.ntp + self.logit + self.feature + self.ctc + self.ctc_embed == 0:
+        if self.ntp + self.logit + self.feature + self.ctc + self.ctc_embed + self.asr_embed == 0:
             raise ValueError("All loss weights are 0: nothing would train.")
         if self.temperature <= 0:
             raise ValueError("temperature must be > 0.")
@@ -98,6 +102,11 @@ class LossConfig:
     def needs_ctc(self) -> bool:
         """Whether the ctc terms run (they need the transcript tokens and the blank in each batch)."""
         return self.ctc + self.ctc_embed > 0
+
+    @property
+    def needs_audio_embeddings(self) -> bool:
+        """Whether a term reads the audio embeddings themselves (the ctc terms, asr_embed)."""
+        return self.needs_ctc or self.asr_embed > 0
 
     @property
     def needs_llm(self) -> bool:
@@ -309,7 +318,8 @@ def ctc_alignment_loss(
 
 
 def total_loss(terms: dict[str, torch.Tensor], cfg: LossConfig) -> torch.Tensor:
-    weights = {"ntp": cfg.ntp, "logit": cfg.logit, "feature": cfg.feature, "ctc": cfg.ctc, "ctc_embed": cfg.ctc_embed}
+    weights = {"ntp": cfg.ntp, "logit": cfg.logit, "feature": cfg.feature, "ctc": cfg.ctc, "ctc_embed": cfg.ctc_embed,
+               "asr_embed": cfg.asr_embed}
     return sum(weights[name] * value for name, value in terms.items())
 
 
@@ -424,6 +434,11 @@ def _lora_layers(module: torch.nn.Module):
 
 def configure_trainable(model: AudioMiniChatForConditionalGeneration, cfg: TrainableConfig) -> list[str]:
     """Freeze/unfreeze/LoRA-wrap parts of ``model`` in place; return the trainable parameter names."""
+    if cfg.encoder != "frozen" and model.config.downsample == "asr_tokens":
+        raise ValueError(
+            f"trainable.encoder: {cfg.encoder!r} with downsample='asr_tokens': the audio embeddings come from greedy "
+            "ASR decoding, which passes no gradient to the encoder; use trainable.encoder: frozen."
+        )
     model.requires_grad_(False)
     if cfg.encoder == "lora" or cfg.llm == "lora":
         from peft import LoraConfig, inject_adapter_in_model
@@ -495,6 +510,39 @@ def _ctc_term(base: AudioMiniChatForConditionalGeneration, audio_embeddings, aux
     return {"ctc": ctc, "ctc_embed": embed}
 
 
+def asr_embed_loss(audio_embeddings, token_ids, token_map: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """Mean over clips of the mean over a clip's tokens of ``|h - e|^2 / 2``.
+
+    ``h``: a clip's audio embedding at an ASR token, ``e``: the LLM input embedding (row of ``table``) of
+    ``token_map[token]``. Tokens mapped to -1 (specials) are skipped; a clip without mapped tokens does not
+    count in the mean (a batch with none gives a zero that keeps the graph).
+    """
+    per_clip = []
+    for embeddings, ids in zip(audio_embeddings, token_ids):
+        targets = token_map[ids.to(token_map.device)]
+        keep = targets >= 0
+        if bool(keep.any()):
+            diff = embeddings[keep].float() - table[targets[keep]].float()
+            per_clip.append(0.5 * diff.pow(2).sum(-1).mean())
+    if not per_clip:
+        return sum(e.sum() for e in audio_embeddings) * 0.0
+    return torch.stack(per_clip).mean()
+
+
+def _audio_terms(base: AudioMiniChatForConditionalGeneration, outputs, aux: dict, cfg: LossConfig) -> dict:
+    """The terms on the audio embeddings themselves: the ctc terms and asr_embed, those weighted."""
+    terms = _ctc_term(base, outputs.audio_embeddings, aux, cfg) if cfg.needs_ctc else {}
+    if cfg.asr_embed > 0:
+        if outputs.audio_token_ids is None:
+            raise ValueError(
+                "The asr_embed loss term needs a model with downsample='asr_tokens' (its audio embeddings sit at ASR tokens); "
+                f"this model's downsample is {base.config.downsample!r}."
+            )
+        table = base.get_input_embeddings().weight.detach()
+        terms["asr_embed"] = asr_embed_loss(outputs.audio_embeddings, outputs.audio_token_ids, base.asr_token_map, table)
+    return terms
+
+
 def distillation_step(model, base: AudioMiniChatForConditionalGeneration, inputs: dict, cfg: LossConfig):
     """One student pass (audio prompt) + one teacher pass (the same frozen LLM, text prompt, no gradients).
 
@@ -510,13 +558,13 @@ def distillation_step(model, base: AudioMiniChatForConditionalGeneration, inputs
         raise ValueError(
             "The ctc loss term needs ctc_labels and ctc_blank in the batch: use DistillationCollator(..., ctc_blank_token=...)."
         )
-    if not cfg.needs_llm:  # the ctc term alone: the LLM is not run
+    if not cfg.needs_llm:  # terms on the audio embeddings alone: the LLM is not run
         outputs = model(**inputs, audio_only=True)
-        terms = _ctc_term(base, outputs.audio_embeddings, aux, cfg)
+        terms = _audio_terms(base, outputs, aux, cfg)
         return total_loss(terms, cfg), terms, outputs
     need_teacher = bool(teacher_inputs) and (cfg.logit > 0 or cfg.feature > 0)
     need_hidden = need_teacher and cfg.feature > 0
-    outputs = model(**inputs, output_hidden_states=need_hidden, output_audio_embeddings=need_ctc)
+    outputs = model(**inputs, output_hidden_states=need_hidden, output_audio_embeddings=cfg.needs_audio_embeddings)
     teacher_logits = teacher_hidden = t_labels = None
     if need_teacher:
         llm = base.language_model
@@ -529,8 +577,8 @@ def distillation_step(model, base: AudioMiniChatForConditionalGeneration, inputs
         outputs.logits, labels, teacher_logits, t_labels,
         outputs.hidden_states if need_hidden else None, teacher_hidden, cfg,
     )
-    if need_ctc:
-        terms.update(_ctc_term(base, outputs.audio_embeddings, aux, cfg))
+    if cfg.needs_audio_embeddings:
+        terms.update(_audio_terms(base, outputs, aux, cfg))
     loss = total_loss({k: v for k, v in terms.items() if k != "feature" or cfg.feature > 0}, cfg)
     return loss, terms, outputs
 

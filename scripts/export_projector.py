@@ -34,6 +34,9 @@ def main() -> None:
     info = json.loads((ckpt / "audio_minichat_training.json").read_text())
     trainable = info.get("trainable_config") or {}
     metadata = {"format": "pt"}
+    base_config = Path(os.path.expanduser(info.get("base_model") or "")) / "config.json"
+    if base_config.is_file():  # what the projector reads: build-default refuses a file trained for another input
+        metadata["downsample"] = json.loads(base_config.read_text()).get("downsample", "pool")
     if any(".lora_A." in k for k in weights):
         metadata["lora_scaling"] = repr(float(trainable["lora_alpha"]) / float(trainable["lora_r"]))
     out = Path(args.out)

@@ -54,3 +54,42 @@ def test_untrained_builds_start_from_the_same_projector(tmp_path):
     assert pa.keys() == pc.keys() and all(torch.equal(pa[k], pc[k]) for k in pa)
     assert [tuple(v.shape) for v in pb.values()] == [(64, 384), (64,), (576, 64), (576,)]
     assert pa["net.0.weight"].std() > 0  # initialised, not zeros
+
+
+@pytest.mark.integration
+def test_default_reads_whisper_decoding_and_writes_the_llms_own_tokens():
+    """The real default on examples/short.wav: its ASR decoding inside the model is Whisper's own greedy
+    transcription token for token, and the shipped projector puts each state next to the LLM embedding of
+    the token Whisper wrote there (read back as nearest tokens)."""
+    from pathlib import Path
+
+    import soundfile as sf
+    from transformers import AutoTokenizer
+
+    from audio_minichat.ct2_whisper import transcribe
+    from audio_minichat.processing_audio_minichat import AudioMiniChatProcessor
+    from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+    model_dir = build_default()
+    info = read_build_info(model_dir)
+    model = AudioMiniChatForConditionalGeneration.from_pretrained(model_dir).eval()
+    processor = AudioMiniChatProcessor.from_pretrained(model_dir)
+    assert model.config.downsample == "asr_tokens"
+    audio, rate = sf.read(Path(__file__).resolve().parents[1] / "examples" / "short.wav", dtype="float32")
+    inputs = processor(text=processor.build_prompt(processor.audio_with_text("Summarize:")), audio=audio, sampling_rate=rate)
+    with torch.no_grad():
+        out = model(**inputs, audio_only=True)
+    tokens, embeddings = out.audio_token_ids[0], out.audio_embeddings[0]
+    whisper = WhisperForConditionalGeneration.from_pretrained(info["asr_path"]).eval()
+    _, reference = transcribe(whisper, WhisperProcessor.from_pretrained(info["asr_path"]), audio, return_token_ids=True)
+    assert tokens.tolist() == reference
+    targets = model.asr_token_map[tokens]
+    assert bool((targets >= 0).all())
+    table = model.get_input_embeddings().weight
+    nearest = torch.cdist(embeddings.float(), table.float()).argmin(-1)
+    accuracy = float((nearest == targets).float().mean())
+    assert accuracy >= 0.9, accuracy
+    llm_tok = AutoTokenizer.from_pretrained(model_dir)
+    heard = llm_tok.decode(nearest.tolist()).lower()
+    for word in ("maya", "late", "bridge", "meeting"):
+        assert word in heard, heard

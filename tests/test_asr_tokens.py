@@ -1,0 +1,304 @@
+"""downsample="asr_tokens": the ASR decoder's state at each token it writes becomes one LLM embedding.
+
+Tiny random Whisper + Llama: greedy decoding with the KV cache equals decoding without it, the processor and
+the model agree on each clip's slot count, unfilled slots change nothing (logits and generations equal those
+of the same prompt with the unused slots removed), the token map and the asr_embed loss term.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_model, make_tokenizer
+
+from audio_minichat import AudioMiniChatConfig
+from audio_minichat.train_trainer import (
+    LossConfig,
+    TrainableConfig,
+    asr_embed_loss,
+    configure_trainable,
+    distillation_step,
+)
+
+ASR_KWARGS = dict(
+    downsample="asr_tokens", encoder_window_seconds=2.0, audio_tokens_per_second=4.0,
+    asr_prompt_ids=[3, 4], asr_eos_token_id=2, asr_suppress_tokens=[0, 1], asr_begin_suppress_tokens=[2],
+)
+
+
+def asr_model(seed: int = 0, **kwargs):
+    return make_model("whisper", seed=seed, **{**ASR_KWARGS, **kwargs})
+
+
+def varied_asr_model():
+    """A tiny model whose random decoder writes varied tokens and ends some windows before their last slot.
+
+    (A tiny random decoder at the default init repeats one token; with larger weights it writes
+    50 42 28 21 28 16 ..., so taking 16 as the end token stops the longer windows after 5 tokens.)
+    """
+    model, processor = asr_model(seed=5, asr_eos_token_id=16, asr_begin_suppress_tokens=[])
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, param in model.asr_decoder.named_parameters():
+            if "layer_norm" not in name:
+                param.normal_(0.0, 0.5)
+    return model, processor
+
+
+def clip(seconds: float, seed: int, samples: int | None = None) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (0.1 * rng.standard_normal(samples or int(seconds * 16000))).astype(np.float32)
+
+
+def prompt_inputs(processor, clips, responses=None):
+    prompts = [processor.build_prompt(processor.audio_with_text("summarize the following")) for _ in clips]
+    return processor(text=prompts, audio=clips, sampling_rate=16000, responses=responses)
+
+
+def reference_decode(model, features: torch.Tensor, slots: int):
+    """Greedy decoding of one full window without a KV cache: the whole prefix through the decoder each step."""
+    cfg, layout, decoder = model.config, model.projector.layout, model.asr_decoder
+    frames = layout.encoder_frames(layout.window_samples)
+    encoded = model._encode_mel(features[None], torch.ones(1, features.shape[-1]), torch.tensor([frames]))
+    prefix, states, tokens = list(cfg.asr_prompt_ids), [], []
+    head = decoder.embed_tokens.weight
+    for step in range(slots):
+        hidden = decoder(input_ids=torch.tensor([prefix]), encoder_hidden_states=encoded).last_hidden_state[0, -1]
+        logits = hidden @ head.T
+        blocked = cfg.asr_suppress_tokens + (cfg.asr_begin_suppress_tokens if step == 0 else [])
+        logits[blocked] = float("-inf")
+        token = int(logits.argmax())
+        if token == cfg.asr_eos_token_id:
+            break
+        states.append(hidden)
+        tokens.append(token)
+        prefix.append(token)
+    return tokens, (torch.stack(states) if states else torch.zeros(0, hidden.shape[-1]))
+
+
+def test_slot_counts_agree_between_processor_and_model():
+    model, processor = asr_model()
+    layout = model.projector.layout
+    assert layout.pad_windows and layout.window_samples == 32000
+    for n in (800, 16001, 31999, 32000, 32001, 47999, 100000):
+        batch = prompt_inputs(processor, [clip(0, n, samples=n)])
+        expected = sum(math.ceil(((e - s) // 160) * 160 / 16000 * 4.0) + 1 for s, e in layout.split_windows(max(n, layout.min_samples)))
+        assert processor.num_audio_tokens(n) == expected
+        assert model._clip_slots(batch["input_features_mask"], batch["audio_window_clip"]) == [expected]
+        assert int((batch["input_ids"] == processor.audio_token_id).sum()) == expected
+        # every window is padded to the full 2 s for the encoder, the mask marks the audio frames
+        assert batch["input_features"].shape[-1] == 200
+
+
+def test_cached_batched_greedy_decoding_equals_uncached_per_window():
+    model, processor = varied_asr_model()
+    batch = prompt_inputs(processor, [clip(1.3, 1), clip(0.4, 2), clip(3.1, 3)])  # the last clip has two windows
+    with torch.no_grad():
+        states, tokens, top = model._asr_token_states(batch["input_features"], batch["input_features_mask"])
+        assert top == [None] * 4  # no token mixture asked for
+        assert len(states) == batch["input_features"].shape[0] == 4
+        layout = model.projector.layout
+        for w in range(4):
+            slots = layout.window_token_slots(int(batch["input_features_mask"][w].sum()))
+            ref_tokens, ref_states = reference_decode(model, batch["input_features"][w], slots)
+            assert tokens[w].tolist() == ref_tokens
+            assert len(ref_tokens) <= slots
+            torch.testing.assert_close(states[w], ref_states, atol=1e-5, rtol=1e-4)
+    slots = [model.projector.layout.window_token_slots(int(n)) for n in batch["input_features_mask"].sum(-1)]
+    assert any(len(t) < n for t, n in zip(tokens, slots)) and any(len(t) == n for t, n in zip(tokens, slots))
+    assert len({int(x) for t in tokens for x in t}) > 2  # varied tokens: the check has content
+
+
+def _kept_positions(model, batch):
+    with torch.no_grad():
+        embeds, mask = model.embed_inputs(
+            batch["input_ids"], batch["input_features"], batch["input_features_mask"], batch["audio_window_clip"],
+            attention_mask=batch["attention_mask"],
+        )
+    return embeds, mask
+
+
+def test_unfilled_slots_change_nothing():
+    model, processor = varied_asr_model()
+    batch = prompt_inputs(processor, [clip(1.7, 4), clip(0.6, 5)], responses=["hello world", "the water"])
+    embeds, mask = _kept_positions(model, batch)
+    placeholders = batch["input_ids"] == processor.audio_token_id
+    unused = placeholders & (mask == 0)
+    assert int(unused.sum()) > 0, "the test needs unfilled slots"
+    assert torch.equal(mask, batch["attention_mask"].masked_fill(unused, 0))
+    with torch.no_grad():
+        logits = model(**batch).logits
+        for row in range(2):
+            keep = mask[row].bool()
+            alone = model.language_model(inputs_embeds=embeds[row : row + 1, keep]).logits[0]
+            torch.testing.assert_close(logits[row, keep], alone, atol=1e-5, rtol=1e-4)
+
+
+def test_generation_hides_unfilled_slots_and_batches_like_single_rows():
+    model, processor = varied_asr_model()
+    clips = [clip(1.9, 6), clip(0.5, 7)]
+    batch = prompt_inputs(processor, clips)
+    out = model.generate(**batch, max_new_tokens=6, do_sample=False)
+    prompt_len = batch["input_ids"].shape[1]
+    assert torch.equal(out[:, :prompt_len], batch["input_ids"])
+    embeds, mask = _kept_positions(model, batch)
+    for row, audio in enumerate(clips):
+        alone = prompt_inputs(processor, [audio])
+        single = model.generate(**alone, max_new_tokens=6, do_sample=False)
+        assert out[row, prompt_len:].tolist() == single[0, alone["input_ids"].shape[1] :].tolist()
+        keep = mask[row].bool()
+        compact = model.language_model.generate(
+            inputs_embeds=embeds[row : row + 1, keep], attention_mask=torch.ones(1, int(keep.sum()), dtype=torch.long),
+            max_new_tokens=6, do_sample=False,
+        )
+        assert out[row, prompt_len:].tolist() == compact[0].tolist()
+
+
+def test_save_and_reload_keep_decoder_and_token_map(tmp_path):
+    model, processor = asr_model(seed=9)
+    with torch.no_grad():
+        model.asr_token_map.copy_(torch.arange(model.asr_token_map.numel()) % 7 - 1)
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    from audio_minichat import AudioMiniChatForConditionalGeneration
+
+    again = AudioMiniChatForConditionalGeneration.from_pretrained(tmp_path).eval()
+    assert torch.equal(again.asr_token_map, model.asr_token_map)
+    batch = prompt_inputs(processor, [clip(1.0, 8)])
+    with torch.no_grad():
+        a = model(**batch, audio_only=True)
+        b = again(**batch, audio_only=True)
+    assert [t.tolist() for t in a.audio_token_ids] == [t.tolist() for t in b.audio_token_ids]
+    torch.testing.assert_close(a.audio_embeddings[0], b.audio_embeddings[0])
+
+
+def test_token_map_takes_the_first_llm_piece_and_skips_control_tokens():
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    model, _ = asr_model()
+    asr_tok = make_tokenizer()
+    # an LLM tokenizer that spells words out: each ASR word maps to its first letter's token
+    letters = sorted(set("".join(asr_tok.get_vocab())))
+    backend = Tokenizer(models.WordLevel(vocab={c: i + 1 for i, c in enumerate(letters)} | {"<unk>": 0}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    llm_tok = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>")
+    model.set_asr_token_map(asr_tok, llm_tok)
+    table = model.asr_token_map
+    words = [w for w, i in asr_tok.get_vocab().items() if i < table.numel() and w.isalpha()]
+    assert len(words) > 20
+    for word in words:
+        assert int(table[asr_tok.convert_tokens_to_ids(word)]) == llm_tok.convert_tokens_to_ids(word[0]), word
+    for special in ("<unk>", "<pad>", "<|im_end|>", "<s>"):
+        assert int(table[asr_tok.convert_tokens_to_ids(special)]) == -1
+    assert int(table[3]) == -1 and int(table[4]) == -1  # the decoding prompt's ids
+
+
+def test_asr_embed_loss_values_and_skipped_tokens():
+    table = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]])
+    token_map = torch.tensor([-1, 0, 1, 2])
+    a = torch.tensor([[1.0, 1.0], [1.0, 0.0], [5.0, 5.0]], requires_grad=True)  # tokens 1, 2, 0 (skipped)
+    b = torch.tensor([[0.0, 0.0]], requires_grad=True)  # token 3 -> row 2
+    loss = asr_embed_loss([a, b], [torch.tensor([1, 2, 0]), torch.tensor([3])], token_map, table)
+    clip_a = (0.5 * (1 + 1) + 0.5 * 0) / 2
+    clip_b = 0.5 * 4
+    assert loss.item() == pytest.approx((clip_a + clip_b) / 2)
+    loss.backward()
+    assert torch.equal(a.grad[2], torch.zeros(2))  # the skipped token gets no pull
+    # a clip whose tokens all map to -1 does not count in the mean
+    only = asr_embed_loss([a, b[:0]], [torch.tensor([1, 2, 0]), torch.tensor([], dtype=torch.long)], token_map, table)
+    assert only.item() == pytest.approx(clip_a)
+
+
+def test_asr_embed_alone_trains_only_the_projector_without_the_llm():
+    model, processor = asr_model(seed=11)
+    with torch.no_grad():
+        model.asr_token_map.copy_(torch.arange(model.asr_token_map.numel()) % 9)
+    trainable = configure_trainable(model, TrainableConfig())
+    assert set(trainable) == {"projector.net.0.weight", "projector.net.0.bias"}
+    batch = prompt_inputs(processor, [clip(1.5, 12), clip(0.9, 13)], responses=["hello", "world"])
+    calls = []
+    handle = model.language_model.register_forward_hook(lambda *a: calls.append(1))
+    cfg = LossConfig(ntp=0.0, logit=0.0, feature=0.0, asr_embed=1.0)
+    model.train()
+    loss, terms, outputs = distillation_step(model, model, dict(batch), cfg)
+    handle.remove()
+    assert calls == [] and set(terms) == {"asr_embed"}
+    expected = asr_embed_loss(outputs.audio_embeddings, outputs.audio_token_ids, model.asr_token_map,
+                              model.get_input_embeddings().weight)
+    assert loss.item() == pytest.approx(expected.item())
+    loss.backward()
+    grads = {n for n, p in model.named_parameters() if p.grad is not None}
+    assert grads == {"projector.net.0.weight", "projector.net.0.bias"}
+
+
+def test_asr_tokens_errors_name_the_problem():
+    model, processor = make_model("whisper")
+    batch = prompt_inputs(processor, [clip(0.5, 1)], responses=["hello"])
+    with pytest.raises(ValueError, match="asr_embed loss term needs a model with downsample='asr_tokens'.*'pool'"):
+        distillation_step(model, model, dict(batch), LossConfig(ntp=0.0, logit=0.0, feature=0.0, asr_embed=1.0))
+    asr, _ = asr_model()
+    with pytest.raises(ValueError, match="passes no gradient to the encoder"):
+        configure_trainable(asr, TrainableConfig(encoder="lora"))
+    from conftest import encoder_config
+
+    with pytest.raises(ValueError, match="needs an encoder-decoder ASR model.*'hubert'"):
+        AudioMiniChatConfig(audio_config=encoder_config("hubert"), downsample="asr_tokens")
+    with pytest.raises(ValueError, match="audio_tokens_per_second must be positive"):
+        AudioMiniChatConfig(downsample="asr_tokens", audio_tokens_per_second=0)
+    bare, bare_processor = asr_model(asr_prompt_ids=None)
+    with pytest.raises(ValueError, match="needs config.asr_prompt_ids"):
+        bare(**prompt_inputs(bare_processor, [clip(0.5, 1)]), audio_only=True)
+
+
+def test_token_mixture_is_the_expected_llm_embedding_under_the_asr_posterior():
+    model, processor = varied_asr_model()
+    mixing, _ = asr_model(seed=5, asr_eos_token_id=16, asr_begin_suppress_tokens=[], asr_token_mixture=4)
+    mixing.load_state_dict(model.state_dict(), strict=False)  # the same weights, plus the mixture's temperature
+    assert mixing.projector.token_mixture and float(mixing.projector.log_temperature.detach()) == 0.0
+    # a fresh mixing model's projector starts as no correction at all
+    fresh, _ = asr_model(asr_token_mixture=4)
+    assert torch.count_nonzero(fresh.projector.net[-1].weight) == 0
+    with torch.no_grad():
+        mixing.projector.net[-1].weight.zero_()
+        mixing.projector.net[-1].bias.zero_()
+        token_map = torch.arange(mixing.asr_token_map.numel()) % 11 - 1  # some tokens are control tokens (-1)
+        mixing.asr_token_map.copy_(token_map)
+    batch = prompt_inputs(processor, [clip(1.7, 4)])
+    table = mixing.get_input_embeddings().weight
+    head = mixing.asr_decoder.embed_tokens.weight
+    with torch.no_grad():
+        out = mixing(**batch, audio_only=True)
+        states, _ = mixing.get_audio_frames(batch["input_features"], batch["input_features_mask"], batch["audio_window_clip"])
+        tokens = out.audio_token_ids[0]
+        assert len(tokens) > 0
+        for i, state in enumerate(states[0, : len(tokens)]):
+            logits = state @ head.T
+            logits[mixing.config.asr_suppress_tokens] = float("-inf")
+            scores, ids = logits.topk(4)
+            assert int(ids[0]) == int(tokens[i])
+            mapped = token_map[ids]
+            weights = torch.softmax(scores.masked_fill(mapped < 0, float("-inf")), -1).nan_to_num(0.0)
+            expected = (weights[:, None] * table[mapped.clamp(min=0)]).sum(0)
+            torch.testing.assert_close(out.audio_embeddings[0][i], expected, atol=1e-5, rtol=1e-4)
+        # near zero temperature the mixture is the LLM embedding of the best mapped token
+        mixing.projector.log_temperature.fill_(-30.0)
+        cold = mixing(**batch, audio_only=True).audio_embeddings[0]
+        for i, state in enumerate(states[0, : len(tokens)]):
+            logits = state @ head.T
+            logits[mixing.config.asr_suppress_tokens] = float("-inf")
+            ids = logits.topk(4).indices
+            best = next((int(token_map[j]) for j in ids if token_map[j] >= 0), None)
+            if best is None:
+                assert torch.count_nonzero(cold[i]) == 0
+            else:
+                torch.testing.assert_close(cold[i], table[best], atol=1e-5, rtol=1e-4)
+    # the temperature and the correction train
+    mixing.projector.log_temperature.data.zero_()
+    configure_trainable(mixing, TrainableConfig())
+    loss = mixing(**batch, audio_only=True).audio_embeddings[0].pow(2).sum()
+    loss.backward()
+    assert mixing.projector.log_temperature.grad is not None and mixing.projector.net[-1].weight.grad.abs().sum() > 0
