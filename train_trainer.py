@@ -27,6 +27,7 @@ import io
 import json
 import math
 import os
+import re
 import random
 import sys
 from dataclasses import asdict, dataclass, field
@@ -118,6 +119,8 @@ class LossConfig:
 class TrainableConfig:
     encoder: str = "frozen"  # frozen | full | lora
     llm: str = "frozen"  # frozen | lora
+    # full: every projector parameter; temperature: only the token mixture's temperature (asr_token_mixture models)
+    projector: str = "full"
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.0
@@ -127,6 +130,8 @@ class TrainableConfig:
     def __post_init__(self):
         if self.encoder not in ("frozen", "full", "lora"):
             raise ValueError(f"trainable.encoder must be frozen, full or lora; got {self.encoder!r}.")
+        if self.projector not in ("full", "temperature"):
+            raise ValueError(f"trainable.projector must be full or temperature; got {self.projector!r}.")
         if self.llm not in ("frozen", "lora"):
             raise ValueError(f"trainable.llm must be frozen or lora (the LLM is never fully trained); got {self.llm!r}.")
 
@@ -158,6 +163,9 @@ class RunConfig:
     # Trained weights to start from (a `scripts/export_projector.py` file: projector, encoder LoRA pairs merged),
     # applied to `model` before anything is made trainable: a later stage continues an earlier one.
     init_weights: str | None = None
+    # Learning-rate multipliers by parameter name (regular expression -> factor): e.g. a temperature that must move
+    # far in few steps beside weights that must move little. Each must match a trainable parameter.
+    lr_multipliers: dict = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, raw: dict) -> "RunConfig":
@@ -176,6 +184,7 @@ class RunConfig:
             sample_generations=int(raw.get("sample_generations", 2)),
             frozen_dtype=raw.get("frozen_dtype"),
             init_weights=raw.get("init_weights"),
+            lr_multipliers={str(k): float(v) for k, v in (raw.get("lr_multipliers") or {}).items()},
         )
 
     @classmethod
@@ -456,7 +465,12 @@ def configure_trainable(model: AudioMiniChatForConditionalGeneration, cfg: Train
         for name, param in model.named_parameters():
             if "lora_" in name:
                 param.requires_grad_(True)
-    model.projector.requires_grad_(True)
+    if cfg.projector == "temperature":
+        if not model.projector.token_mixture:
+            raise ValueError("trainable.projector: temperature needs a token-mixture model (downsample='asr_tokens', asr_token_mixture > 0).")
+        model.projector.log_temperature.requires_grad_(True)
+    else:
+        model.projector.requires_grad_(True)
     if cfg.encoder == "full":
         model.audio_encoder.requires_grad_(True)
     return [n for n, p in model.named_parameters() if p.requires_grad]
@@ -583,6 +597,32 @@ def distillation_step(model, base: AudioMiniChatForConditionalGeneration, inputs
     return loss, terms, outputs
 
 
+def apply_lr_multipliers(optimizer: torch.optim.Optimizer, named_parameters, scales: dict[str, float]) -> None:
+    """Move parameters whose name matches a pattern of ``scales`` into their own groups at ``lr * factor``
+    (first matching pattern wins); a pattern that matches no optimized parameter is an error."""
+    names = {id(p): n for n, p in named_parameters}
+    used, added = set(), []
+    for group in list(optimizer.param_groups):
+        keep, moved = [], {}
+        for param in group["params"]:
+            name = names.get(id(param), "")
+            pattern = next((pat for pat in scales if re.search(pat, name)), None)
+            if pattern is None:
+                keep.append(param)
+            else:
+                moved.setdefault(pattern, []).append(param)
+                used.add(pattern)
+        group["params"] = keep
+        for pattern, params in moved.items():
+            added.append({**{k: v for k, v in group.items() if k != "params"}, "params": params, "lr": group["lr"] * scales[pattern]})
+    unused = sorted(set(scales) - used)
+    if unused:
+        raise ValueError(f"lr_multipliers patterns {unused} match no trainable parameter.")
+    optimizer.param_groups[:] = [g for g in optimizer.param_groups if g["params"]]
+    for group in added:
+        optimizer.add_param_group(group)
+
+
 class DistillationTrainer(Trainer):
     """Trainer whose loss is the weighted sum of next-token, logit and feature distillation terms."""
 
@@ -598,6 +638,16 @@ class DistillationTrainer(Trainer):
     @property
     def _base(self) -> AudioMiniChatForConditionalGeneration:
         return self.accelerator.unwrap_model(self.model)
+
+    def create_optimizer(self, model=None):
+        """The Trainer's AdamW over the trainable parameters, with ``RunConfig.lr_multipliers`` applied as their
+        own parameter groups (the scheduler then scales every group's rate alike)."""
+        fresh = self.optimizer is None
+        optimizer = super().create_optimizer(model)
+        scales = self.run_config.lr_multipliers if self.run_config is not None else {}
+        if fresh and scales:
+            apply_lr_multipliers(optimizer, (model or self.model).named_parameters(), scales)
+        return optimizer
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss, terms, outputs = distillation_step(model, self._base, inputs, self.loss_config)

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 bash scripts/install.sh
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 audio-minichat build-default
-echo "== e2e (speech -> encoder -> projector -> LLM) =="
+echo "== e2e (speech -> Whisper decoding, read as token posteriors + decoder states -> LLM embeddings) =="
 audio-minichat summarize examples/news_2min.wav --mode e2e
 echo "== cascade (Whisper ASR -> LLM) =="
 audio-minichat summarize examples/news_2min.wav --mode cascade

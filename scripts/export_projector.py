@@ -26,15 +26,24 @@ def main() -> None:
     args = ap.parse_args()
     ckpt = Path(args.checkpoint)
     weights = load_file(str(ckpt / "trainable.safetensors"))
+    info = json.loads((ckpt / "audio_minichat_training.json").read_text())
+    base_dir = Path(os.path.expanduser(info.get("base_model") or ""))
+    # the shipped file holds the whole projector: parts the run kept frozen come from its base model
+    base_weights = base_dir / "model.safetensors"
+    if base_weights.is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(base_weights), framework="pt") as fh:
+            frozen = {k: fh.get_tensor(k) for k in fh.keys() if k.startswith("projector.") and k not in weights}
+        weights.update(frozen)
     if not any(k.startswith("projector.") for k in weights):
         raise SystemExit(f"{ckpt}: no projector weights in trainable.safetensors")
     llm = [k for k in weights if k.startswith("language_model.")]
     if llm:
         raise SystemExit(f"{ckpt}: trains the LLM ({llm[0]}, ...); the shipped default keeps the LLM frozen")
-    info = json.loads((ckpt / "audio_minichat_training.json").read_text())
     trainable = info.get("trainable_config") or {}
     metadata = {"format": "pt"}
-    base_config = Path(os.path.expanduser(info.get("base_model") or "")) / "config.json"
+    base_config = base_dir / "config.json"
     if base_config.is_file():  # what the projector reads: build-default refuses a file trained for another input
         metadata["downsample"] = json.loads(base_config.read_text()).get("downsample", "pool")
     if any(".lora_A." in k for k in weights):

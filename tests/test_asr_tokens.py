@@ -296,9 +296,29 @@ def test_token_mixture_is_the_expected_llm_embedding_under_the_asr_posterior():
                 assert torch.count_nonzero(cold[i]) == 0
             else:
                 torch.testing.assert_close(cold[i], table[best], atol=1e-5, rtol=1e-4)
+    # trainable.projector: temperature trains the temperature alone
+    assert configure_trainable(mixing, TrainableConfig(projector="temperature")) == ["projector.log_temperature"]
+    with pytest.raises(ValueError, match="needs a token-mixture model"):
+        configure_trainable(model, TrainableConfig(projector="temperature"))  # no mixture in this one
     # the temperature and the correction train
     mixing.projector.log_temperature.data.zero_()
     configure_trainable(mixing, TrainableConfig())
     loss = mixing(**batch, audio_only=True).audio_embeddings[0].pow(2).sum()
     loss.backward()
     assert mixing.projector.log_temperature.grad is not None and mixing.projector.net[-1].weight.grad.abs().sum() > 0
+
+
+def test_lr_multipliers_give_matching_parameters_their_own_rate():
+    from audio_minichat.train_trainer import apply_lr_multipliers
+
+    model, _ = asr_model(asr_token_mixture=2)
+    configure_trainable(model, TrainableConfig())
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW([{"params": params, "weight_decay": 0.0}], lr=1e-4)
+    apply_lr_multipliers(optimizer, model.named_parameters(), {"log_temperature": 200.0})
+    rates = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    assert rates[id(model.projector.log_temperature)] == pytest.approx(2e-2)
+    assert rates[id(model.projector.net[0].weight)] == pytest.approx(1e-4)
+    assert sorted(len(g["params"]) for g in optimizer.param_groups) == [1, 2]  # every parameter kept, once
+    with pytest.raises(ValueError, match=r"\['encoder'\] match no trainable parameter"):
+        apply_lr_multipliers(torch.optim.AdamW(params, lr=1e-4), model.named_parameters(), {"encoder": 2.0})
