@@ -322,3 +322,20 @@ def test_lr_multipliers_give_matching_parameters_their_own_rate():
     assert sorted(len(g["params"]) for g in optimizer.param_groups) == [1, 2]  # every parameter kept, once
     with pytest.raises(ValueError, match=r"\['encoder'\] match no trainable parameter"):
         apply_lr_multipliers(torch.optim.AdamW(params, lr=1e-4), model.named_parameters(), {"encoder": 2.0})
+
+
+def test_weights_trained_for_another_downsampling_are_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    from audio_minichat.default_model import apply_trained_weights
+
+    model, _ = asr_model(asr_token_mixture=2)
+    tensors = {f"projector.{k}": v.clone() for k, v in model.projector.state_dict().items()}
+    path = tmp_path / "pool.safetensors"
+    save_file(tensors, str(path), metadata={"format": "pt", "downsample": "pool"})
+    with pytest.raises(ValueError, match=r"pool.safetensors: these weights were trained for downsample='pool' but the model uses downsample='asr_tokens'"):
+        apply_trained_weights(model, path)
+    tensors["projector.log_temperature"] = torch.tensor(-0.5)
+    save_file(tensors, str(path), metadata={"format": "pt", "downsample": "asr_tokens"})
+    apply_trained_weights(model, path)
+    assert float(model.projector.log_temperature.detach()) == -0.5
