@@ -64,15 +64,24 @@ def trainer_for(model, processor, tmp_path, loss=None, **args):
 make_model_processor_cache: dict = {}
 
 
-def tiny(seed=0, trainable=None):
-    model, processor = make_model("whisper", seed=seed)
+ASR_TOKENS_TINY = dict(downsample="asr_tokens", encoder_window_seconds=2.0, asr_prompt_ids=[3], asr_eos_token_id=2,
+                      asr_suppress_tokens=[0, 1], asr_token_mixture=2)
+
+
+def tiny(seed=0, trainable=None, **config_kwargs):
+    model, processor = make_model("whisper", seed=seed, **config_kwargs)
+    if config_kwargs.get("downsample") == "asr_tokens":
+        with torch.no_grad():
+            model.asr_token_map.copy_(torch.arange(model.asr_token_map.numel()) % 40)
+            model.projector.net[-1].weight.normal_(0.0, 0.02)  # a nonzero state projection: both parts count
     configure_trainable(model, trainable or TrainableConfig())
     make_model_processor_cache[id(model)] = processor
     return model, processor
 
 
-def test_batched_loss_is_mean_of_per_sample_losses(tmp_path):
-    model, processor = tiny()
+@pytest.mark.parametrize("config_kwargs", [{}, ASR_TOKENS_TINY], ids=["pool", "asr_tokens"])
+def test_batched_loss_is_mean_of_per_sample_losses(tmp_path, config_kwargs):
+    model, processor = tiny(**config_kwargs)
     model.train()
     collator = DistillationCollator(processor, DataConfig())
     trainer = trainer_for(model, processor, tmp_path)
