@@ -28,8 +28,9 @@ DEFAULT_LLM = "smollm2-135m-instruct"
 DEFAULT_ENCODER = "whisper-tiny.en"
 BUILD_INFO = "audio_minichat_build.json"
 DEFAULT_BUILD_VERSION = 5  # 5: the default reads Whisper's decoder states (downsample="asr_tokens")
-# The default's AudioMiniChatConfig options beyond the parts: a linear projector of the Whisper decoder's state at
-# each token it writes (see README "How the default hears"); {} gives the paper's pool 8/4 over encoder frames.
+# The default's AudioMiniChatConfig options beyond the parts: one embedding per token Whisper's decoder writes, the
+# LLM-embedding mixture of its top-8 tokens plus a linear map of its state (README "How the default hears");
+# {} gives the paper's pool 8/4 over encoder frames.
 DEFAULT_MODEL_KWARGS: dict = {"downsample": "asr_tokens", "asr_token_mixture": 8}
 # Seed of a fresh projector's initialisation: the same build command gives the same untrained model.
 PROJECTOR_INIT_SEED = 0

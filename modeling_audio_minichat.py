@@ -145,7 +145,7 @@ class AudioMiniChatForConditionalGeneration(AudioMiniChatPreTrainedModel, Genera
         if config.downsample == "asr_tokens":
             self.asr_decoder = ASR_DECODER_CLASSES[audio_config.model_type](audio_config)
             # ASR token id -> the LLM token id of the same text's first piece (-1: special); set by set_asr_token_map
-            self.register_buffer("asr_token_map", torch.full((audio_config.vocab_size,), -1, dtype=torch.long))
+            self.register_buffer("asr_token_map", _unset_asr_token_map(config))
         self.projector = AudioProjector(config)
         self.language_model = AutoModelForCausalLM.from_config(config.text_config)
         self.post_init()
@@ -221,7 +221,7 @@ class AudioMiniChatForConditionalGeneration(AudioMiniChatPreTrainedModel, Genera
             raise ValueError("downsample='asr_tokens' needs config.asr_prompt_ids and asr_eos_token_id (see from_components).")
         dtype = next(self.audio_encoder.parameters()).dtype
         windows = features.shape[0]
-        slots = torch.tensor([layout.window_token_slots(int(n)) for n in mask.sum(-1).tolist()], device=features.device)
+        slots = torch.tensor(self._window_slots(mask), device=features.device)
         full = torch.full((windows,), layout.encoder_frames(layout.window_samples), device=features.device)
         encoded = self._encode_mel(features.to(dtype), torch.ones_like(mask, dtype=dtype), full)
         head = decoder.embed_tokens.weight  # Whisper ties its output head to the token embeddings
@@ -365,12 +365,15 @@ class AudioMiniChatForConditionalGeneration(AudioMiniChatPreTrainedModel, Genera
             attention_mask = attention_mask.masked_fill(unused, 0)
         return embeds, attention_mask
 
+    def _window_slots(self, input_features_mask: torch.Tensor) -> list[int]:
+        """downsample="asr_tokens": each window's token slots, from its audio frames (the processor's mask)."""
+        return [self.projector.layout.window_token_slots(int(n)) for n in input_features_mask.sum(-1).tolist()]
+
     def _clip_slots(self, input_features_mask: torch.Tensor, audio_window_clip: torch.Tensor) -> list[int]:
         """downsample="asr_tokens": each clip's placeholder count (its windows' token slots)."""
-        layout = self.projector.layout
         slots = [0] * (int(audio_window_clip.max()) + 1)
-        for frames, clip in zip(input_features_mask.sum(-1).tolist(), audio_window_clip.tolist()):
-            slots[clip] += layout.window_token_slots(int(frames))
+        for window_slots, clip in zip(self._window_slots(input_features_mask), audio_window_clip.tolist()):
+            slots[clip] += window_slots
         return slots
 
     # ---- forward / generate -------------------------------------------------------------------------
@@ -515,7 +518,7 @@ class AudioMiniChatForConditionalGeneration(AudioMiniChatPreTrainedModel, Genera
             if decoder is None:
                 raise ValueError("downsample='asr_tokens' needs an encoder-decoder ASR model (e.g. WhisperForConditionalGeneration).")
             model.asr_decoder = decoder
-            model.register_buffer("asr_token_map", torch.full((config.audio_config.vocab_size,), -1, dtype=torch.long))
+            model.register_buffer("asr_token_map", _unset_asr_token_map(config))  # a real tensor, not meta
         model.language_model = language_model
         model.projector = AudioProjector(config)
         model.projector.apply(model._init_weights)
@@ -528,6 +531,11 @@ class AudioMiniChatForConditionalGeneration(AudioMiniChatPreTrainedModel, Genera
             PIPELINE_TASK: {"impl": "pipeline_audio_minichat.AudioMiniChatPipeline", "pt": ["AutoModel"], "tf": [], "type": "multimodal"}
         }
         return super().save_pretrained(save_directory, *args, **kwargs)
+
+
+def _unset_asr_token_map(config: AudioMiniChatConfig) -> torch.Tensor:
+    """The ASR-token -> LLM-token map before ``set_asr_token_map``: every token unmapped (-1)."""
+    return torch.full((config.audio_config.vocab_size,), -1, dtype=torch.long)
 
 
 def _asr_decoding_options(asr_model: PreTrainedModel) -> dict:

@@ -63,6 +63,18 @@ def encoder_config(kind: str):
     return {"hubert": HubertConfig, "wav2vec2": Wav2Vec2Config}[kind](**common)
 
 
+# A tiny asr_tokens model's options (Whisper's decoding of 2 s windows, a top-2 token mixture) for tests that
+# run a shared check on both kinds of model; give it a token map with ``fill_token_map``.
+ASR_TOKENS_TINY = dict(downsample="asr_tokens", encoder_window_seconds=2.0, asr_prompt_ids=[3], asr_eos_token_id=2,
+                       asr_suppress_tokens=[0, 1], asr_token_mixture=2)
+
+
+def fill_token_map(model, modulo: int = 40) -> None:
+    """Map every ASR token id t to LLM token t % modulo, so the token mixture has content."""
+    with torch.no_grad():
+        model.asr_token_map.copy_(torch.arange(model.asr_token_map.numel()) % modulo)
+
+
 def make_model(kind: str = "whisper", seed: int = 0, tokenizer=None, **config_kwargs):
     """A tiny AudioMiniChat model and its processor. Returns (model, processor)."""
     torch.manual_seed(seed)

@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import make_model, make_tokenizer
+from conftest import fill_token_map, make_model, make_tokenizer
 
 from audio_minichat import AudioMiniChatConfig
 from audio_minichat.train_trainer import (
@@ -215,8 +215,7 @@ def test_asr_embed_loss_values_and_skipped_tokens():
 
 def test_asr_embed_alone_trains_only_the_projector_without_the_llm():
     model, processor = asr_model(seed=11)
-    with torch.no_grad():
-        model.asr_token_map.copy_(torch.arange(model.asr_token_map.numel()) % 9)
+    fill_token_map(model, 9)
     trainable = configure_trainable(model, TrainableConfig())
     assert set(trainable) == {"projector.net.0.weight", "projector.net.0.bias"}
     batch = prompt_inputs(processor, [clip(1.5, 12), clip(0.9, 13)], responses=["hello", "world"])

@@ -11,7 +11,7 @@ import textwrap
 import pytest
 import soundfile as sf
 import torch
-from conftest import make_model, speechlike
+from conftest import ASR_TOKENS_TINY, fill_token_map, make_model, speechlike
 
 from audio_minichat import AudioMiniChatForConditionalGeneration
 
@@ -163,16 +163,11 @@ SUBPROCESS = textwrap.dedent(
 )
 
 
-ASR_TOKENS_TINY = dict(downsample="asr_tokens", encoder_window_seconds=2.0, asr_prompt_ids=[3], asr_eos_token_id=2,
-                      asr_suppress_tokens=[0, 1], asr_token_mixture=2)
-
-
 @pytest.mark.parametrize("config_kwargs", [{}, ASR_TOKENS_TINY], ids=["pool", "asr_tokens"])
 def test_save_then_load_with_remote_code_and_pipeline(tmp_path, config_kwargs):
     model, processor = make_model("whisper", **config_kwargs)
     if config_kwargs:
-        with torch.no_grad():  # a token map, so the mixture has content
-            model.asr_token_map.copy_(torch.arange(model.asr_token_map.numel()) % 40)
+        fill_token_map(model)
     save = tmp_path / "ckpt"
     model.save_pretrained(save)
     processor.save_pretrained(save)

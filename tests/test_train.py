@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import make_model, speechlike
+from conftest import ASR_TOKENS_TINY, fill_token_map, make_model, speechlike
 from transformers import TrainingArguments
 
 from audio_minichat.audio_dataset import audio_dataset, encode_wav
@@ -64,15 +64,11 @@ def trainer_for(model, processor, tmp_path, loss=None, **args):
 make_model_processor_cache: dict = {}
 
 
-ASR_TOKENS_TINY = dict(downsample="asr_tokens", encoder_window_seconds=2.0, asr_prompt_ids=[3], asr_eos_token_id=2,
-                      asr_suppress_tokens=[0, 1], asr_token_mixture=2)
-
-
 def tiny(seed=0, trainable=None, **config_kwargs):
     model, processor = make_model("whisper", seed=seed, **config_kwargs)
     if config_kwargs.get("downsample") == "asr_tokens":
+        fill_token_map(model)
         with torch.no_grad():
-            model.asr_token_map.copy_(torch.arange(model.asr_token_map.numel()) % 40)
             model.projector.net[-1].weight.normal_(0.0, 0.02)  # a nonzero state projection: both parts count
     configure_trainable(model, trainable or TrainableConfig())
     make_model_processor_cache[id(model)] = processor
