@@ -13,7 +13,11 @@ from dataclasses import asdict, dataclass
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.models.auto import CONFIG_MAPPING
 
-DOWNSAMPLE_METHODS = ("pool", "stack", "ctc_pool", "asr_tokens")
+from .frontend_base import ASR_DECODER_CLASSES
+from .frontends import AUDIO_FRONTENDS, frontend_class
+
+DOWNSAMPLE_METHODS = tuple(AUDIO_FRONTENDS)
+DEFAULT_AUDIO_TOKEN = "<|audio|>"  # the placeholder written in prompts where audio goes
 PROJECTOR_TYPES = ("linear", "mlp")
 
 # How each encoder family turns samples into frames.  Keyed by ``audio_config.model_type``: this is a
@@ -51,9 +55,7 @@ class AudioLayout:
     pool_kernel: int = 8
     pool_stride: int = 4
     stack_factor: int = 4
-    # downsample="asr_tokens": the encoder's ASR decoder reads each window greedily and every token it writes
-    # yields one embedding (its hidden state, projected). A window of s seconds gets
-    # ``ceil(s * tokens_per_second) + 1`` slots; slots the decoding does not fill are masked out of attention.
+    # downsample="asr_tokens": embedding slots per second of a window (frontend_asr_tokens.window_token_slots)
     tokens_per_second: float = 6.0
     # Whether each window's features are padded to the full window (Whisper's decoder expects 30 s inputs).
     pad_windows: bool = False
@@ -92,35 +94,20 @@ class AudioLayout:
     def clip_frames(self, num_samples: int) -> int:
         return sum(self.encoder_frames(e - s) for s, e in self.split_windows(num_samples))
 
-    def window_token_slots(self, audio_frames: int) -> int:
-        """downsample="asr_tokens": the most tokens (embeddings) a window of ``audio_frames`` feature frames of
-        audio yields (``audio_frames(samples)``; the model counts them from ``input_features_mask``)."""
-        seconds = audio_frames * (self.mel_hop_length if self.frontend == "mel" else 1) / self.sampling_rate
-        return math.ceil(seconds * self.tokens_per_second) + 1
-
     # ---- embeddings ------------------------------------------------------------------------------
-    def downsampled_length(self, frames: int, num_spans: int | None = None) -> int:
-        if self.downsample == "pool":
-            return math.ceil(max(frames - self.pool_kernel, 0) / self.pool_stride) + 1
-        if self.downsample == "stack":
-            return math.ceil(frames / self.stack_factor)
-        if self.downsample == "asr_tokens":
-            raise ValueError("downsample='asr_tokens' yields one embedding per decoded token, not per frame; use num_embeddings().")
-        if self.downsample == "ctc_pool":
-            if num_spans is None or num_spans < 1:
-                raise ValueError("downsample='ctc_pool' needs at least one frame span per clip (audio_spans).")
-            return int(num_spans)
-        raise ValueError(f"Unknown downsample method {self.downsample!r}; expected one of {DOWNSAMPLE_METHODS}.")
+    @property
+    def needs_spans(self) -> bool:
+        """Whether each clip needs its frame spans (``audio_spans``) to be counted and embedded."""
+        return frontend_class(self.downsample).needs_spans
 
     def num_embeddings(self, num_samples: int, num_spans: int | None = None) -> int:
         """THE number of LLM embeddings (placeholder tokens) for a clip of ``num_samples`` samples.
 
-        For ``downsample="asr_tokens"`` this is the number of slots: the clip's decoded tokens fill the
-        first ones and the model masks the rest out of attention, so they change nothing.
+        The arithmetic belongs to the front end that ``downsample`` names (its ``num_embeddings``); for front ends
+        that fill fewer slots than they have (``asr_tokens``: one per decoded token), the model masks the rest out
+        of attention, so they change nothing.
         """
-        if self.downsample == "asr_tokens":
-            return sum(self.window_token_slots(self.audio_frames(e - s)) for s, e in self.split_windows(num_samples))
-        return self.downsampled_length(self.clip_frames(num_samples), num_spans)
+        return frontend_class(self.downsample).num_embeddings(self, num_samples, num_spans)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -167,6 +154,12 @@ class AudioMiniChatConfig(PreTrainedConfig):
             embedding of the ASR decoder's top-k tokens at that step (softmax at a trained temperature, tokens
             mapped by ``asr_token_map``) plus the projector's output (a trained correction, starting at zero).
             0 (off): the projector's output alone.
+        keep_asr_decoder: keep the decoder of an encoder-decoder ASR encoder (Whisper) in the checkpoint, so that
+            it transcribes for the cascade with its own weights (front ends that read the decoder always keep it).
+        asr_generation_config: how that ASR model generates (its ``GenerationConfig`` as a dict).
+        provenance: what the checkpoint was built / trained from and whether its audio path is trained (specs of
+            the base models, trained-weights digest, training summary); kept in config.json so that every copy
+            of a checkpoint carries it (read by the CLI and the model card).
     """
 
     model_type = "audio_minichat"
@@ -182,7 +175,7 @@ class AudioMiniChatConfig(PreTrainedConfig):
         stack_factor: int = 4,
         projector_type: str = "linear",
         projector_hidden_size: int | None = None,
-        audio_token: str = "<|audio|>",
+        audio_token: str = DEFAULT_AUDIO_TOKEN,
         audio_token_id: int | None = None,
         encoder_window_seconds: float | None = None,
         min_audio_seconds: float = 0.1,
@@ -195,6 +188,9 @@ class AudioMiniChatConfig(PreTrainedConfig):
         asr_suppress_tokens: list[int] | None = None,
         asr_begin_suppress_tokens: list[int] | None = None,
         asr_token_mixture: int = 0,
+        keep_asr_decoder: bool = False,
+        asr_generation_config: dict | None = None,
+        provenance: dict | None = None,
         **kwargs,
     ):
         if isinstance(audio_config, dict):
@@ -209,14 +205,9 @@ class AudioMiniChatConfig(PreTrainedConfig):
             raise ValueError(
                 f"Unsupported audio encoder model_type {audio_config.model_type!r}; supported: {sorted(ENCODER_FRONTENDS)}."
             )
-        if downsample not in DOWNSAMPLE_METHODS:
-            raise ValueError(f"downsample must be one of {DOWNSAMPLE_METHODS}, got {downsample!r}.")
+        frontend = frontend_class(downsample)
         if projector_type not in PROJECTOR_TYPES:
             raise ValueError(f"projector_type must be one of {PROJECTOR_TYPES}, got {projector_type!r}.")
-        if downsample == "asr_tokens" and audio_config.model_type != "whisper":
-            raise ValueError(
-                f"downsample='asr_tokens' needs an encoder-decoder ASR model (Whisper); the audio encoder is {audio_config.model_type!r}."
-            )
         if audio_tokens_per_second <= 0:
             raise ValueError(f"audio_tokens_per_second must be positive, got {audio_tokens_per_second}.")
         if min(pool_kernel, pool_stride, stack_factor) < 1:
@@ -244,7 +235,15 @@ class AudioMiniChatConfig(PreTrainedConfig):
         if asr_token_mixture < 0:
             raise ValueError(f"asr_token_mixture must be >= 0 (0: off), got {asr_token_mixture}.")
         self.asr_token_mixture = int(asr_token_mixture)
+        self.keep_asr_decoder = bool(keep_asr_decoder)
+        self.asr_generation_config = None if asr_generation_config is None else dict(asr_generation_config)
+        self.provenance = dict(provenance or {})
         super().__init__(**kwargs)
+        frontend.check_config(self)
+        if frontend.keeps_asr_decoder(self) and self.audio_config.model_type not in ASR_DECODER_CLASSES:
+            raise ValueError(
+                f"keep_asr_decoder needs an encoder-decoder ASR model (Whisper); the audio encoder is {self.audio_config.model_type!r}."
+            )
 
     # ---- derived facts ---------------------------------------------------------------------------
     @property
@@ -287,14 +286,8 @@ class AudioMiniChatConfig(PreTrainedConfig):
             pool_stride=self.pool_stride,
             stack_factor=self.stack_factor,
             tokens_per_second=self.audio_tokens_per_second,
-            pad_windows=self.downsample == "asr_tokens",
+            pad_windows=frontend_class(self.downsample).pad_windows,
         )
 
-    def projector_input_size(self) -> int:
-        if self.downsample == "asr_tokens":
-            return self.audio_config.d_model
-        factor = self.stack_factor if self.downsample == "stack" else 1
-        return self.encoder_hidden_size * factor
 
-
-__all__ = ["AudioMiniChatConfig", "AudioLayout"]
+__all__ = ["AudioMiniChatConfig", "AudioLayout", "DEFAULT_AUDIO_TOKEN"]

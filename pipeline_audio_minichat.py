@@ -12,7 +12,7 @@ from transformers.pipelines import PIPELINE_REGISTRY
 
 from .processing_audio_minichat import load_audio
 
-PIPELINE_TASK = "audio-minichat"
+PIPELINE_TASK = "audio-minichat"  # also named in modeling_audio_minichat (saved configs)
 
 
 class AudioMiniChatPipeline(Pipeline):
@@ -20,8 +20,8 @@ class AudioMiniChatPipeline(Pipeline):
 
     Call arguments: ``audio`` (path, array with ``sampling_rate``, or ``{"array", "sampling_rate"}``),
     ``prompt`` (text placed with the audio in the user turn), ``text_position`` (``"before"``: the
-    prompt precedes the audio, the default; ``"after"``), ``max_new_tokens`` and other ``generate``
-    arguments (``generate_kwargs``).
+    prompt precedes the audio, the default; ``"after"``), ``audio_spans`` (``(start_s, end_s)`` pairs, for
+    front ends that pool over spans), ``max_new_tokens`` and other ``generate`` arguments (``generate_kwargs``).
     """
 
     _load_processor = True
@@ -30,8 +30,10 @@ class AudioMiniChatPipeline(Pipeline):
     _load_image_processor = False
 
     def _sanitize_parameters(self, prompt=None, text_position=None, sampling_rate=None, max_new_tokens=None,
-                             generate_kwargs=None, **kwargs):
+                             generate_kwargs=None, audio_spans=None, **kwargs):
         pre, fwd = {}, dict(generate_kwargs or {})
+        if audio_spans is not None:
+            pre["audio_spans"] = audio_spans
         if prompt is not None:
             pre["prompt"] = prompt
         if text_position is not None:
@@ -43,12 +45,12 @@ class AudioMiniChatPipeline(Pipeline):
         fwd.update(kwargs)
         return pre, fwd, {}
 
-    def preprocess(self, audio, prompt: str | None = None, text_position: str = "before", sampling_rate=None):
+    def preprocess(self, audio, prompt: str | None = None, text_position: str = "before", sampling_rate=None, audio_spans=None):
         processor = self.processor
         clip = load_audio(audio, sampling_rate, processor.layout.sampling_rate)
         parts = processor.audio_with_text(prompt, text_position)
-        inputs = processor(text=processor.build_prompt(parts), audio=[clip], sampling_rate=processor.layout.sampling_rate)
-        return inputs
+        return processor(text=processor.build_prompt(parts), audio=[clip], sampling_rate=processor.layout.sampling_rate,
+                         audio_spans=None if audio_spans is None else [audio_spans])
 
     def _forward(self, model_inputs, **generate_kwargs):
         generate_kwargs.setdefault("max_new_tokens", 128)

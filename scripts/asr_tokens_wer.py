@@ -13,11 +13,10 @@ from pathlib import Path
 
 import soundfile as sf
 import torch
-from transformers import AutoTokenizer
 
-from audio_minichat.default_model import build_default, read_build_info
+from audio_minichat.assets.default_build import build_default
 from audio_minichat.eval.benchmark import DEFAULT_CACHE, load_documents, select_documents
-from audio_minichat.eval.wer import word_error_rate
+from audio_minichat.metrics.wer import word_error_rate
 from audio_minichat.modeling_audio_minichat import AudioMiniChatForConditionalGeneration
 from audio_minichat.processing_audio_minichat import AudioMiniChatProcessor
 
@@ -33,10 +32,10 @@ def main() -> None:
     args = ap.parse_args()
     model_dir = args.model or str(build_default())
     model = AudioMiniChatForConditionalGeneration.from_pretrained(model_dir, dtype=torch.bfloat16).eval()
-    if model.config.downsample != "asr_tokens":
-        raise SystemExit(f"{model_dir}: downsample is {model.config.downsample!r}, not 'asr_tokens'")
+    if not hasattr(model.audio_frontend, "asr_decoder"):
+        raise SystemExit(f"{model_dir}: downsample is {model.config.downsample!r}: its front end decodes no ASR tokens")
     processor = AudioMiniChatProcessor.from_pretrained(model_dir)
-    asr_tokenizer = AutoTokenizer.from_pretrained(read_build_info(model_dir)["asr_path"])
+    asr_tokenizer = processor.asr_tokenizer
     docs = select_documents(load_documents(), args.num_docs, args.seed)
     prompt = processor.build_prompt(processor.audio_with_text(None))
     results = {}
@@ -48,10 +47,9 @@ def main() -> None:
                 raise SystemExit(f"{path}: missing; run the benchmark for voice {voice!r} first")
             audio, rate = sf.read(path, dtype="float32")
             inputs = processor(text=prompt, audio=audio, sampling_rate=rate)
-            tokens: list = []
             with torch.no_grad():
-                model.get_audio_frames(inputs["input_features"], inputs["input_features_mask"],
-                                       inputs["audio_window_clip"], token_ids_out=tokens)
+                tokens = model.get_audio_features(inputs["input_features"].to(torch.bfloat16), inputs["input_features_mask"],
+                                                  inputs["audio_window_clip"]).token_ids
             refs.append(doc["document"])
             hyps.append(asr_tokenizer.decode(tokens[0]).strip())
         results[voice] = {"docs": len(docs), "wer": word_error_rate(refs, hyps)}

@@ -18,7 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from audio_minichat.prepare_data import Teacher, load_config
+from audio_minichat.dataprep.config import load_config
+from audio_minichat.dataprep.teacher import Teacher
 
 
 def _rows(data: str, n: int) -> list[tuple[str, str]]:

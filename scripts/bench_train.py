@@ -26,23 +26,24 @@ from pathlib import Path
 
 import torch
 
-from audio_minichat.default_model import build_default
+from audio_minichat.assets.default_build import build_default
 from audio_minichat.modeling_audio_minichat import AudioMiniChatForConditionalGeneration
 from audio_minichat.processing_audio_minichat import AudioMiniChatProcessor
-from audio_minichat.train_trainer import (
+from audio_minichat.training import (
     DataConfig,
+    DistillationCollator,
     LossConfig,
     RunConfig,
     cast_frozen,
     configure_trainable,
     distillation_step,
-    make_collator,
+    load_rows,
 )
 
 
 def synthetic_rows(n: int) -> list[dict]:
-    from audio_minichat.corpora import build_text_pool
-    from audio_minichat.tts import synthesize, training_voices
+    from audio_minichat.dataprep.corpora import build_text_pool
+    from audio_minichat.dataprep.tts import synthesize, training_voices
 
     texts = build_text_pool(n, seed=1, min_words=8, max_words=30)
     voices = [v for v in training_voices(seed=1, n=8) if v.engine == "espeak-ng"] or training_voices(seed=1, n=1)
@@ -54,9 +55,7 @@ def synthetic_rows(n: int) -> list[dict]:
 
 
 def dataset_rows(path: str, n: int) -> list[dict]:
-    from audio_minichat.train_trainer import _load_rows
-
-    ds = _load_rows(path, "train", n)
+    ds = load_rows(path, "train", n)
     return [ds[i] for i in range(len(ds))]
 
 
@@ -104,7 +103,7 @@ def main() -> None:
     processor = AudioMiniChatProcessor.from_pretrained(model_dir)
     n_rows = args.batch_size * (args.steps + 1)
     rows = dataset_rows(args.data, n_rows) if args.data else synthetic_rows(n_rows)
-    collator = make_collator(processor, DataConfig(), run.losses, [r["transcript"] for r in rows])
+    collator = DistillationCollator(processor, DataConfig())
 
     # Equal work for both: the seed loop sees as many samples as the batched loop.
     seed_rates = run_loop(model, collator, rows, 1, args.batch_size * args.steps, device, run.losses)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from audio_minichat.tts import TARGET_SAMPLE_RATE, Voice, check_training_voice, synthesize, write_wav
+from audio_minichat.dataprep.tts import TARGET_SAMPLE_RATE, Voice, check_training_voice, synthesize, write_wav
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

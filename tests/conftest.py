@@ -2,9 +2,34 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
 
-import numpy as np
+
+def _import_the_checkout() -> Path:
+    """Make ``import audio_minichat`` (here and in subprocesses) load this checkout, never an installed copy.
+
+    The repository root is the package; a link named ``audio_minichat`` to it goes first on ``sys.path`` and
+    ``PYTHONPATH``, ahead of site-packages and editable-install finders.
+    """
+    root = Path(__file__).resolve().parents[1]
+    holder = Path(tempfile.mkdtemp(prefix="audio-minichat-checkout-"))
+    (holder / "audio_minichat").symlink_to(root, target_is_directory=True)
+    atexit.register(shutil.rmtree, holder, ignore_errors=True)
+    sys.path.insert(0, str(holder))
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(holder), *filter(None, [os.environ.get("PYTHONPATH")])])
+    for name in [m for m in sys.modules if m == "audio_minichat" or m.startswith("audio_minichat.")]:
+        del sys.modules[name]
+    return root
+
+
+REPO_ROOT = _import_the_checkout()
+
+import numpy as np  # noqa: E402
 import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
@@ -72,7 +97,17 @@ ASR_TOKENS_TINY = dict(downsample="asr_tokens", encoder_window_seconds=2.0, asr_
 def fill_token_map(model, modulo: int = 40) -> None:
     """Map every ASR token id t to LLM token t % modulo, so the token mixture has content."""
     with torch.no_grad():
-        model.asr_token_map.copy_(torch.arange(model.asr_token_map.numel()) % modulo)
+        table = model.audio_frontend.asr_token_map
+        table.copy_(torch.arange(table.numel()) % modulo)
+
+
+def audio_only(model, inputs):
+    """The audio embeddings a batch yields (filled slots, per clip) and their ASR tokens, without the LLM."""
+    from types import SimpleNamespace
+
+    out = model.get_audio_features(inputs["input_features"], inputs["input_features_mask"], inputs["audio_window_clip"],
+                                   inputs.get("audio_spans"))
+    return SimpleNamespace(audio_embeddings=out.filled_embeddings(), audio_token_ids=out.token_ids)
 
 
 def make_model(kind: str = "whisper", seed: int = 0, tokenizer=None, **config_kwargs):

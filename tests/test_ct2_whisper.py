@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from audio_minichat.ct2_whisper import convert_ct2_whisper, read_ct2_model_bin, transcribe
+from audio_minichat.assets.ct2_whisper import convert_ct2_whisper, read_ct2_model_bin, transcribe
 
 # --------------------------------------------------------------------------------------
 # A minimal CTranslate2 model.bin writer (binary version 6)
@@ -380,7 +380,7 @@ def espeak(text: str, tmp_path: Path) -> np.ndarray:
 
 
 def _ct2_dir(which: str, cache: Path) -> Path:
-    from audio_minichat.offline_assets import AssetNotFoundError, ct2_whisper_dir
+    from audio_minichat.assets.offline import AssetNotFoundError, ct2_whisper_dir
 
     try:
         return ct2_whisper_dir(which, cache_dir=cache)

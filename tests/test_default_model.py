@@ -6,9 +6,11 @@ import json
 
 import pytest
 import torch
+from conftest import audio_only
 from safetensors import safe_open
 
-from audio_minichat.default_model import SHIPPED_PROJECTOR, build_default, read_build_info
+from audio_minichat.assets.default_build import SHIPPED_PROJECTOR, build_default, read_build_info
+from audio_minichat.assets.offline import resolve_pretrained
 from audio_minichat.modeling_audio_minichat import AudioMiniChatForConditionalGeneration
 
 
@@ -26,17 +28,18 @@ def test_default_build_holds_the_shipped_weights_and_untrained_build_does_not():
         scaling = float((fh.metadata() or {}).get("lora_scaling", "nan"))
     for name, value in shipped.items():
         if name.startswith("projector."):
+            name = f"audio_frontend.{name}"
             assert torch.equal(trained[name], value.to(trained[name].dtype)), name
     lora_a = [k for k in shipped if ".lora_A." in k]
     changed = set()
     for key in lora_a:
-        module = key.split(".lora_A.")[0]
+        module = key.split(".lora_A.")[0].replace("audio_encoder.", "audio_frontend.encoder.", 1)
         delta = shipped[key.replace(".lora_A.", ".lora_B.")].float() @ shipped[key].float() * scaling
         torch.testing.assert_close(trained[f"{module}.weight"], untrained[f"{module}.weight"] + delta)
         changed.add(f"{module}.weight")
     # everything else (the LLM above all) is the same pretrained weights in both builds
     for name, value in untrained.items():
-        if not name.startswith("projector.") and name not in changed:
+        if not name.startswith("audio_frontend.projector.") and name not in changed:
             assert torch.equal(trained[name], value), name
     provenance = json.loads(SHIPPED_PROJECTOR.with_suffix(".json").read_text())
     assert provenance["tensors"] == {k: list(v.shape) for k, v in shipped.items()}
@@ -45,7 +48,7 @@ def test_default_build_holds_the_shipped_weights_and_untrained_build_does_not():
 @pytest.mark.integration
 def test_untrained_builds_start_from_the_same_projector(tmp_path):
     """The projector's initialisation is seeded: a training recipe starts from the same weights every time."""
-    from audio_minichat.default_model import DEFAULT_ENCODER, DEFAULT_LLM, build_model
+    from audio_minichat.assets.default_build import DEFAULT_ENCODER, DEFAULT_LLM, build_model
 
     a = build_model(DEFAULT_LLM, DEFAULT_ENCODER, tmp_path / "a")
     b = build_model(DEFAULT_LLM, DEFAULT_ENCODER, tmp_path / "b", projector_type="mlp", projector_hidden_size=64)
@@ -66,7 +69,7 @@ def test_default_reads_whisper_decoding_and_writes_the_llms_own_tokens():
     import soundfile as sf
     from transformers import AutoTokenizer
 
-    from audio_minichat.ct2_whisper import transcribe
+    from audio_minichat.assets.ct2_whisper import transcribe
     from audio_minichat.processing_audio_minichat import AudioMiniChatProcessor
     from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
@@ -78,12 +81,13 @@ def test_default_reads_whisper_decoding_and_writes_the_llms_own_tokens():
     audio, rate = sf.read(Path(__file__).resolve().parents[1] / "examples" / "short.wav", dtype="float32")
     inputs = processor(text=processor.build_prompt(processor.audio_with_text("Summarize:")), audio=audio, sampling_rate=rate)
     with torch.no_grad():
-        out = model(**inputs, audio_only=True)
+        out = audio_only(model, inputs)
     tokens, embeddings = out.audio_token_ids[0], out.audio_embeddings[0]
-    whisper = WhisperForConditionalGeneration.from_pretrained(info["asr_path"]).eval()
-    _, reference = transcribe(whisper, WhisperProcessor.from_pretrained(info["asr_path"]), audio, return_token_ids=True)
+    asr_path = resolve_pretrained(info["encoder"])  # Whisper loaded on its own: an independent reference
+    whisper = WhisperForConditionalGeneration.from_pretrained(asr_path).eval()
+    _, reference = transcribe(whisper, WhisperProcessor.from_pretrained(asr_path), audio, return_token_ids=True)
     assert tokens.tolist() == reference
-    targets = model.asr_token_map[tokens]
+    targets = model.audio_frontend.asr_token_map[tokens]
     assert bool((targets >= 0).all())
     table = model.get_input_embeddings().weight
     nearest = torch.cdist(embeddings.float(), table.float()).argmin(-1)

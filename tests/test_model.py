@@ -11,7 +11,7 @@ import textwrap
 import pytest
 import soundfile as sf
 import torch
-from conftest import ASR_TOKENS_TINY, fill_token_map, make_model, speechlike
+from conftest import ASR_TOKENS_TINY, audio_only, fill_token_map, make_model, speechlike
 
 from audio_minichat import AudioMiniChatForConditionalGeneration
 
@@ -57,7 +57,7 @@ def test_clip_longer_than_30s_uses_windows_and_matches_count():
         )
         logits = model(**inputs).logits
     # 3 windows of ~373333 samples -> 2333 mel frames -> 1167 encoder frames each; pool(8, 4) over 3501 frames
-    assert feats[0].shape[0] == processor.num_audio_tokens(len(clip)) == (3 * 1167 - 8 + 3) // 4 + 1 == 875
+    assert feats.embeddings[0].shape[0] == processor.num_audio_tokens(len(clip)) == (3 * 1167 - 8 + 3) // 4 + 1 == 875
     assert torch.isfinite(logits).all()
     # a 10-minute recording works too (20 windows), with the encoder fed 8 windows per forward
     ten = processor(text=processor.build_prompt("<|audio|>"), audio=speechlike(600.0), sampling_rate=16000)
@@ -73,7 +73,7 @@ def test_window_encoding_matches_direct_encoder_on_full_window():
     clip = speechlike(30.0)
     inputs = processor(text=processor.build_prompt("<|audio|>"), audio=clip, sampling_rate=16000)
     with torch.no_grad():
-        ours, lengths = model._encode_windows(inputs["input_features"], inputs["input_features_mask"])
+        ours, lengths = model.audio_frontend.encode_windows(inputs["input_features"], inputs["input_features_mask"])
         reference = model.audio_encoder(inputs["input_features"]).last_hidden_state
     assert int(lengths[0]) == 1500
     torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
@@ -146,36 +146,51 @@ SUBPROCESS = textwrap.dedent(
     """
     import json, sys, torch
     from transformers import AutoConfig, AutoModel, AutoProcessor, pipeline
-    d, wav = sys.argv[1], sys.argv[2]
+    d, wav, spans = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
     assert "audio_minichat" not in sys.modules
     config = AutoConfig.from_pretrained(d, trust_remote_code=True)
     model = AutoModel.from_pretrained(d, trust_remote_code=True)
     processor = AutoProcessor.from_pretrained(d, trust_remote_code=True)
-    inputs = processor(text=processor.build_prompt("summarize <|audio|>"), audio=wav)
+    inputs = processor(text=processor.build_prompt("summarize <|audio|>"), audio=wav, audio_spans=spans)
     with torch.no_grad():
         logits = model(**inputs).logits[0, -1].tolist()
     pipe = pipeline(model=d, trust_remote_code=True)
     bad = processor.tokenizer.all_special_ids + [processor.audio_token_id]
-    result = pipe(wav, prompt="summarize", max_new_tokens=5, suppress_tokens=bad)
+    extra = {"audio_spans": spans[0]} if spans else {}
+    result = pipe(wav, prompt="summarize", max_new_tokens=5, suppress_tokens=bad, **extra)
     print(json.dumps({"config": type(config).__name__, "model": type(model).__module__, "logits": logits,
                       "text": result["generated_text"], "layout": processor.audio_layout}))
     """
 )
 
 
-@pytest.mark.parametrize("config_kwargs", [{}, ASR_TOKENS_TINY], ids=["pool", "asr_tokens"])
+FRONT_END_KWARGS = [{}, {"downsample": "stack", "stack_factor": 3}, {"downsample": "ctc_pool"}, ASR_TOKENS_TINY]
+
+
+def test_every_registered_front_end_is_round_tripped():
+    from audio_minichat import AUDIO_FRONTENDS
+
+    assert sorted(kw.get("downsample", "pool") for kw in FRONT_END_KWARGS) == sorted(AUDIO_FRONTENDS)
+
+
+@pytest.mark.parametrize("config_kwargs", FRONT_END_KWARGS, ids=lambda kw: kw.get("downsample", "pool"))
 def test_save_then_load_with_remote_code_and_pipeline(tmp_path, config_kwargs):
     model, processor = make_model("whisper", **config_kwargs)
-    if config_kwargs:
+    if hasattr(model.audio_frontend, "asr_token_map"):
         fill_token_map(model)
+    spans = [[(0.0, 0.4), (0.4, 1.1), (1.1, 2.0)]] if processor.layout.needs_spans else None
     save = tmp_path / "ckpt"
     model.save_pretrained(save)
     processor.save_pretrained(save)
     wav = tmp_path / "a.wav"
     sf.write(wav, speechlike(2.0), 16000)
-    # shipped code uses relative imports only
-    for name in ("configuration", "processing", "modeling", "pipeline"):
-        code = (save / f"{name}_audio_minichat.py").read_text()
+    # the model core ships whole, with relative imports only
+    shipped = {p.name for p in save.glob("*.py")}
+    assert {"configuration_audio_minichat.py", "processing_audio_minichat.py", "modeling_audio_minichat.py",
+            "pipeline_audio_minichat.py", "frontends.py", "frontend_base.py"} <= shipped
+    assert {f"frontend_{name}.py" for name in ("pool", "stack", "ctc_pool", "asr_tokens")} <= shipped
+    for name in shipped:
+        code = (save / name).read_text()
         assert "audio_minichat." not in code.replace("_audio_minichat.", ""), name
         assert "from audio_minichat" not in code and "import audio_minichat" not in code
     config = json.loads((save / "config.json").read_text())
@@ -183,14 +198,14 @@ def test_save_then_load_with_remote_code_and_pipeline(tmp_path, config_kwargs):
     assert config["auto_map"]["AutoModel"] == "modeling_audio_minichat.AudioMiniChatForConditionalGeneration"
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
     run = subprocess.run(
-        [sys.executable, "-c", SUBPROCESS, str(save), str(wav)], capture_output=True, text=True, env=env,
+        [sys.executable, "-c", SUBPROCESS, str(save), str(wav), json.dumps(spans)], capture_output=True, text=True, env=env,
         cwd=str(tmp_path), timeout=300,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     got = json.loads(run.stdout.strip().splitlines()[-1])
     assert got["config"] == "AudioMiniChatConfig"
     assert got["model"].startswith("transformers_modules")
-    inputs = processor(text=processor.build_prompt("summarize <|audio|>"), audio=str(wav))
+    inputs = processor(text=processor.build_prompt("summarize <|audio|>"), audio=str(wav), audio_spans=spans)
     bad = processor.tokenizer.all_special_ids + [processor.audio_token_id]
     with torch.no_grad():
         expected = model(**inputs).logits[0, -1]
@@ -209,18 +224,16 @@ def test_forward_returns_each_clips_audio_embeddings_on_request():
     with torch.no_grad():
         plain = model(**batch)
         full = model(**batch, output_audio_embeddings=True)
-        only = model(**batch, audio_only=True)
+        only = audio_only(model, batch)
         direct = model.get_audio_features(batch["input_features"], batch["input_features_mask"], batch["audio_window_clip"])
     torch.testing.assert_close(full.logits, plain.logits)
-    assert plain.get("audio_embeddings") is None and only.logits is None
+    assert plain.get("audio_embeddings") is None
     counts = [processor.num_audio_tokens(len(c)) for c in clips]
     assert [e.shape[0] for e in full.audio_embeddings] == counts == [e.shape[0] for e in only.audio_embeddings]
-    for a, b, c in zip(full.audio_embeddings, only.audio_embeddings, direct):
+    for a, b, c in zip(full.audio_embeddings, only.audio_embeddings, direct.embeddings):
         torch.testing.assert_close(a, c)
         torch.testing.assert_close(b, c)
     # with labels, the loss is kept alongside the embeddings
     labels = batch["input_ids"].masked_fill(batch["input_ids"] == model.config.audio_token_id, -100)
     labelled = model(**batch, labels=labels, output_audio_embeddings=True)
     assert labelled.loss is not None and len(labelled.audio_embeddings) == 3
-    with pytest.raises(ValueError, match="audio_only=True needs input_features"):
-        model(input_ids=batch["input_ids"], audio_only=True)

@@ -15,7 +15,7 @@ import time
 import pytest
 import torch
 
-from audio_minichat import offline_assets as oa
+from audio_minichat.assets import offline as oa
 
 
 # --------------------------------------------------------------------------------------
@@ -180,7 +180,7 @@ def test_gguf_llm_matches_saved_checkpoint_and_cache_hits(tmp_path, monkeypatch)
 def test_whisper_cache_roundtrip_and_hit(tmp_path, monkeypatch):
     from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
-    from audio_minichat import ct2_whisper
+    from audio_minichat.assets import ct2_whisper
 
     for name in ("model.bin", "config.json", "tokenizer.json"):
         _require(f"whisper-tiny.en/{name}")

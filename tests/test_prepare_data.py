@@ -1,4 +1,4 @@
-"""Tests for prepare_data: tiny corpus, espeak-ng voices, a tiny random teacher (offline, CPU)."""
+"""Tests for audio_minichat.dataprep: tiny corpus, espeak-ng voices, a tiny random teacher (offline, CPU)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,12 @@ import torch
 import soundfile as sf
 import yaml
 
-from audio_minichat import prepare_data as pdm
-from audio_minichat.prepare_data import AUDIO_TOKEN, build, load_config, trim_repetition
-from audio_minichat.tts import engine_available
+from audio_minichat.dataprep.build import build
+from audio_minichat.dataprep.config import _merge, load_config
+from audio_minichat.dataprep.plan import AUDIO_TOKEN, _voices, load_or_make_plan, make_prompt
+from audio_minichat.dataprep.shards import KILL_ENV
+from audio_minichat.dataprep.teacher import trim_repetition
+from audio_minichat.dataprep.tts import engine_available
 
 from conftest import make_model, speechlike
 
@@ -65,7 +68,7 @@ def tiny_config(out, teacher_dir, **over) -> dict:
         "teacher": {"model": teacher_dir, "dtype": "float32", "batch_size": 4, "max_new_tokens_cap": 6,
                     "min_new_tokens": 2, "threads": 1},
     }
-    return load_config(None, pdm._merge(raw, over))
+    return load_config(None, _merge(raw, over))
 
 
 def plan_ids(out: Path) -> list[str]:
@@ -95,7 +98,7 @@ def test_trim_repetition():
 
 
 def test_trim_incomplete_sentence():
-    from audio_minichat.prepare_data import trim_incomplete_sentence as cut
+    from audio_minichat.dataprep.teacher import trim_incomplete_sentence as cut
 
     assert cut("It is a classic. It shows that those who are") == "It is a classic."
     assert cut('He said "stop." Then the') == 'He said "stop."'
@@ -107,7 +110,7 @@ def test_make_prompt_has_one_placeholder():
     import random
 
     cfg = load_config(None)["prompts"]
-    prompts = [pdm.make_prompt(random.Random(i), cfg) for i in range(400)]
+    prompts = [make_prompt(random.Random(i), cfg) for i in range(400)]
     assert all(p.count(AUDIO_TOKEN) == 1 for p in prompts)
     frac = sum(p != AUDIO_TOKEN for p in prompts) / len(prompts)
     assert 0.15 < frac < 0.35  # instruction_fraction 0.25
@@ -115,16 +118,16 @@ def test_make_prompt_has_one_placeholder():
 
 
 def test_eval_only_voice_and_text_excluded(tmp_path, teacher_dir):
-    from audio_minichat.corpora import is_eval_text
+    from audio_minichat.dataprep.corpora import is_eval_text
 
     with pytest.raises(ValueError, match="evaluation"):
-        pdm._voices(tiny_config(tmp_path, teacher_dir, voices={"list": [{"engine": "piper", "name": "joe"}]}))
-    assert not any(v.engine == "piper" or v.eval_only for v in pdm._voices(load_config(None)))
+        _voices(tiny_config(tmp_path, teacher_dir, voices={"list": [{"engine": "piper", "name": "joe"}]}))
+    assert not any(v.engine == "piper" or v.eval_only for v in _voices(load_config(None)))
     xsum = ("The ex-Reading defender denied fraudulent trading charges relating to the Sodje Sports "
             "Foundation - a charity to raise money for Nigerian sport.")
     assert is_eval_text(xsum)
     cfg = tiny_config(tmp_path, teacher_dir, text={"extra_documents": {"tiny": DOCS + [xsum]}}, num=20)
-    rows, _ = pdm.load_or_make_plan(cfg, tmp_path)
+    rows, _ = load_or_make_plan(cfg, tmp_path)
     assert rows and not any(is_eval_text(r["transcript"]) or "Sodje" in r["transcript"] for r in rows)
     assert all(r["voice"].startswith("espeak-ng:") for r in rows)
 
@@ -191,13 +194,13 @@ def test_killed_build_resumes_without_loss_or_duplicates(tmp_path, teacher_dir):
     out = tmp_path / "out"
     cfg_path = tmp_path / "cfg.yaml"
     cfg_path.write_text(yaml.safe_dump(tiny_config(out, teacher_dir)))
-    cmd = [sys.executable, "-m", "audio_minichat.prepare_data", "--config", str(cfg_path)]
+    cmd = [sys.executable, "-m", "audio_minichat.dataprep", "--config", str(cfg_path)]
 
     def run(kill):
         env = {**os.environ, "TQDM_DISABLE": "1"}
-        env.pop(pdm.KILL_ENV, None)
+        env.pop(KILL_ENV, None)
         if kill:
-            env[pdm.KILL_ENV] = kill
+            env[KILL_ENV] = kill
         return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
 
     # 8 rows in 3 shards -> 3 synthesis + 3 teacher commits
@@ -207,11 +210,11 @@ def test_killed_build_resumes_without_loss_or_duplicates(tmp_path, teacher_dir):
     assert sorted(p.name for p in (out / "shards").glob("*/synth")) == ["synth", "synth"]
     r = run("before-commit:3")  # synthesis shard 3 and teacher shard 1 done, dies mid teacher shard 2
     assert r.returncode == 17, r.stderr[-2000:]
-    assert list((out / "shards").glob("*/.teacher.tmp-*")), "the interrupted shard leaves only a temporary dir"
+    assert list((out / "shards").glob("*/.teacher.*.tmp*")), "the interrupted shard leaves only a temporary dir"
     assert len(list((out / "shards").glob("*/teacher"))) == 1
     r = run(None)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert not list(out.rglob(".*.tmp-*"))
+    assert not list(out.rglob(".*.tmp*"))
     ids = final_ids(out)
     assert len(ids) == len(set(ids))
     assert set(ids) == set(plan_ids(out)) and len(ids) == 8

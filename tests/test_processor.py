@@ -21,6 +21,18 @@ def _count(inputs, processor):
     return int((inputs["input_ids"] == processor.audio_token_id).sum())
 
 
+def _runs(ids, token_id):
+    """Lengths of the runs of ``token_id`` in a 1-D id tensor, in order."""
+    runs, current = [], 0
+    for tok in ids.tolist() + [None]:
+        if tok == token_id:
+            current += 1
+        elif current:
+            runs.append(current)
+            current = 0
+    return runs
+
+
 @pytest.mark.parametrize("kind", ["whisper", "hubert", "wav2vec2"])
 @pytest.mark.parametrize("downsample", ["pool", "stack"])
 def test_placeholder_count_is_exact_and_matches_model(kind, downsample):
@@ -38,8 +50,8 @@ def test_placeholder_count_is_exact_and_matches_model(kind, downsample):
             feats = model.get_audio_features(
                 inputs["input_features"], inputs["input_features_mask"], inputs["audio_window_clip"]
             )
-        assert [f.shape[0] for f in feats] == [expected]
-        assert feats[0].shape[1] == model.config.text_config.hidden_size
+        assert [f.shape[0] for f in feats.embeddings] == [expected]
+        assert feats.embeddings[0].shape[1] == model.config.text_config.hidden_size
 
 
 def test_layout_formulas_by_method():
@@ -232,3 +244,174 @@ def test_processor_save_load_keeps_layout_and_template(tmp_path, tiny):
     assert loaded.audio_token_id == processor.audio_token_id
     assert loaded.build_prompt("x <|audio|>") == processor.build_prompt("x <|audio|>")
     assert CHATML == loaded.chat_template
+
+
+# ---- apply_chat_template (ProcessorMixin conventions) ---------------------------------------------------------
+TEMPLATES = {"chatml": CHATML, "minichat": None}
+
+
+@pytest.fixture(scope="module", params=sorted(TEMPLATES))
+def templated(request):
+    """(model, processor) with a ChatML tokenizer, or one without a template (the processor's MiniChat format)."""
+    return make_model("whisper", tokenizer=make_tokenizer(chat_template=TEMPLATES[request.param]))
+
+
+def _strip_sources(content):
+    return [{"type": part["type"], **({"text": part["text"]} if part["type"] == "text" else {})} for part in content]
+
+
+def test_chat_template_renders_the_build_prompt_strings(tmp_path, templated):
+    _, processor = templated
+    path = tmp_path / "a.wav"
+    sf.write(path, speechlike(1.0), 16000)
+    parts = [
+        {"type": "text", "text": "summarize"},
+        {"type": "audio", "path": str(path)},
+        {"type": "text", "text": "and"},
+        {"type": "audio", "audio": speechlike(0.5), "sampling_rate": 16000},
+    ]
+    messages = [{"role": "user", "content": parts}]
+    rendered = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    # the exact strings the shipped model was trained on
+    expected = {
+        CHATML: "<|im_start|>user\nsummarize\n<|audio|>\nand\n<|audio|><|im_end|>\n<|im_start|>assistant\n",
+        MINICHAT_CHAT_TEMPLATE: "<s>[|User|] summarize\n<|audio|>\nand\n<|audio|></s>[|Assistant|]",
+    }[processor.chat_template]
+    assert rendered == expected
+    assert rendered == processor.build_prompt(parts) == processor.build_prompt(_strip_sources(parts))
+    assert rendered == processor.build_prompt("summarize\n<|audio|>\nand\n<|audio|>")
+    # add_generation_prompt is honoured (ProcessorMixin's default, False, leaves the assistant header out)
+    without = processor.apply_chat_template(messages, tokenize=False)
+    assert rendered.startswith(without) and rendered != without
+    # system prompt and several turns, as build_prompt renders them; the caller's messages are left as they were
+    turns = [
+        {"role": "system", "content": "be short"},
+        {"role": "user", "content": [{"type": "audio", "url": str(path)}, {"type": "text", "text": "what is it"}]},
+        {"role": "assistant", "content": "one"},
+        {"role": "user", "content": [{"type": "text", "text": "and this"}, {"type": "audio", "path": str(path)}]},
+    ]
+    assert processor.apply_chat_template(turns, add_generation_prompt=True) == processor.build_prompt(turns)
+    assert processor.build_prompt(parts, system="be short") == processor.apply_chat_template(
+        [{"role": "system", "content": "be short"}] + messages, add_generation_prompt=True
+    )
+    assert isinstance(turns[1]["content"], list) and turns[1]["content"][0] == {"type": "audio", "url": str(path)}
+    # the text version (transcripts) still fills the same prompt
+    assert processor.build_prompt(parts, transcripts=["one", "two"]) == expected.replace("<|audio|>", "one", 1).replace(
+        "<|audio|>", "two", 1
+    )
+
+
+def test_chat_template_tokenized_equals_direct_call_with_exact_placeholder_counts(tmp_path, templated):
+    _, processor = templated
+    rate = 16000
+    clips = {"short": speechlike(0.5, 1), "mid": speechlike(3.0, 2), "long": speechlike(31.0, 3), "at_8k": speechlike(2.0, 4, rate=8000)}
+    paths = {}
+    for name in ("short", "long"):
+        paths[name] = tmp_path / f"{name}.wav"
+        sf.write(paths[name], clips[name], rate)
+    parts = [
+        {"type": "text", "text": "summarize"},
+        {"type": "audio", "path": str(paths["short"])},
+        {"type": "text", "text": "then"},  # (the test tokenizer drops newlines: text keeps the clips' runs apart)
+        {"type": "audio", "audio": clips["mid"]},  # an array with no sampling_rate is at the model's rate
+        {"type": "text", "text": "and"},
+        {"type": "audio", "url": paths["long"].as_uri()},  # file:// URL (local only)
+        {"type": "text", "text": "with"},
+        {"type": "audio", "audio": clips["at_8k"], "sampling_rate": 8000},
+    ]
+    messages = [{"role": "user", "content": parts}]
+    prompt = processor.build_prompt(_strip_sources(parts))
+    direct = processor(
+        text=prompt,
+        audio=[str(paths["short"]), clips["mid"], str(paths["long"]), {"array": clips["at_8k"], "sampling_rate": 8000}],
+        sampling_rate=rate,
+    )
+    for return_tensors in ("pt", "auto"):
+        inputs = processor.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors=return_tensors
+        )
+        assert set(inputs) == set(direct) == {
+            "input_ids", "attention_mask", "input_features", "input_features_mask", "audio_window_clip"
+        }
+        for key in direct:
+            assert torch.equal(inputs[key], direct[key]), key
+    lengths = [len(clips["short"]), len(clips["mid"]), len(clips["long"]), 2 * len(clips["at_8k"])]
+    expected = [processor.num_audio_tokens(n) for n in lengths]
+    assert len(set(expected)) == 4
+    assert _runs(inputs["input_ids"][0], processor.audio_token_id) == expected
+    assert inputs["audio_window_clip"].tolist() == [0, 1, 2, 2, 3]  # the 31 s clip has two windows
+    # tokenize=True without return_dict gives the input ids
+    ids = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    assert torch.equal(ids, direct["input_ids"])
+
+
+def test_chat_template_batch_of_conversations(templated):
+    _, processor = templated
+    a, b, c = speechlike(1.0, 1), speechlike(4.0, 2), speechlike(2.5, 3)
+    one = [{"role": "user", "content": [{"type": "audio", "audio": a}, {"type": "text", "text": "summarize"}]}]
+    two = [
+        {"role": "system", "content": "be short"},
+        {"role": "user", "content": [{"type": "text", "text": "hello"}, {"type": "audio", "audio": b},
+                                     {"type": "text", "text": "and"}, {"type": "audio", "audio": c}]},
+    ]
+    prompts = processor.apply_chat_template([one, two], add_generation_prompt=True)
+    assert prompts == [processor.build_prompt(one), processor.build_prompt(two)]
+    batch = processor.apply_chat_template([one, two], add_generation_prompt=True, tokenize=True, return_dict=True)
+    direct = processor(text=prompts, audio=[a, b, c], sampling_rate=16000)
+    for key in direct:
+        assert torch.equal(batch[key], direct[key]), key
+    token = processor.audio_token_id
+    assert _runs(batch["input_ids"][0], token) == [processor.num_audio_tokens(len(a))]
+    assert _runs(batch["input_ids"][1], token) == [processor.num_audio_tokens(len(b)), processor.num_audio_tokens(len(c))]
+    assert batch["audio_window_clip"].tolist() == [0, 1, 2]
+    # left padding for generation by default; right padding on request
+    short = int(batch["attention_mask"].sum(-1).argmin())
+    assert batch["attention_mask"][short, 0] == 0 and batch["attention_mask"][short, -1] == 1
+    right = processor.apply_chat_template(
+        [one, two], add_generation_prompt=True, tokenize=True, return_dict=True, processor_kwargs={"padding_side": "right"}
+    )
+    assert right["attention_mask"][short, 0] == 1 and right["attention_mask"][short, -1] == 0
+
+
+def test_chat_template_missing_or_remote_audio_errors(tiny):
+    _, processor = tiny
+    conversation = [
+        {"role": "user", "content": [{"type": "text", "text": "hello"}, {"type": "audio", "audio": speechlike(1.0)}]},
+        {"role": "assistant", "content": "hi"},
+        {"role": "user", "content": [{"type": "text", "text": "and"}, {"type": "audio", "sampling_rate": 16000}]},
+    ]
+    with pytest.raises(ValueError, match=r"^message 2 \(user\), content part 1: the audio part has no audio; give it under 'path'"):
+        processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True, return_dict=True)
+    batch = [[conversation[0]], conversation]
+    with pytest.raises(ValueError, match=r"^conversation 1, message 2 \(user\), content part 1: the audio part has no audio"):
+        processor.apply_chat_template(batch, add_generation_prompt=True, tokenize=True, return_dict=True)
+    # rendering alone needs no audio
+    assert processor.apply_chat_template(conversation, add_generation_prompt=True).count("<|audio|>") == 2
+    remote = [{"role": "user", "content": [{"type": "audio", "url": "https://example.com/a.wav"}]}]
+    with pytest.raises(AudioInputError, match=r"message 0 \(user\), content part 0: url 'https://example.com/a.wav' is not a local file"):
+        processor.apply_chat_template(remote, tokenize=True, return_dict=True)
+    bad = [{"role": "user", "content": [{"type": "audio", "audio": np.zeros(0, dtype=np.float32)}]}]
+    with pytest.raises(AudioInputError, match=r"message 0 \(user\), content part 0: the audio \(array\) is empty"):
+        processor.apply_chat_template(bad, tokenize=True, return_dict=True)
+    with pytest.raises(ValueError, match=r"message 0 \(user\), content part 0: unsupported content part type 'image'"):
+        processor.apply_chat_template([{"role": "user", "content": [{"type": "image", "url": "x.png"}]}])
+
+
+def test_generation_from_chat_template_inputs_equals_direct_inputs(templated):
+    model, processor = templated
+    a, b = speechlike(1.5, 5), speechlike(0.7, 6)
+    conversations = [
+        [{"role": "user", "content": [{"type": "text", "text": "summarize"}, {"type": "audio", "audio": a}]}],
+        [{"role": "user", "content": [{"type": "audio", "audio": b}, {"type": "text", "text": "what"},
+                                      {"type": "audio", "audio": a}]}],
+    ]
+    from_template = processor.apply_chat_template(
+        conversations, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+    )
+    prompts = [processor.build_prompt(_strip_sources(conv[0]["content"])) for conv in conversations]
+    direct = processor(text=prompts, audio=[a, b, a], sampling_rate=16000)
+    with torch.no_grad():
+        out_template = model.generate(**from_template, do_sample=False, max_new_tokens=5)
+        out_direct = model.generate(**direct, do_sample=False, max_new_tokens=5)
+    assert out_template.shape[-1] > 0
+    assert torch.equal(out_template, out_direct)

@@ -14,8 +14,9 @@ import yaml
 from conftest import ASR_TOKENS_TINY, fill_token_map, make_model, speechlike
 from transformers import TrainingArguments
 
-from audio_minichat.audio_dataset import audio_dataset, encode_wav
-from audio_minichat.train_trainer import (
+from audio_minichat import AudioMiniChatProcessor
+from audio_minichat.dataprep.audio_dataset import audio_dataset, encode_wav
+from audio_minichat.training import (
     DataConfig,
     DistillationCollator,
     DistillationTrainer,
@@ -94,7 +95,7 @@ def test_batched_loss_is_mean_of_per_sample_losses(tmp_path, config_kwargs):
 
 def test_identical_student_and_teacher_give_zero_distillation():
     """If the audio embeddings equal the transcript's token embeddings, logit and feature losses vanish."""
-    from audio_minichat.train_trainer import distillation_losses
+    from audio_minichat.training import distillation_losses
 
     logits = torch.randn(2, 7, 11)
     hidden = tuple(torch.randn(2, 7, 5) for _ in range(3))
@@ -135,8 +136,8 @@ def test_only_trainable_parts_change_and_optimizer_holds_only_them(tmp_path, enc
     assert in_optimizer == {id(p) for n, p in model.named_parameters() if n in trainable}
     changed = {n for n, p in model.named_parameters() if not torch.equal(before[n], p)}
     assert changed and changed <= trainable
-    assert any(n.startswith("projector.") for n in changed)
-    assert any(n.startswith("audio_encoder.") for n in changed) == (encoder != "frozen")
+    assert any(n.startswith("audio_frontend.projector.") for n in changed)
+    assert any(n.startswith("audio_frontend.encoder.") for n in changed) == (encoder != "frozen")
     assert any(n.startswith("language_model.") for n in changed) == (llm == "lora")
     if llm == "lora":
         assert all("lora_" in n for n in changed if n.startswith("language_model."))
@@ -189,7 +190,7 @@ def test_resume_continues_with_same_data_order_and_loss_curve(tmp_path, saved):
     cut.add_callback(StopAt3())
     cut.train()
     ckpt = tmp_path / "b" / "run" / "checkpoint-3"
-    assert {"trainable.safetensors", "optimizer.safetensors", "scheduler.json", "rng_state_0.safetensors"} <= set(os.listdir(ckpt))
+    assert {"model.safetensors", "optimizer.safetensors", "scheduler.json", "rng_state_0.safetensors"} <= set(os.listdir(ckpt))
     assert not any(f.endswith((".pt", ".pth", ".bin")) for f in os.listdir(ckpt))
     resumed = build_trainer(RunConfig.from_yaml(_config(tmp_path / "b", base, data)))
     resumed.train(resume_from_checkpoint=str(ckpt))
@@ -205,7 +206,7 @@ def test_trainable_only_checkpoint_reloads_complete_model(tmp_path, saved):
     trainer.train()
     out = tmp_path / "final"
     trainer.save_model(str(out))
-    size = os.path.getsize(out / "trainable.safetensors")
+    size = os.path.getsize(out / "model.safetensors")
     assert size < 20_000  # projector only
     reloaded = load_trained_model(str(out))
     live = trainer.model.eval()
@@ -215,13 +216,17 @@ def test_trainable_only_checkpoint_reloads_complete_model(tmp_path, saved):
         torch.testing.assert_close(reloaded(**inputs).logits, live(**inputs).logits)
     base_model = type(live).from_pretrained(base)
     for name, p in reloaded.named_parameters():
-        if not name.startswith("projector."):
+        if not name.startswith("audio_frontend.projector."):
             assert torch.equal(p, dict(base_model.named_parameters())[name]), name
 
 
-def test_exported_weights_with_encoder_lora_rebuild_the_trained_model(tmp_path, saved):
-    """scripts/export_projector.py -> default_model.apply_trained_weights: LoRA pairs merged, same logits."""
-    from audio_minichat.default_model import apply_trained_weights
+def test_final_model_loads_and_its_trained_weights_with_encoder_lora_rebuild_it(tmp_path, saved):
+    """final/ is a complete from_pretrained checkpoint (LoRA merged, peft adapter beside it); its
+    trained_weights.safetensors rebuilds the same model from the base (apply_trained_weights merges the LoRA pairs)."""
+    from peft import PeftModel
+
+    from audio_minichat.assets.default_build import apply_trained_weights, read_build_info
+    from audio_minichat.training import main
 
     base, data = saved
     cfg = _config(tmp_path, base, data, max_steps=2, learning_rate=5e-2)
@@ -229,33 +234,42 @@ def test_exported_weights_with_encoder_lora_rebuild_the_trained_model(tmp_path, 
     raw["trainable"] = {"encoder": "lora", "llm": "frozen", "lora_r": 4, "lora_alpha": 8,
                         "encoder_lora_targets": ["q_proj", "v_proj", "fc1"]}
     cfg.write_text(yaml.safe_dump(raw))
-    trainer = build_trainer(RunConfig.from_yaml(cfg))
-    trainer.train()
-    trainer.save_model(str(tmp_path / "final"))
-    shipped = tmp_path / "ship" / "w.safetensors"
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "export_projector.py"), str(tmp_path / "final"),
-                    "--out", str(shipped)], check=True, capture_output=True, text=True)
-    live = trainer.model.eval()
+    assert main(["--config", str(cfg)]) == 0
+    final = tmp_path / "run" / "final"
+    live = load_trained_model(str(tmp_path / "run" / "checkpoint-2")).eval()
+    complete = type(live).from_pretrained(final).eval()
+    assert not any("lora_" in n for n, _ in complete.named_parameters())
+    info = read_build_info(final)
+    assert info["projector_trained"] is True and info["training"]["steps"] == 2 and info["training"]["lora_merged"] == 6
+    assert "# AudioMiniChat checkpoint" in (final / "README.md").read_text()
+    proc = AudioMiniChatProcessor.from_pretrained(final)
+    inputs = proc(text=proc.build_prompt("<|audio|>"), audio=speechlike(1.0), sampling_rate=16000)
     rebuilt = type(live).from_pretrained(base).eval()
-    counts = apply_trained_weights(rebuilt, shipped)
+    counts = apply_trained_weights(rebuilt, final / "trained_weights.safetensors")
     n_layers = rebuilt.config.audio_config.encoder_layers
     assert counts == {"projector": 2, "lora_merged": 3 * n_layers, "full": 0}
-    proc = trainer.processing_class
-    inputs = proc(text=proc.build_prompt("<|audio|>"), audio=speechlike(1.0), sampling_rate=16000)
     with torch.no_grad():
-        torch.testing.assert_close(rebuilt(**inputs).logits, live(**inputs).logits, rtol=1e-4, atol=1e-4)
+        reference = live(**inputs).logits
+        # merged float32 weights vs LoRA applied on the fly: float32 rounding of a few matrix products
+        torch.testing.assert_close(complete(**inputs).logits, reference, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(rebuilt(**inputs).logits, reference, rtol=1e-4, atol=1e-4)
         # the LoRA really moved the encoder: the untouched base differs
         plain = type(live).from_pretrained(base).eval()
-        apply_trained_weights(plain, _projector_only(shipped, tmp_path / "p.safetensors"))
-        assert not torch.allclose(plain(**inputs).logits, live(**inputs).logits, atol=1e-4)
+        apply_trained_weights(plain, _projector_only(final / "trained_weights.safetensors", tmp_path / "p.safetensors"))
+        assert not torch.allclose(plain(**inputs).logits, reference, atol=1e-4)
+        # peft reads the adapter: the same LoRA tensors on a fresh base
+        peft_model = PeftModel.from_pretrained(type(live).from_pretrained(base), str(final / "lora_adapter"))
+        adapter = {n.split("base_model.model.")[-1].replace(".default.", "."): p for n, p in peft_model.named_parameters() if "lora_" in n}
+        ours = {n.replace(".default.", "."): p for n, p in live.named_parameters() if "lora_" in n}
+        assert sorted(adapter) == sorted(ours) and all(torch.equal(adapter[n], ours[n]) for n in ours)
     # a later stage starts from the shipped file (init_weights); its checkpoint reloads with that start included
     cfg2 = _config(tmp_path / "stage2", base, data, max_steps=1)
     raw = yaml.safe_load(cfg2.read_text())
-    raw["init_weights"] = str(shipped)
+    raw["init_weights"] = str(final / "trained_weights.safetensors")
     cfg2.write_text(yaml.safe_dump(raw))
     stage2 = build_trainer(RunConfig.from_yaml(cfg2))
     with torch.no_grad():
-        torch.testing.assert_close(stage2.model.eval()(**inputs).logits, live(**inputs).logits, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(stage2.model.eval()(**inputs).logits, reference, rtol=1e-4, atol=1e-4)
     stage2.train()
     stage2.save_model(str(tmp_path / "final2"))
     with torch.no_grad():
@@ -277,15 +291,15 @@ def _projector_only(src, dst):
 def test_apply_trained_weights_names_the_bad_tensor(tmp_path):
     from safetensors.torch import save_file
 
-    from audio_minichat.default_model import apply_trained_weights
+    from audio_minichat.assets.default_build import apply_trained_weights
 
     model, _ = make_model("whisper")
     save_file({"encoder.oops": torch.zeros(2)}, str(tmp_path / "a.safetensors"))
     with pytest.raises(ValueError, match="no projector tensors"):
         apply_trained_weights(model, tmp_path / "a.safetensors")
     proj = {f"projector.{k}": v for k, v in model.projector.state_dict().items()}
-    save_file({**proj, "audio_encoder.nope.weight": torch.zeros(2)}, str(tmp_path / "b.safetensors"))
-    with pytest.raises(ValueError, match="'audio_encoder.nope.weight' matches no parameter"):
+    save_file({**proj, "audio_frontend.encoder.nope.weight": torch.zeros(2)}, str(tmp_path / "b.safetensors"))
+    with pytest.raises(ValueError, match="'audio_frontend.encoder.nope.weight' matches no parameter"):
         apply_trained_weights(model, tmp_path / "b.safetensors")
     save_file({**proj, "audio_encoder.layers.0.fc1.lora_A.default.weight": torch.zeros(2, 2)}, str(tmp_path / "c.safetensors"))
     with pytest.raises(ValueError, match="no matching lora_B"):
@@ -297,12 +311,12 @@ def test_apply_trained_weights_names_the_bad_tensor(tmp_path):
 
 
 def test_main_refuses_to_mix_a_new_run_into_old_checkpoints(tmp_path, saved):
-    from audio_minichat.train_trainer import main
+    from audio_minichat.training import main
 
     base, data = saved
     cfg = _config(tmp_path, base, data, max_steps=2, save_steps=2)
     assert main(["--config", str(cfg)]) == 0
-    assert (tmp_path / "run" / "checkpoint-2").is_dir() and (tmp_path / "run" / "final" / "trainable.safetensors").is_file()
+    assert (tmp_path / "run" / "checkpoint-2").is_dir() and (tmp_path / "run" / "final" / "model.safetensors").is_file()
     with pytest.raises(SystemExit, match=r"already holds checkpoints \(checkpoint-2\): pass --resume"):
         main(["--config", str(cfg)])
     assert main(["--config", str(cfg), "--resume", "--max-steps", "3"]) == 0  # continues: one more step
@@ -332,157 +346,4 @@ def test_accelerate_launch_two_cpu_processes(tmp_path, saved):
     history = json.loads((tmp_path / "run" / "final" / "log_history.json").read_text())
     assert _losses(history) and all(l > 0 for _, l in _losses(history))
     assert "world size 2" in run.stderr
-    assert (tmp_path / "run" / "checkpoint-2" / "trainable.safetensors").exists()
-
-
-# ---- ctc alignment term ------------------------------------------------------------------------------------
-def test_ctc_alignment_loss_matches_full_distance_logits_and_batches_as_mean():
-    """Dropping |h|^2 from the distance logits changes nothing; a batch is the mean of its clips."""
-    import torch.nn.functional as F
-
-    from audio_minichat.train_trainer import ctc_alignment_loss
-
-    gen = torch.Generator().manual_seed(0)
-    table = torch.randn(12, 6, generator=gen)
-    clips = [torch.randn(9, 6, generator=gen), torch.randn(7, 6, generator=gen)]
-    targets = torch.tensor([[3, 4, 4, 5], [7, 8, -100, -100]])
-    scale = 2.5
-
-    def reference(h, tgt):
-        logits = -scale * torch.cdist(h, table).pow(2) / 2  # full squared distance, blank = token 0
-        lp = logits.log_softmax(-1).unsqueeze(1)
-        return F.ctc_loss(lp, tgt.unsqueeze(0), torch.tensor([h.shape[0]]), torch.tensor([len(tgt)]), blank=0)
-
-    batched = ctc_alignment_loss(clips, targets, table, blank_id=0, scale=scale)
-    per_clip = [reference(clips[0], targets[0]), reference(clips[1], targets[1, :2])]
-    # F.ctc_loss(reduction="mean") already divides by the target length: the term is the mean of those
-    torch.testing.assert_close(batched, torch.stack(per_clip).mean(), atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(ctc_alignment_loss(clips[:1], targets[:1, :4], table, 0, scale), per_clip[0], atol=1e-4, rtol=1e-4)
-
-
-def test_ctc_alignment_loss_is_small_when_audio_embeddings_are_the_tokens():
-    from audio_minichat.train_trainer import ctc_alignment_loss
-
-    gen = torch.Generator().manual_seed(1)
-    table = torch.randn(20, 8, generator=gen) * 3
-    tokens = [5, 9, 9, 2]
-    frames = []  # blank, token, blank, ... (CTC needs a blank between the repeated 9s)
-    for t in tokens:
-        frames += [table[0], table[t]]
-    frames = torch.stack(frames + [table[0]])
-    aligned = ctc_alignment_loss([frames], torch.tensor([tokens]), table, 0, scale=10.0)
-    shuffled = ctc_alignment_loss([frames.flip(0)], torch.tensor([tokens]), table, 0, scale=10.0)
-    assert float(aligned) < 1e-3 < float(shuffled)
-    with pytest.raises(ValueError, match="blank token id 0"):
-        ctc_alignment_loss([frames], torch.tensor([[5, 0]]), table, 0, scale=10.0)
-    with pytest.raises(ValueError, match=r"Clip\(s\) \[1\] have an empty transcript"):
-        ctc_alignment_loss([frames, frames], torch.tensor([[5], [-100]]), table, 0, scale=10.0)
-    with pytest.raises(ValueError, match="2 audio clips but 1 CTC target rows"):
-        ctc_alignment_loss([frames, frames], torch.tensor([[5]]), table, 0, scale=10.0)
-
-
-def test_ctc_only_skips_the_llm_and_trains_the_projector_only(tmp_path):
-    from audio_minichat.train_trainer import distillation_step
-
-    model, processor = tiny()
-    model.train()
-    collator = DistillationCollator(processor, DataConfig(), ctc_blank_token=";")
-    batch = collator(rows(3))
-    assert int(batch["ctc_blank"]) == processor.tokenizer.convert_tokens_to_ids(";")
-    plain = DistillationCollator(processor, DataConfig())(rows(1))
-    assert not {"ctc_labels", "ctc_blank"} & set(plain)  # without the ctc terms no transcript tokens are made
-    with pytest.raises(ValueError, match="needs ctc_labels and ctc_blank"):
-        distillation_step(model, model, plain, LossConfig(ctc=1.0))
-    # the transcript tokens, as the tokenizer reads them, one row per clip
-    first = processor.tokenizer(TEXTS[0], add_special_tokens=False)["input_ids"]
-    assert batch["ctc_labels"][0, : len(first)].tolist() == first
-    assert (batch["ctc_labels"][0, len(first):] == -100).all()
-    # a transcript token equal to the blank is dropped from the targets
-    blank_in = DistillationCollator(processor, DataConfig(), ctc_blank_token="world")([{**rows(1)[0], "transcript": "hello world"}])
-    assert blank_in["ctc_labels"].tolist() == [processor.tokenizer("hello", add_special_tokens=False)["input_ids"]]
-    calls = []
-    hook = model.language_model.register_forward_hook(lambda *a: calls.append(1))
-    try:
-        cfg = LossConfig(ntp=0, logit=0, feature=0, ctc=1.0, ctc_embed=0.5)
-        loss, terms, _ = distillation_step(model, model, batch, cfg)
-        assert set(terms) == {"ctc", "ctc_embed"} and torch.isfinite(loss) and calls == []
-        torch.testing.assert_close(loss, terms["ctc"] + 0.5 * terms["ctc_embed"])
-        loss.backward()
-        grads = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
-        assert grads and all(n.startswith("projector.") for n in grads)
-        model.zero_grad()
-        # with the paper's terms too, the LLM runs once (the student; the teacher pass is the same module, no grad)
-        cfg = LossConfig(ctc=0.3, feature_layers=[-1])
-        loss, terms, _ = distillation_step(model, model, batch, cfg)
-        assert set(terms) == {"ntp", "logit", "feature", "ctc"}  # ctc_embed has weight 0: not computed
-        expected = 0.5 * terms["ntp"] + 0.5 * terms["logit"] + 1.0 * terms["feature"] + 0.3 * terms["ctc"]
-        torch.testing.assert_close(loss, expected)
-    finally:
-        hook.remove()
-    with pytest.raises(ValueError, match="All loss weights are 0"):
-        LossConfig(ntp=0, logit=0, feature=0)
-    with pytest.raises(ValueError, match="must be exactly one"):
-        DistillationCollator(processor, DataConfig(), ctc_blank_token="hello world")
-
-
-def test_ctc_data_vocabulary_scores_only_the_candidate_tokens():
-    """ctc_vocab: data restricts the scoring to the transcripts' tokens + blank: the same as a table of those rows."""
-    from audio_minichat.train_trainer import _ctc_term, ctc_alignment_loss
-
-    model, processor = tiny()
-    data = rows(3)
-    plain = DistillationCollator(processor, DataConfig(), ctc_blank_token=";")
-    vocab = {i for ids in plain.transcript_ids([r["transcript"] for r in data]) for i in ids}
-    collator = DistillationCollator(processor, DataConfig(), ctc_blank_token=";", ctc_candidates=vocab)
-    batch = collator(data)
-    cand = batch["ctc_candidates"]
-    assert cand.tolist() == sorted(vocab | {int(batch["ctc_blank"])})
-    clips = [torch.randn(12, model.config.text_config.hidden_size) for _ in range(3)]
-    got = _ctc_term(model, clips, batch, LossConfig(ctc=1.0, ctc_vocab="data"))["ctc"]
-    table = model.get_input_embeddings().weight.detach()[cand]
-    remap = {int(t): i for i, t in enumerate(cand)}
-    labels = batch["ctc_labels"].clone()
-    labels[labels != -100] = torch.tensor([remap[int(t)] for t in labels[labels != -100]])
-    want = ctc_alignment_loss(clips, labels, table, remap[int(batch["ctc_blank"])], 10.0)
-    torch.testing.assert_close(got, want)
-    # the full vocabulary gives a larger loss (more competitors), and a token outside the candidates is an error
-    full = _ctc_term(model, clips, {k: v for k, v in batch.items() if k != "ctc_candidates"}, LossConfig(ctc=1.0))["ctc"]
-    assert float(full) > float(got)
-    other = DistillationCollator(processor, DataConfig(), ctc_blank_token=";", ctc_candidates=list(vocab)[:1])(data)
-    with pytest.raises(ValueError, match="are not among the ctc candidate tokens"):
-        _ctc_term(model, clips, other, LossConfig(ctc=1.0, ctc_vocab="data"))
-
-
-def test_nearest_tokens_reads_embeddings_back_and_token_error_rate():
-    from audio_minichat.train_trainer import nearest_tokens, token_error_rate
-
-    gen = torch.Generator().manual_seed(2)
-    table = torch.randn(30, 8, generator=gen) * 3
-    frames = torch.stack([table[0], table[4], table[4], table[0], table[7], table[0], table[7], table[9]])
-    frames = frames + 0.01 * torch.randn(frames.shape, generator=gen)
-    assert nearest_tokens(frames, table, blank_id=0) == [4, 7, 7, 9]  # repeats collapse unless a blank parts them
-    assert token_error_rate([[1, 2, 3, 4]], [[1, 3, 4]]) == 0.25  # one deletion
-    assert token_error_rate([[1, 2], [5]], [[1, 2, 6], [7]]) == 2 / 3  # one insertion + one substitution
-    assert token_error_rate([[1, 2]], [[1, 2]]) == 0.0
-
-
-def test_ctc_embed_pulls_each_frame_to_its_aligned_token_embedding():
-    """With as many frames as tokens the alignment is forced: frame t's target is token t's embedding."""
-    from audio_minichat.train_trainer import ctc_alignment_loss
-
-    gen = torch.Generator().manual_seed(3)
-    table = torch.randn(15, 6, generator=gen)
-    tokens = [3, 8, 5]
-    frames = torch.randn(3, 6, generator=gen, requires_grad=True)
-    _, embed = ctc_alignment_loss([frames], torch.tensor([tokens]), table, 0, scale=4.0, with_embed=True)
-    expected = ((frames - table[tokens]) ** 2).sum(-1).div(2).mean()
-    torch.testing.assert_close(embed, expected)
-    embed.backward()  # the target is held fixed: the gradient is (frame - target) / frames
-    torch.testing.assert_close(frames.grad, (frames - table[tokens]).detach() / 3)
-    # frames on their tokens (blanks between) give no pull; a clip too short for its transcript gives none either
-    on = torch.stack([table[0], table[3], table[0], table[8], table[0], table[5], table[0]])
-    _, embed_on = ctc_alignment_loss([on], torch.tensor([tokens]), table, 0, scale=10.0, with_embed=True)
-    assert float(embed_on) < 1e-3
-    short = torch.randn(2, 6, generator=gen)
-    ctc, embed_short = ctc_alignment_loss([short], torch.tensor([tokens]), table, 0, scale=10.0, with_embed=True)
-    assert float(ctc) == 0.0 and float(embed_short) == 0.0
+    assert (tmp_path / "run" / "checkpoint-2" / "model.safetensors").exists()

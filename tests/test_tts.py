@@ -1,9 +1,9 @@
-"""Tests for audio_minichat.tts (offline, CPU; engines installed by scripts/install_system_deps.sh)."""
+"""Tests for audio_minichat.dataprep.tts (offline, CPU; engines installed by scripts/install_system_deps.sh)."""
 
 import numpy as np
 import pytest
 
-from audio_minichat.tts import (
+from audio_minichat.dataprep.tts import (
     ESPEAK_ACCENTS,
     TARGET_SAMPLE_RATE,
     TRAINING_ENGINES,
@@ -202,13 +202,13 @@ def test_piper_joe_eval_voice():
 
 
 def test_tts_error_on_silent_or_empty_engine_output(monkeypatch):
-    from audio_minichat import tts
+    from audio_minichat.dataprep import tts_engines
 
     voice = Voice("espeak-ng", "en-us")
-    monkeypatch.setitem(tts._SYNTH, "espeak-ng", lambda text, v, tmp: (np.zeros(22050, np.float32), 22050))
+    monkeypatch.setitem(tts_engines._SYNTH, "espeak-ng", lambda text, v, tmp: (np.zeros(22050, np.float32), 22050))
     with pytest.raises(TTSError, match="silent") as ei:
         synthesize(SHORT, voice)
     assert "espeak-ng" in str(ei.value) and SHORT in str(ei.value)
-    monkeypatch.setitem(tts._SYNTH, "espeak-ng", lambda text, v, tmp: (np.zeros(0, np.float32), 22050))
+    monkeypatch.setitem(tts_engines._SYNTH, "espeak-ng", lambda text, v, tmp: (np.zeros(0, np.float32), 22050))
     with pytest.raises(TTSError, match="empty"):
         synthesize(SHORT, voice)

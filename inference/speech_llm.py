@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .default_model import read_build_info
-from .modeling_audio_minichat import AudioMiniChatForConditionalGeneration
-from .processing_audio_minichat import AudioMiniChatProcessor, load_audio
+from ..assets.default_build import read_build_info
+from ..modeling_audio_minichat import AudioMiniChatForConditionalGeneration
+from ..processing_audio_minichat import AudioMiniChatProcessor, load_audio
+from ..utils.dtypes import parse_dtype
 
 MODES = ("e2e", "cascade", "text")
 DEFAULT_SUMMARY_PROMPT = "Summarize the following speech in a few sentences:"
@@ -44,23 +45,13 @@ class Answer:
         return asdict(self)
 
 
-def _dtype(name: str | torch.dtype) -> torch.dtype:
-    if isinstance(name, torch.dtype):
-        return name
-    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-             "float16": torch.float16, "fp16": torch.float16}
-    if name not in table:
-        raise ValueError(f"Unknown dtype {name!r}; use one of {sorted(table)}.")
-    return table[name]
-
-
 class SpeechLLM:
     """An AudioMiniChat checkpoint plus (lazily) the ASR model of its cascade."""
 
     def __init__(self, model_dir: str | Path, device: str = "cpu", dtype: str | torch.dtype = "float32"):
         self.model_dir = Path(model_dir)
         self.device = torch.device(device)
-        self.dtype = _dtype(dtype)
+        self.dtype = parse_dtype(dtype)
         self.info = read_build_info(self.model_dir)
         self.model = AudioMiniChatForConditionalGeneration.from_pretrained(self.model_dir, dtype=self.dtype)
         self.model.to(self.device).eval()
@@ -128,21 +119,21 @@ class SpeechLLM:
 
     # ---- ASR ---------------------------------------------------------------------------------------
     def _load_asr(self):
+        """The checkpoint's own encoder and ASR decoder as Whisper, with its ASR tokenizer (nothing loaded again)."""
         if self._asr is None:
-            from transformers import WhisperForConditionalGeneration, WhisperProcessor
+            from transformers import WhisperProcessor
 
-            path = self.info.get("asr_path")
-            if not path or not Path(path).exists():
+            if self.processor.asr_tokenizer is None:
                 raise FileNotFoundError(
-                    f"{self.model_dir}: no ASR model recorded for the cascade (audio_minichat_build.json 'asr_path'); "
-                    "build the model with `audio-minichat build-default` or default_model.build_model."
+                    f"{self.model_dir}: this checkpoint holds no ASR tokenizer for the cascade (asr_tokenizer/); "
+                    "build it with `audio-minichat build-default` or assets.default_build.build_model."
                 )
-            model = WhisperForConditionalGeneration.from_pretrained(path, dtype=torch.float32).to(self.device).eval()
-            self._asr = (model, WhisperProcessor.from_pretrained(path))
+            asr = self.model.asr_model()
+            self._asr = (asr, WhisperProcessor(feature_extractor=self.processor.feature_extractor, tokenizer=self.processor.asr_tokenizer))
         return self._asr
 
     def _transcribe(self, clip: np.ndarray) -> tuple[str, float]:
-        from .ct2_whisper import transcribe
+        from ..assets.ct2_whisper import transcribe
 
         model, processor = self._load_asr()
         start = time.perf_counter()

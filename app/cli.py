@@ -39,7 +39,7 @@ def _step(message: str, quiet: bool) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .inference import DEFAULT_SUMMARY_PROMPT, MODES
+    from ..inference.speech_llm import DEFAULT_SUMMARY_PROMPT, MODES
 
     parser = _Parser(prog="audio-minichat", description="Prompt a frozen LLM with speech.")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
@@ -100,7 +100,7 @@ def _check_audio_arg(args) -> None:
 
 
 def run(argv: list[str] | None = None) -> dict:
-    from .default_model import build_default
+    from ..assets.default_build import build_default
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -119,7 +119,7 @@ def run(argv: list[str] | None = None) -> dict:
         content = _content_for_text_mode(args)
     else:
         _check_audio_arg(args)
-    from .inference import SpeechLLM
+    from ..inference.speech_llm import SpeechLLM
 
     t0 = _step("loading model...", args.quiet)
     model_dir = args.model or build_default()
@@ -141,7 +141,7 @@ def run(argv: list[str] | None = None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .processing_audio_minichat import AudioInputError
+    from ..processing_audio_minichat import AudioInputError
 
     from transformers.utils import logging as hf_logging
 

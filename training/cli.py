@@ -1,0 +1,154 @@
+"""``train_trainer.py``: build the run from a YAML config, train (or resume), write the complete model.
+
+    accelerate launch train_trainer.py --config configs/NAME.yaml
+    python train_trainer.py --config configs/NAME.yaml [--resume [CHECKPOINT]]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import torch
+from transformers import TrainingArguments
+
+from ..assets.default_build import apply_trained_weights
+from ..modeling_audio_minichat import AudioMiniChatForConditionalGeneration
+from ..processing_audio_minichat import AudioMiniChatProcessor
+from .checkpoints import save_final_model
+from .collator import DistillationCollator
+from .config import RunConfig
+from .trainable import cast_frozen, configure_trainable
+from .trainer import DistillationTrainer
+from .validation import ValidationCallback
+
+# Written last by the Trainer into each checkpoint: a checkpoint without it is incomplete (killed while saving).
+COMPLETE_MARKER = "trainer_state.json"
+
+
+def load_rows(path: str, split: str, limit: int | None):
+    """A split of a prepared data set (``datasets.save_to_disk``), audio left as bytes (decoded by the collator)."""
+    from datasets import Audio, DatasetDict, load_from_disk
+
+    ds = load_from_disk(path)
+    if isinstance(ds, DatasetDict):
+        if split not in ds:
+            raise KeyError(f"{path} has splits {list(ds)}; expected {split!r}.")
+        ds = ds[split]
+    if limit is not None:
+        ds = ds.select(range(min(limit, len(ds))))
+    for name, feature in ds.features.items():
+        if isinstance(feature, Audio) and feature.decode:
+            ds = ds.cast_column(name, Audio(sampling_rate=feature.sampling_rate, decode=False))
+    return ds
+
+
+def _validation_rows(cfg: RunConfig):
+    if cfg.data.validation:
+        return load_rows(cfg.data.validation, "validation", cfg.data.max_eval_samples)
+    try:  # a DatasetDict with a validation split
+        return load_rows(cfg.data.train, "validation", cfg.data.max_eval_samples)
+    except KeyError:
+        return None
+
+
+def build_trainer(cfg: RunConfig) -> DistillationTrainer:
+    if not cfg.model:
+        raise ValueError("The config needs `model`: an AudioMiniChat checkpoint directory.")
+    if not cfg.data.train:
+        raise ValueError("The config needs `data.train`: a datasets directory (python -m audio_minichat.dataprep output).")
+    processor = AudioMiniChatProcessor.from_pretrained(cfg.model)
+    model = AudioMiniChatForConditionalGeneration.from_pretrained(cfg.model)
+    if cfg.init_weights:
+        if not os.path.isfile(cfg.init_weights):
+            raise FileNotFoundError(f"init_weights: {cfg.init_weights!r} does not exist (a trained-weights safetensors file)")
+        apply_trained_weights(model, cfg.init_weights)
+    trainable = configure_trainable(model, cfg.trainable)
+    if cfg.frozen_dtype:
+        cast_frozen(model, getattr(torch, cfg.frozen_dtype))
+    train = load_rows(cfg.data.train, "train", cfg.data.max_train_samples)
+    val = _validation_rows(cfg)
+    defaults = dict(
+        output_dir=cfg.output_dir, remove_unused_columns=False, report_to=["tensorboard"], logging_steps=10,
+        save_strategy="steps", save_steps=200, lr_scheduler_type="linear", warmup_steps=0.05, learning_rate=1e-3,
+        optim="adamw_torch", per_device_train_batch_size=8, per_device_eval_batch_size=8, dataloader_num_workers=0,
+        seed=0, data_seed=0, prediction_loss_only=True,
+    )
+    defaults.update(cfg.training)
+    if val is None:
+        defaults["eval_strategy"] = "no"
+    else:
+        defaults.setdefault("eval_strategy", "steps")
+        defaults.setdefault("eval_steps", defaults["save_steps"])
+    args = TrainingArguments(**defaults)
+    collator = DistillationCollator(processor, cfg.data)
+    trainer = DistillationTrainer(
+        model=model, args=args, train_dataset=train, eval_dataset=val, data_collator=collator,
+        processing_class=processor, loss_config=cfg.losses, run_config=cfg,
+    )
+    if val is not None:
+        # Trainer's own evaluation loop computes the distillation loss; the callback adds perplexities.
+        trainer.add_callback(ValidationCallback(trainer, [val[i] for i in range(len(val))], collator, cfg.sample_generations))
+    if trainer.is_world_process_zero():
+        n_train = sum(p.numel() for n, p in model.named_parameters() if n in set(trainable))
+        print(f"[train] trainable parameters: {n_train:,} in {len(trainable)} tensors; "
+              f"frozen: {sum(p.numel() for p in model.parameters()) - n_train:,}; world size {args.world_size}", file=sys.stderr)
+    return trainer
+
+
+def checkpoints(output_dir: str) -> list[tuple[int, str, bool]]:
+    """(step, path, complete) of every ``checkpoint-N`` folder, by step."""
+    if not os.path.isdir(output_dir):
+        return []
+    found = []
+    for name in os.listdir(output_dir):
+        step = name.removeprefix("checkpoint-")
+        if name.startswith("checkpoint-") and step.isdigit():
+            path = os.path.join(output_dir, name)
+            found.append((int(step), path, os.path.isfile(os.path.join(path, COMPLETE_MARKER))))
+    return sorted(found)
+
+
+def latest_checkpoint(output_dir: str) -> str | None:
+    """The last *complete* checkpoint (one killed while being written is skipped)."""
+    complete = [path for _, path, ok in checkpoints(output_dir) if ok]
+    return complete[-1] if complete else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="YAML run config (see configs/)")
+    parser.add_argument("--resume", nargs="?", const="latest", default=None,
+                        help="resume from CHECKPOINT, or from the latest complete checkpoint in output_dir")
+    parser.add_argument("--output-dir", default=None, help="override output_dir")
+    parser.add_argument("--max-steps", type=int, default=None, help="override training.max_steps")
+    args = parser.parse_args(argv)
+    cfg = RunConfig.from_yaml(args.config)
+    if args.output_dir:
+        cfg.output_dir = args.output_dir
+    if args.max_steps is not None:
+        cfg.training["max_steps"] = args.max_steps
+    existing = latest_checkpoint(cfg.output_dir)
+    if checkpoints(cfg.output_dir) and args.resume is None:
+        # a fresh run would mix its checkpoints (and their rotation) with another run's
+        name = os.path.basename(existing or checkpoints(cfg.output_dir)[-1][1])
+        raise SystemExit(f"{cfg.output_dir} already holds checkpoints ({name}): pass --resume to "
+                         "continue that run, or --output-dir for a new one.")
+    trainer = build_trainer(cfg)
+    resume = existing if args.resume == "latest" else args.resume
+    trainer.train(resume_from_checkpoint=resume)
+    if trainer.is_world_process_zero():
+        final = save_final_model(trainer.base_model, trainer.processing_class, cfg, os.path.join(cfg.output_dir, "final"),
+                                 trainer.state.log_history)
+        print(f"[train] complete model: {final} (AutoModel.from_pretrained(..., trust_remote_code=True), audio-minichat --model)",
+              file=sys.stderr)
+    # every rank leaves together and closes the process group: a rank that exits while another still holds
+    # gloo connections can make that one abort
+    trainer.accelerator.wait_for_everyone()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    return 0
+
+
+__all__ = ["build_trainer", "load_rows", "latest_checkpoint", "main"]

@@ -1,0 +1,125 @@
+"""Run configuration of a distillation run (YAML -> dataclasses): losses, what trains, data, Trainer arguments."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+@dataclass
+class LossConfig:
+    ntp: float = 0.5
+    logit: float = 0.5
+    feature: float = 1.0
+    temperature: float = 1.0
+    feature_layers: list[int] = field(default_factory=lambda: [-1])
+    def __post_init__(self):
+        if any(w < 0 for w in (self.ntp, self.logit, self.feature)):
+            raise ValueError("Loss weights must be >= 0.")
+        if self.ntp + self.logit + self.feature == 0:
+            raise ValueError("All loss weights are 0: nothing would train.")
+        if self.temperature <= 0:
+            raise ValueError("temperature must be > 0.")
+        if 0 in self.feature_layers:
+            raise ValueError(
+                "feature_layers contains 0: layer 0 is the token embeddings, identical for both prompts, so its loss is always zero."
+            )
+
+
+@dataclass
+class TrainableConfig:
+    encoder: str = "frozen"  # frozen | full | lora
+    llm: str = "frozen"  # frozen | lora
+    # full: every projector parameter; temperature: only the token mixture's temperature (asr_token_mixture models)
+    projector: str = "full"
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    encoder_lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "out_proj"])
+    llm_lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+
+    def __post_init__(self):
+        if self.encoder not in ("frozen", "full", "lora"):
+            raise ValueError(f"trainable.encoder must be frozen, full or lora; got {self.encoder!r}.")
+        if self.projector not in ("full", "temperature"):
+            raise ValueError(f"trainable.projector must be full or temperature; got {self.projector!r}.")
+        if self.llm not in ("frozen", "lora"):
+            raise ValueError(f"trainable.llm must be frozen or lora (the LLM is never fully trained); got {self.llm!r}.")
+
+
+@dataclass
+class DataConfig:
+    train: str = ""  # a datasets.save_to_disk directory (or DatasetDict with train/validation)
+    validation: str | None = None
+    audio_column: str = "audio"
+    transcript_column: str = "transcript"
+    prompt_column: str = "prompt"
+    response_column: str = "response"
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+
+
+@dataclass
+class RunConfig:
+    model: str = ""  # AudioMiniChat checkpoint directory (complete: frozen parts included)
+    output_dir: str = "runs/default"
+    losses: LossConfig = field(default_factory=LossConfig)
+    trainable: TrainableConfig = field(default_factory=TrainableConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    training: dict = field(default_factory=dict)  # TrainingArguments fields
+    sample_generations: int = 2
+    # Keep frozen weights in this dtype (e.g. bfloat16: half the memory, ~2x faster on CPU) while
+    # trainable weights stay float32 for the optimizer. None keeps the checkpoint's dtype.
+    frozen_dtype: str | None = None
+    # Trained weights to start from (a trained-weights file: projector, encoder LoRA pairs merged, see
+    # assets.default_build.apply_trained_weights), applied to `model` before anything is made trainable: a later
+    # stage continues an earlier one.
+    init_weights: str | None = None
+    # Learning-rate multipliers by parameter name (regular expression -> factor): e.g. a temperature that must move
+    # far in few steps beside weights that must move little. Each must match a trainable parameter.
+    lr_multipliers: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "RunConfig":
+        raw = dict(raw)
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(raw) - known
+        if unknown:
+            raise ValueError(f"Unknown config keys {sorted(unknown)}; expected some of {sorted(known)}.")
+        return cls(
+            model=raw.get("model", ""),
+            output_dir=raw.get("output_dir", "runs/default"),
+            losses=LossConfig(**raw.get("losses", {})),
+            trainable=TrainableConfig(**raw.get("trainable", {})),
+            data=DataConfig(**raw.get("data", {})),
+            training=dict(raw.get("training", {})),
+            sample_generations=int(raw.get("sample_generations", 2)),
+            frozen_dtype=raw.get("frozen_dtype"),
+            init_weights=raw.get("init_weights"),
+            lr_multipliers={str(k): float(v) for k, v in (raw.get("lr_multipliers") or {}).items()},
+        )
+
+    @classmethod
+    def from_yaml(cls, path: str) -> "RunConfig":
+        with open(path, encoding="utf-8") as fh:
+            raw = yaml.safe_load(fh) or {}
+        base = Path(path).resolve().parent
+        cfg = cls.from_dict(raw)
+        # relative paths in a config are relative to the config file
+        for holder, name in ((cfg, "model"), (cfg, "init_weights"), (cfg.data, "train"), (cfg.data, "validation")):
+            value = getattr(holder, name)
+            if value and value.startswith("~"):
+                value = os.path.expanduser(value)
+                setattr(holder, name, value)
+            if value and not os.path.isabs(value) and (base / value).exists():
+                setattr(holder, name, str((base / value).resolve()))
+        return cfg
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+__all__ = ["LossConfig", "TrainableConfig", "DataConfig", "RunConfig"]

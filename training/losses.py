@@ -1,0 +1,97 @@
+"""The paper's objective, in one place: next-token prediction plus logit and hidden-state distillation.
+
+The student is the LLM prompted with audio embeddings; the teacher is the same frozen LLM prompted with the
+transcript as text. Both see the same response (the frozen LLM's own answer to the text prompt). Each term is a
+per-sample mean over its response tokens, averaged over the batch, so a batch equals the mean of its samples and
+gradient accumulation equals the larger batch:
+
+- ``ntp``: next-token prediction on the response given the audio prompt (paper weight 0.5);
+- ``logit``: soft cross-entropy of the audio-prompt logits against the text-prompt logits at temperature ``T``
+  (paper 0.5);
+- ``feature``: MSE between LLM hidden states at ``feature_layers`` (paper 1.0; layer 0, the embeddings of
+  identical tokens, is always zero and rejected).
+
+Response positions are aligned through the label masks of the two batches, so any batch size and padding work.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..metrics.perplexity import response_mask
+from .collator import split_batch
+from .config import LossConfig
+from .trainable import AdaptersOff
+
+WEIGHTS = ("ntp", "logit", "feature")
+
+
+def distillation_losses(student_logits, student_labels, teacher_logits, teacher_labels, student_hidden, teacher_hidden,
+                        cfg: LossConfig) -> dict[str, torch.Tensor]:
+    """Per-term losses, each a mean over samples of the per-sample mean over response tokens."""
+    s_mask = response_mask(student_labels)
+    s_counts = s_mask.sum(-1)
+    if (s_counts == 0).any():
+        raise ValueError(f"Sample(s) {torch.nonzero(s_counts == 0).flatten().tolist()} have no response tokens.")
+    # sample index of each selected position, row-major: both batches list response tokens in the same order
+    rows = torch.arange(student_labels.shape[0], device=student_labels.device).unsqueeze(1).expand_as(s_mask)[s_mask]
+
+    def per_sample_mean(values: torch.Tensor) -> torch.Tensor:
+        sums = torch.zeros(student_labels.shape[0], device=values.device, dtype=values.dtype).index_add(0, rows, values)
+        return (sums / s_counts.to(values.dtype)).mean()
+
+    s_logits = student_logits[s_mask].float()
+    targets = student_labels[:, 1:][s_mask[:, :-1]]
+    out = {"ntp": per_sample_mean(F.cross_entropy(s_logits, targets, reduction="none"))}
+    if teacher_logits is not None:
+        t_mask = response_mask(teacher_labels)
+        if not torch.equal(t_mask.sum(-1), s_counts):
+            raise ValueError(f"Student and teacher response lengths differ: {s_counts.tolist()} vs {t_mask.sum(-1).tolist()}.")
+        if not torch.equal(teacher_labels[:, 1:][t_mask[:, :-1]], targets):
+            raise ValueError("Student and teacher batches hold different response tokens.")
+        T = cfg.temperature
+        t_logits = teacher_logits[t_mask].float()
+        soft_ce = -(F.softmax(t_logits / T, dim=-1) * F.log_softmax(s_logits / T, dim=-1)).sum(-1) * (T * T)
+        out["logit"] = per_sample_mean(soft_ce)
+        if student_hidden is not None and teacher_hidden is not None and cfg.feature_layers:
+            terms = []
+            for layer in cfg.feature_layers:
+                s_h, t_h = student_hidden[layer][s_mask].float(), teacher_hidden[layer][t_mask].float()
+                terms.append(per_sample_mean(((s_h - t_h) ** 2).mean(-1)))
+            out["feature"] = torch.stack(terms).mean()
+    return out
+
+
+def total_loss(terms: dict[str, torch.Tensor], cfg: LossConfig) -> torch.Tensor:
+    return sum(getattr(cfg, name) * value for name, value in terms.items() if name in WEIGHTS)
+
+
+def distillation_step(model, base, inputs: dict, cfg: LossConfig):
+    """One student pass (audio prompt) + one teacher pass (the same frozen LLM, text prompt, no gradients).
+
+    ``inputs`` is a :class:`~.collator.DistillationCollator` batch (``teacher_*`` keys hold the text-prompt side);
+    ``model`` is what runs the student (possibly DDP-wrapped), ``base`` the unwrapped model whose
+    ``language_model`` is the teacher (LoRA adapters switched off). Returns ``(loss, terms, student_outputs)``.
+    The Trainer and ``scripts/bench_train.py`` both call it.
+    """
+    inputs, teacher_inputs = split_batch(inputs)
+    labels = inputs.pop("labels")
+    need_teacher = bool(teacher_inputs) and (cfg.logit > 0 or cfg.feature > 0)
+    need_hidden = need_teacher and cfg.feature > 0
+    outputs = model(**inputs, output_hidden_states=need_hidden)
+    teacher_logits = teacher_hidden = t_labels = None
+    if need_teacher:
+        llm = base.language_model
+        with torch.no_grad(), AdaptersOff(llm):
+            t_labels = teacher_inputs.pop("labels")
+            positions = (teacher_inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+            teacher = llm(**teacher_inputs, position_ids=positions, output_hidden_states=need_hidden)
+        teacher_logits, teacher_hidden = teacher.logits, teacher.hidden_states if need_hidden else None
+    terms = distillation_losses(outputs.logits, labels, teacher_logits, t_labels,
+                                outputs.hidden_states if need_hidden else None, teacher_hidden, cfg)
+    loss = total_loss({k: v for k, v in terms.items() if k != "feature" or cfg.feature > 0}, cfg)
+    return loss, terms, outputs
+
+
+__all__ = ["distillation_losses", "distillation_step", "total_loss", "response_mask"]
