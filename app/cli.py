@@ -99,6 +99,21 @@ def _check_audio_arg(args) -> None:
         raise CliError(f"audio file {args.audio!r} does not exist")
 
 
+def check_model_dir(model_dir) -> None:
+    """A complete AudioMiniChat checkpoint, or one clear line saying what the folder is instead."""
+    from ..training.checkpoints import RUN_CONFIG
+
+    path = Path(model_dir)
+    if not path.is_dir():
+        raise CliError(f"model directory {str(path)!r} does not exist" if not path.exists() else f"--model {str(path)!r} is not a directory")
+    if (path / RUN_CONFIG).is_file():
+        raise CliError(f"--model {str(path)!r} is a training checkpoint (trainable tensors only, for --resume); "
+                       "use the run's final/ folder")
+    config = path / "config.json"
+    if not config.is_file() or json.loads(config.read_text(encoding="utf-8")).get("model_type") != "audio_minichat":
+        raise CliError(f"--model {str(path)!r} is not an AudioMiniChat checkpoint (no config.json with model_type 'audio_minichat')")
+
+
 def run(argv: list[str] | None = None) -> dict:
     from ..assets.default_build import build_default
 
@@ -123,8 +138,7 @@ def run(argv: list[str] | None = None) -> dict:
 
     t0 = _step("loading model...", args.quiet)
     model_dir = args.model or build_default()
-    if not Path(model_dir).is_dir():
-        raise CliError(f"model directory {str(model_dir)!r} does not exist")
+    check_model_dir(model_dir)
     llm = SpeechLLM(model_dir, device=args.device, dtype=args.dtype)
     load_s = time.perf_counter() - t0
     _step(f"model loaded ({load_s:.1f} s); running {args.command} ({mode or 'asr'} mode)...", args.quiet)

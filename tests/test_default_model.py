@@ -97,3 +97,27 @@ def test_default_reads_whisper_decoding_and_writes_the_llms_own_tokens():
     heard = llm_tok.decode(nearest.tolist()).lower()
     for word in ("maya", "late", "bridge", "meeting"):
         assert word in heard, heard
+
+
+@pytest.mark.integration
+def test_a_save_pretrained_copy_keeps_provenance_model_card_and_the_cascade(tmp_path):
+    """Everything the CLI needs is in the checkpoint itself: a plain save_pretrained copy serves all three modes."""
+    from pathlib import Path
+
+    from audio_minichat.inference import SpeechLLM
+    from audio_minichat.processing_audio_minichat import AudioMiniChatProcessor
+
+    source = build_default()
+    assert (source / "README.md").read_text().count("whisper-tiny.en") >= 1
+    assert not any("/" in str(v) for v in read_build_info(source).values() if isinstance(v, str))  # no paths recorded
+    copy = tmp_path / "copy"
+    AudioMiniChatForConditionalGeneration.from_pretrained(source).save_pretrained(copy)
+    AudioMiniChatProcessor.from_pretrained(source).save_pretrained(copy)
+    assert read_build_info(copy) == read_build_info(source)
+    wav = Path(__file__).resolve().parents[1] / "examples" / "short.wav"
+    original, copied = SpeechLLM(source), SpeechLLM(copy)
+    assert copied.projector_trained and copied.transcribe(wav).text == original.transcribe(wav).text != ""
+    # the cascade runs on the checkpoint's own Whisper: its encoder and decoder, not another copy
+    asr = copied.model.asr_model()
+    assert asr.model.encoder is copied.model.audio_encoder and asr.model.decoder is copied.model.audio_frontend.asr_decoder
+    assert copied.e2e(wav, max_new_tokens=12).text == original.e2e(wav, max_new_tokens=12).text

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import soundfile as sf
 import torch
 import yaml
 from conftest import ASR_TOKENS_TINY, fill_token_map, make_model, speechlike
@@ -220,7 +221,7 @@ def test_trainable_only_checkpoint_reloads_complete_model(tmp_path, saved):
             assert torch.equal(p, dict(base_model.named_parameters())[name]), name
 
 
-def test_final_model_loads_and_its_trained_weights_with_encoder_lora_rebuild_it(tmp_path, saved):
+def test_final_model_loads_and_its_trained_weights_with_encoder_lora_rebuild_it(tmp_path, saved, capsys):
     """final/ is a complete from_pretrained checkpoint (LoRA merged, peft adapter beside it); its
     trained_weights.safetensors rebuilds the same model from the base (apply_trained_weights merges the LoRA pairs)."""
     from peft import PeftModel
@@ -262,6 +263,19 @@ def test_final_model_loads_and_its_trained_weights_with_encoder_lora_rebuild_it(
         adapter = {n.split("base_model.model.")[-1].replace(".default.", "."): p for n, p in peft_model.named_parameters() if "lora_" in n}
         ours = {n.replace(".default.", "."): p for n, p in live.named_parameters() if "lora_" in n}
         assert sorted(adapter) == sorted(ours) and all(torch.equal(adapter[n], ours[n]) for n in ours)
+    # the command line serves final/ and refuses a trainable-only checkpoint with one line
+    from audio_minichat.app.cli import main as cli
+
+    wav = tmp_path / "a.wav"
+    sf.write(wav, speechlike(1.0), 16000)
+    capsys.readouterr()
+    assert cli(["ask", str(wav), "--prompt", "summarize", "--model", str(final), "--max-new-tokens", "3", "--json", "--quiet"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["mode"] == "e2e" and answer["model"] == str(final) and answer["warning"] is None  # trained: no warning
+    assert cli(["ask", str(wav), "--prompt", "summarize", "--model", str(tmp_path / "run" / "checkpoint-2"), "--quiet"]) == 2
+    assert "is a training checkpoint (trainable tensors only, for --resume); use the run's final/ folder" in capsys.readouterr().err
+    assert cli(["ask", str(wav), "--prompt", "summarize", "--model", str(tmp_path / "data"), "--quiet"]) == 2
+    assert "is not an AudioMiniChat checkpoint" in capsys.readouterr().err
     # a later stage starts from the shipped file (init_weights); its checkpoint reloads with that start included
     cfg2 = _config(tmp_path / "stage2", base, data, max_steps=1)
     raw = yaml.safe_load(cfg2.read_text())
@@ -334,16 +348,28 @@ def test_accelerate_launch_two_cpu_processes(tmp_path, saved):
     with socket.socket() as sock:  # a free port for the rendezvous, so parallel runs don't collide
         sock.bind(("127.0.0.1", 0))
         port = str(sock.getsockname()[1])
-    run = subprocess.run(
+    def launch(*extra):
         # On a machine without GPUs, `--multi_gpu` makes accelerate start torchrun; DDP then runs on CPU with gloo.
-        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-         "--main_process_port", port, "--mixed_precision", "no", "--dynamo_backend", "no", str(ROOT / "train_trainer.py"), "--config", str(cfg)],
-        capture_output=True, text=True, env=env, timeout=600, cwd=str(tmp_path),
-    )
-    # the launcher's own summary hides the failing rank's message: show what the ranks printed, progress bars aside
-    ranks = [line for line in run.stderr.splitlines() if "it/s]" not in line and "s/it]" not in line]
-    assert run.returncode == 0, "\n".join(ranks[-80:])
+        return subprocess.run(
+            [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+             "--main_process_port", port, "--mixed_precision", "no", "--dynamo_backend", "no", str(ROOT / "train_trainer.py"),
+             "--config", str(cfg), *extra],
+            capture_output=True, text=True, env=env, timeout=600, cwd=str(tmp_path),
+        )
+
+    def check(run):
+        # the launcher's own summary hides the failing rank's message: show what the ranks printed, progress bars aside
+        ranks = [line for line in run.stderr.splitlines() if "it/s]" not in line and "s/it]" not in line]
+        assert run.returncode == 0, "\n".join(ranks[-80:])
+
+    run = launch()
+    check(run)
     history = json.loads((tmp_path / "run" / "final" / "log_history.json").read_text())
     assert _losses(history) and all(l > 0 for _, l in _losses(history))
     assert "world size 2" in run.stderr
+    # both ranks' RNG state is in the checkpoint, and the run resumes under DDP from it: one more step
+    assert {"rng_state_0.safetensors", "rng_state_1.safetensors", "optimizer.safetensors"} <= set(os.listdir(tmp_path / "run" / "checkpoint-2"))
+    check(launch("--resume", "--max-steps", "3"))
+    history = json.loads((tmp_path / "run" / "final" / "log_history.json").read_text())
+    assert [s for s, _ in _losses(history)][-1] == 3
     assert (tmp_path / "run" / "checkpoint-2" / "model.safetensors").exists()
