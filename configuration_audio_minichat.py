@@ -154,6 +154,8 @@ class AudioMiniChatConfig(PreTrainedConfig):
             embedding of the ASR decoder's top-k tokens at that step (softmax at a trained temperature, tokens
             mapped by ``asr_token_map``) plus the projector's output (a trained correction, starting at zero).
             0 (off): the projector's output alone.
+        asr_token_pieces: ``"asr_tokens"`` with the mixture: the most LLM pieces an ASR token's text is kept as (a token
+            of several pieces fills one slot per piece, so that e.g. numbers reach the LLM whole).
         keep_asr_decoder: keep the decoder of an encoder-decoder ASR encoder (Whisper) in the checkpoint, so that
             it transcribes for the cascade with its own weights (front ends that read the decoder always keep it).
         asr_generation_config: how that ASR model generates (its ``GenerationConfig`` as a dict).
@@ -188,6 +190,7 @@ class AudioMiniChatConfig(PreTrainedConfig):
         asr_suppress_tokens: list[int] | None = None,
         asr_begin_suppress_tokens: list[int] | None = None,
         asr_token_mixture: int = 0,
+        asr_token_pieces: int = 1,
         keep_asr_decoder: bool = False,
         asr_generation_config: dict | None = None,
         provenance: dict | None = None,
@@ -235,6 +238,7 @@ class AudioMiniChatConfig(PreTrainedConfig):
         if asr_token_mixture < 0:
             raise ValueError(f"asr_token_mixture must be >= 0 (0: off), got {asr_token_mixture}.")
         self.asr_token_mixture = int(asr_token_mixture)
+        self.asr_token_pieces = int(asr_token_pieces)
         self.keep_asr_decoder = bool(keep_asr_decoder)
         self.asr_generation_config = None if asr_generation_config is None else dict(asr_generation_config)
         self.provenance = dict(provenance or {})

@@ -2,13 +2,18 @@
 
 Each window (padded to the full 30 s, as Whisper was trained) is decoded greedily, batched over windows with a
 KV cache. The embedding at a token is the projector's map of the decoder's hidden state, plus (with
-``asr_token_mixture: k``) the expected LLM input embedding under the decoder's top-k tokens at that step, at a
-trained temperature, the tokens mapped into the LLM's vocabulary by ``asr_token_map``. A window of ``s`` seconds
-has ``ceil(s * audio_tokens_per_second) + 1`` slots; the ones its decoding leaves empty are unfilled.
+``asr_token_mixture: k``) the LLM's own input embeddings of what the token says: ``asr_token_map`` holds, for
+every ASR token, the LLM pieces of its text (up to ``asr_token_pieces``). A token that is one LLM piece fills one
+slot with the expected LLM embedding under the decoder's top-k tokens at that step (at a trained temperature; the
+alternatives count by their first piece); a token of several pieces (SmolLM2 splits digits: " 2024" is " ", "2",
+"0", "2", "4") fills one slot per piece with that piece's embedding, so it reaches the LLM whole. A window of ``s``
+seconds has ``ceil(s * audio_tokens_per_second) + 1`` slots; its decoding stops when the next token's pieces would
+not fit, and the slots it leaves empty are unfilled.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
@@ -16,6 +21,9 @@ from torch import nn
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
 from .frontend_base import ASR_DECODER_CLASSES, AudioFrontEnd, AudioFrontEndOutput, AudioProjector, group_by_clip, whisper_window_states
+
+
+logger = logging.getLogger(__name__)
 
 
 class TokenMixtureProjector(AudioProjector):
@@ -53,6 +61,8 @@ class AsrTokensFrontEnd(AudioFrontEnd):
 
     @classmethod
     def check_config(cls, config) -> None:
+        if config.asr_token_pieces < 1:
+            raise ValueError(f"asr_token_pieces must be >= 1, got {config.asr_token_pieces}.")
         if config.audio_config.model_type not in ASR_DECODER_CLASSES:
             raise ValueError(
                 f"downsample='asr_tokens' needs an encoder-decoder ASR model (Whisper); the audio encoder is {config.audio_config.model_type!r}."
@@ -88,28 +98,46 @@ class AsrTokensFrontEnd(AudioFrontEnd):
 
     def __init__(self, config):
         super().__init__(config)
-        # ASR token id -> the LLM token id of the same text's first piece (-1: control token); see attach_tokenizers
-        self.register_buffer("asr_token_map", torch.full((config.audio_config.vocab_size,), -1, dtype=torch.long))
+        # ASR token id -> the LLM token ids of its text's pieces, -1 padded (all -1: control token); attach_tokenizers
+        self.register_buffer("asr_token_map", self.unmapped())
         in_dim = config.audio_config.d_model
         self.projector = TokenMixtureProjector(config, in_dim) if config.asr_token_mixture > 0 else AudioProjector(config, in_dim)
 
+    def unmapped(self) -> torch.Tensor:
+        return torch.full((self.config.audio_config.vocab_size, self.config.asr_token_pieces), -1, dtype=torch.long)
+
     def adopt(self, asr_model) -> None:
         super().adopt(asr_model)
-        self.register_buffer("asr_token_map", torch.full((self.config.audio_config.vocab_size,), -1, dtype=torch.long))
+        self.register_buffer("asr_token_map", self.unmapped())
 
-    def attach_tokenizers(self, asr_tokenizer, llm_tokenizer) -> None:
-        """Map each ASR text token to the LLM token of its text's first piece; control tokens to -1."""
-        table = torch.full_like(self.asr_token_map, -1)
+    def attach_tokenizers(self, asr_tokenizer, llm_tokenizer) -> int:
+        """Map each ASR text token to the LLM pieces of its text (control tokens: none). Returns how many tokens have
+        more pieces than ``asr_token_pieces`` (kept truncated, with a warning)."""
+        table = self.unmapped()
+        width = table.shape[1]
         # control tokens (Whisper: specials, language and task tags, timestamps) are the tokenizer's added tokens
         special = set(asr_tokenizer.all_special_ids) | set(asr_tokenizer.added_tokens_decoder) | set(self.config.asr_prompt_ids or [])
-        for token_id in range(min(table.numel(), len(asr_tokenizer))):
+        truncated = []
+        for token_id in range(min(table.shape[0], len(asr_tokenizer))):
             if token_id in special:
                 continue
             text = asr_tokenizer.decode([token_id])
             pieces = llm_tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+            if len(pieces) > width:
+                truncated.append(text)
             if pieces:
-                table[token_id] = pieces[0]
+                table[token_id, : min(len(pieces), width)] = torch.tensor(pieces[:width])
+        if truncated:
+            logger.warning("%d ASR tokens have more than %d LLM pieces and are cut to %d (e.g. %r)", len(truncated), width,
+                           width, truncated[:3])
         self.asr_token_map.copy_(table)
+        return len(truncated)
+
+    def slot_cost(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Slots each ASR token fills: its LLM pieces with the token mixture (at least one), one without."""
+        if not isinstance(self.projector, TokenMixtureProjector):
+            return torch.ones_like(tokens)
+        return (self.asr_token_map[tokens] >= 0).sum(-1).clamp(min=1)
 
     def window_slots(self, input_features_mask: torch.Tensor) -> list[int]:
         """Each window's token slots, from its audio frames (the processor's mask)."""
@@ -139,15 +167,18 @@ class AsrTokensFrontEnd(AudioFrontEnd):
         cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
         step_input = torch.tensor(config.asr_prompt_ids, device=features.device).expand(windows, -1)
         finished = torch.zeros(windows, dtype=torch.bool, device=features.device)
+        used = torch.zeros(windows, dtype=torch.long, device=features.device)
         states, tokens, alive, top = [], [], [], []
         k = config.asr_token_mixture
         for step in range(int(slots.max())):
             hidden = decoder(input_ids=step_input, encoder_hidden_states=encoded, cache=cache, use_cache=True).last_hidden_state[:, -1]
             logits = (hidden @ head.T).float().masked_fill(first_blocked if step == 0 else blocked, float("-inf"))
             chosen = logits.argmax(-1)
-            finished |= (chosen == config.asr_eos_token_id) | (step >= slots)
+            cost = self.slot_cost(chosen)
+            finished |= (chosen == config.asr_eos_token_id) | (used + cost > slots)
             if bool(finished.all()):
                 break
+            used += cost * ~finished
             states.append(hidden)
             tokens.append(chosen)
             alive.append(~finished)
@@ -167,6 +198,23 @@ class AsrTokensFrontEnd(AudioFrontEnd):
             top = [None] * windows
         return [states[w, : counts[w]] for w in range(windows)], [tokens[w, : counts[w]] for w in range(windows)], top
 
+    def embed_tokens(self, states: torch.Tensor, tokens: torch.Tensor, top, token_table: torch.Tensor | None) -> torch.Tensor:
+        """One clip's decoded tokens -> its audio embeddings, ``slot_cost(tokens)`` of them per token."""
+        cost = self.slot_cost(tokens)
+        slot_of = torch.repeat_interleave(torch.arange(tokens.shape[0], device=tokens.device), cost)
+        embeddings = self.projector(states)[slot_of]
+        if not isinstance(self.projector, TokenMixtureProjector):
+            return embeddings
+        if token_table is None:
+            raise ValueError("The token mixture needs the LLM's input embedding table (token_table).")
+        offset = torch.arange(slot_of.shape[0], device=tokens.device) - (cost.cumsum(0) - cost)[slot_of]
+        pieces = self.asr_token_map[tokens[slot_of], offset]
+        scores, ids = top
+        soft = self.projector.mix_tokens(scores[slot_of], ids[slot_of], self.asr_token_map[:, 0], token_table)
+        hard = token_table[pieces.clamp(min=0)].float() * (pieces >= 0).unsqueeze(-1)
+        multi = (cost[slot_of] > 1).unsqueeze(-1)
+        return embeddings + torch.where(multi, hard, soft).to(embeddings.dtype)
+
     def forward(self, input_features, input_features_mask, audio_window_clip, audio_spans=None, token_table=None):
         step = max(1, self.config.encoder_forward_batch)
         states, tokens, tops = [], [], []
@@ -177,16 +225,11 @@ class AsrTokensFrontEnd(AudioFrontEnd):
             tops.extend(top)
         per_clip_states = group_by_clip(states, audio_window_clip)
         per_clip_tokens = group_by_clip(tokens, audio_window_clip)
-        embeddings = [self.projector(s) for s in per_clip_states]
-        if isinstance(self.projector, TokenMixtureProjector):
-            if token_table is None:
-                raise ValueError("The token mixture needs the LLM's input embedding table (token_table).")
-            owners = audio_window_clip.tolist()
-            for c in range(len(embeddings)):
-                mine = [top for top, owner in zip(tops, owners) if owner == c]
-                scores, ids = torch.cat([m[0] for m in mine]), torch.cat([m[1] for m in mine])
-                mixed = self.projector.mix_tokens(scores, ids, self.asr_token_map, token_table)
-                embeddings[c] = embeddings[c] + mixed.to(embeddings[c].dtype)
+        if tops[0] is None:
+            per_clip_tops = [None] * len(per_clip_tokens)
+        else:
+            per_clip_tops = list(zip(group_by_clip([t[0] for t in tops], audio_window_clip), group_by_clip([t[1] for t in tops], audio_window_clip)))
+        embeddings = [self.embed_tokens(h, t, top, token_table) for h, t, top in zip(per_clip_states, per_clip_tokens, per_clip_tops)]
         slots = [0] * len(embeddings)
         for window_slots, clip in zip(self.window_slots(input_features_mask), audio_window_clip.tolist()):
             slots[clip] += window_slots

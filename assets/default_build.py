@@ -26,11 +26,12 @@ from .offline import default_cache_dir, resolve_pretrained
 DEFAULT_LLM = "smollm2-135m-instruct"
 DEFAULT_ENCODER = "whisper-tiny.en"
 READY_MARKER = ".audio_minichat_ready"  # written last into a complete build
-DEFAULT_BUILD_VERSION = 7  # 7: audio front-end modules (audio_frontend.*), provenance in config.json, the cascade inside
+DEFAULT_BUILD_VERSION = 8  # 8: front-end modules, provenance in config.json, the cascade inside, tokens reach the LLM whole
 # The default's AudioMiniChatConfig options beyond the parts: one embedding per token Whisper's decoder writes, the
 # LLM-embedding mixture of its top-8 tokens plus a linear map of its state (README "How the default hears");
 # {} gives the paper's pool 8/4 over encoder frames.
-DEFAULT_MODEL_KWARGS: dict = {"downsample": "asr_tokens", "asr_token_mixture": 8}
+# asr_token_pieces 16: every Whisper tiny.en token but 8 junk ones (runs of symbols) is at most 16 SmolLM2 pieces.
+DEFAULT_MODEL_KWARGS: dict = {"downsample": "asr_tokens", "asr_token_mixture": 8, "asr_token_pieces": 16}
 # Seed of a fresh projector's initialisation: the same build command gives the same untrained model.
 PROJECTOR_INIT_SEED = 0
 # A trained projector shipped with the package (written by train_trainer.py; see README "Training").

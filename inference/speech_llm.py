@@ -63,16 +63,25 @@ class SpeechLLM:
         return bool(self.info.get("projector_trained", False))
 
     @torch.no_grad()
-    def _generate(self, inputs, max_new_tokens: int) -> tuple[str, float]:
+    def _generate(self, inputs, max_new_tokens: int) -> tuple[str, float, str | None]:
+        """The answer, the seconds it took, and what the model read from the audio when its front end reads ASR
+        tokens (their text; None otherwise). Audio is embedded once, here, and generation starts from it."""
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
-        if "input_features" in inputs:
-            inputs["input_features"] = inputs["input_features"].to(self.dtype)
         start = time.perf_counter()
+        read = None
+        if "input_features" in inputs:
+            embeds, mask, audio = self.model.embed_inputs(
+                inputs["input_ids"], inputs["input_features"].to(self.dtype), inputs["input_features_mask"],
+                inputs["audio_window_clip"], inputs.get("audio_spans"), attention_mask=inputs["attention_mask"],
+            )
+            if audio.token_ids is not None and self.processor.asr_tokenizer is not None:
+                read = self.processor.asr_tokenizer.decode(torch.cat(audio.token_ids).tolist(), skip_special_tokens=True).strip()
+            inputs = {"input_ids": inputs["input_ids"], "inputs_embeds": embeds, "attention_mask": mask}
         out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
                                   repetition_penalty=1.0)
         elapsed = time.perf_counter() - start
         text = self.processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)[0]
-        return text.strip(), elapsed
+        return text.strip(), elapsed, read
 
     # ---- modes -------------------------------------------------------------------------------------
     def e2e(self, audio, prompt: str | None = None, text_position: str = "before", max_new_tokens: int = 128,
@@ -80,19 +89,21 @@ class SpeechLLM:
         clip = load_audio(audio, sampling_rate, self.processor.layout.sampling_rate)
         inputs = self.processor(text=self.processor.build_prompt(self.processor.audio_with_text(prompt, text_position)), audio=[clip],
                                 sampling_rate=self.processor.layout.sampling_rate)
-        text, elapsed = self._generate(inputs, max_new_tokens)
+        text, elapsed, read = self._generate(inputs, max_new_tokens)
         # an untrained projector, or a trained one whose build records a known limitation
         warning = self.info.get("projector_note") or (None if self.projector_trained else UNTRAINED_WARNING)
         if warning:
             warnings.warn(warning, stacklevel=2)
-        return Answer("e2e", text, audio_seconds=len(clip) / 16000, timings={"generate_s": elapsed}, warning=warning)
+        # transcript: what the model read from the speech (its internal ASR decoding as text), where it reads tokens
+        return Answer("e2e", text, transcript=read, audio_seconds=len(clip) / 16000, timings={"generate_s": elapsed},
+                      warning=warning)
 
     def text(self, content: str, prompt: str | None = None, text_position: str = "before",
              max_new_tokens: int = 128) -> Answer:
         if not content or not content.strip():
             raise ValueError("text mode needs non-empty content text.")
         built = self.processor.build_prompt(self.processor.audio_with_text(prompt, text_position), transcripts=[content])
-        text, elapsed = self._generate(self.processor(text=built), max_new_tokens)
+        text, elapsed, _ = self._generate(self.processor(text=built), max_new_tokens)
         return Answer("text", text, transcript=content, timings={"generate_s": elapsed})
 
     def cascade(self, audio, prompt: str | None = None, text_position: str = "before", max_new_tokens: int = 128,

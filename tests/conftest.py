@@ -97,8 +97,9 @@ ASR_TOKENS_TINY = dict(downsample="asr_tokens", encoder_window_seconds=2.0, asr_
 def fill_token_map(model, modulo: int = 40) -> None:
     """Map every ASR token id t to LLM token t % modulo, so the token mixture has content."""
     with torch.no_grad():
-        table = model.audio_frontend.asr_token_map
-        table.copy_(torch.arange(table.numel()) % modulo)
+        table = model.audio_frontend.asr_token_map  # (ASR vocab, pieces): one piece each
+        table.fill_(-1)
+        table[:, 0] = torch.arange(table.shape[0]) % modulo
 
 
 def audio_only(model, inputs):

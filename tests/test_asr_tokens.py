@@ -29,13 +29,13 @@ def asr_model(seed: int = 0, **kwargs):
     return make_model("whisper", seed=seed, **{**ASR_KWARGS, **kwargs})
 
 
-def varied_asr_model():
+def varied_asr_model(**kwargs):
     """A tiny model whose random decoder writes varied tokens and ends some windows before their last slot.
 
     (A tiny random decoder at the default init repeats one token; with larger weights it writes
     50 42 28 21 28 16 ..., so taking 16 as the end token stops the longer windows after 5 tokens.)
     """
-    model, processor = asr_model(seed=5, asr_eos_token_id=16, asr_begin_suppress_tokens=[])
+    model, processor = asr_model(seed=5, asr_eos_token_id=16, asr_begin_suppress_tokens=[], **kwargs)
     torch.manual_seed(1)
     with torch.no_grad():
         for name, param in model.audio_frontend.asr_decoder.named_parameters():
@@ -158,7 +158,7 @@ def test_generation_hides_unfilled_slots_and_batches_like_single_rows():
 def test_save_and_reload_keep_decoder_and_token_map(tmp_path):
     model, processor = asr_model(seed=9)
     with torch.no_grad():
-        model.audio_frontend.asr_token_map.copy_(torch.arange(model.audio_frontend.asr_token_map.numel()) % 7 - 1)
+        model.audio_frontend.asr_token_map[:, 0].copy_(torch.arange(model.audio_frontend.asr_token_map.shape[0]) % 7 - 1)
     model.save_pretrained(tmp_path)
     processor.save_pretrained(tmp_path)
     from audio_minichat import AudioMiniChatForConditionalGeneration
@@ -173,26 +173,71 @@ def test_save_and_reload_keep_decoder_and_token_map(tmp_path):
     torch.testing.assert_close(a.audio_embeddings[0], b.audio_embeddings[0])
 
 
-def test_token_map_takes_the_first_llm_piece_and_skips_control_tokens():
+def _spelling_tokenizers():
+    """An ASR tokenizer of words and an LLM tokenizer that spells words out letter by letter."""
     from tokenizers import Regex, Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    model, _ = asr_model()
     asr_tok = make_tokenizer()
-    # an LLM tokenizer that spells words out: each ASR word maps to its first letter's token
     letters = sorted(set("".join(asr_tok.get_vocab())))
     backend = Tokenizer(models.WordLevel(vocab={c: i + 1 for i, c in enumerate(letters)} | {"<unk>": 0}, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
-    llm_tok = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>")
-    model.audio_frontend.attach_tokenizers(asr_tok, llm_tok)
+    return asr_tok, PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>")
+
+
+@pytest.mark.parametrize("pieces", [1, 4])
+def test_token_map_keeps_each_tokens_llm_pieces_and_skips_control_tokens(pieces):
+    model, _ = asr_model(asr_token_pieces=pieces, asr_token_mixture=2)
+    asr_tok, llm_tok = _spelling_tokenizers()
+    truncated = model.audio_frontend.attach_tokenizers(asr_tok, llm_tok)
     table = model.audio_frontend.asr_token_map
-    words = [w for w, i in asr_tok.get_vocab().items() if i < table.numel() and w.isalpha()]
+    assert table.shape == (model.config.audio_config.vocab_size, pieces)
+    words = [w for w, i in asr_tok.get_vocab().items() if i < table.shape[0] and w.isalpha()]
     assert len(words) > 20
     for word in words:
-        assert int(table[asr_tok.convert_tokens_to_ids(word)]) == llm_tok.convert_tokens_to_ids(word[0]), word
+        expected = [llm_tok.convert_tokens_to_ids(c) for c in word[:pieces]]
+        assert table[asr_tok.convert_tokens_to_ids(word)].tolist() == expected + [-1] * (pieces - len(expected)), word
+    # the spelling tokenizer gives one piece per character: the tokens cut are those longer than `pieces`
+    controls = set(asr_tok.all_special_ids) | set(asr_tok.added_tokens_decoder) | set(model.config.asr_prompt_ids)
+    mapped = [asr_tok.decode([i]) for i in range(table.shape[0]) if i not in controls]
+    assert truncated == sum(len(text) > pieces for text in mapped) > 0
     for special in ("<unk>", "<pad>", "<|im_end|>", "<s>"):
-        assert int(table[asr_tok.convert_tokens_to_ids(special)]) == -1
-    assert int(table[3]) == -1 and int(table[4]) == -1  # the decoding prompt's ids
+        assert table[asr_tok.convert_tokens_to_ids(special)].tolist() == [-1] * pieces
+    assert table[3].tolist() == table[4].tolist() == [-1] * pieces  # the decoding prompt's ids
+
+
+def test_a_token_of_several_llm_pieces_fills_one_slot_per_piece_within_the_window_budget():
+    """Every token reaches the LLM whole: a k-piece token gives k slots holding exactly its pieces' embeddings; a
+    one-piece token gets the posterior mixture; the window's slot count (the processor's) still bounds them."""
+    model, processor = varied_asr_model(asr_token_mixture=4, asr_token_pieces=3)
+    frontend = model.audio_frontend
+    with torch.no_grad():
+        frontend.asr_token_map.fill_(-1)
+        ids = torch.arange(frontend.asr_token_map.shape[0])
+        frontend.asr_token_map[:, 0] = ids % 13 + 5
+        frontend.asr_token_map[ids % 3 == 0, 1] = 7  # every third ASR token is two pieces, every sixth three
+        frontend.asr_token_map[ids % 6 == 0, 2] = 9
+        model.projector.net[-1].weight.zero_()
+        model.projector.net[-1].bias.zero_()
+    batch = prompt_inputs(processor, [clip(1.7, 4), clip(0.6, 5)])
+    table = model.get_input_embeddings().weight
+    with torch.no_grad():
+        out = model.get_audio_features(batch["input_features"], batch["input_features_mask"], batch["audio_window_clip"])
+        windows = frontend.decode(batch["input_features"], batch["input_features_mask"])
+    assert any(len(t) > 0 and bool((frontend.slot_cost(t) > 1).any()) for t in windows[1])  # the check has content
+    for clip_index, (embeddings, fill, tokens) in enumerate(zip(out.embeddings, out.fill_mask, out.token_ids)):
+        cost = frontend.slot_cost(tokens)
+        assert embeddings.shape[0] == processor.num_audio_tokens(len(clip(1.7, 4) if clip_index == 0 else clip(0.6, 5)))
+        assert int(fill.sum()) == int(cost.sum()) <= embeddings.shape[0]
+        filled = embeddings[fill]
+        slot = 0
+        for token, k in zip(tokens.tolist(), cost.tolist()):
+            if k > 1:
+                pieces = frontend.asr_token_map[token, :k]
+                torch.testing.assert_close(filled[slot : slot + k], table[pieces].float())
+            else:
+                assert not torch.allclose(filled[slot], table[frontend.asr_token_map[token, 0]].float())  # a mixture
+            slot += k
 
 
 def test_asr_tokens_errors_name_the_problem():
@@ -221,8 +266,8 @@ def test_token_mixture_is_the_expected_llm_embedding_under_the_asr_posterior():
     with torch.no_grad():
         mixing.projector.net[-1].weight.zero_()
         mixing.projector.net[-1].bias.zero_()
-        token_map = torch.arange(mixing.audio_frontend.asr_token_map.numel()) % 11 - 1  # some tokens are control tokens (-1)
-        mixing.audio_frontend.asr_token_map.copy_(token_map)
+        token_map = torch.arange(mixing.audio_frontend.asr_token_map.shape[0]) % 11 - 1  # some tokens are control tokens (-1)
+        mixing.audio_frontend.asr_token_map[:, 0].copy_(token_map)
     batch = prompt_inputs(processor, [clip(1.7, 4)])
     table = mixing.get_input_embeddings().weight
     head = mixing.audio_frontend.asr_decoder.embed_tokens.weight
