@@ -28,13 +28,13 @@ DEFAULT_ENCODER = "whisper-tiny.en"
 READY_MARKER = ".audio_minichat_ready"  # written last into a complete build
 DEFAULT_BUILD_VERSION = 8  # 8: front-end modules, provenance in config.json, the cascade inside, tokens reach the LLM whole
 # The default's AudioMiniChatConfig options beyond the parts: one embedding per token Whisper's decoder writes, the
-# LLM-embedding mixture of its top-8 tokens plus a linear map of its state (README "How the default hears");
+# LLM-embedding mixture of its top-8 tokens plus a linear map of its state (docs/how-it-hears.md);
 # {} gives the paper's pool 8/4 over encoder frames.
 # asr_token_pieces 16: every Whisper tiny.en token but 8 junk ones (runs of symbols) is at most 16 SmolLM2 pieces.
 DEFAULT_MODEL_KWARGS: dict = {"downsample": "asr_tokens", "asr_token_mixture": 8, "asr_token_pieces": 16}
 # Seed of a fresh projector's initialisation: the same build command gives the same untrained model.
 PROJECTOR_INIT_SEED = 0
-# A trained projector shipped with the package (written by train_trainer.py; see README "Training").
+# A trained projector shipped with the package (a run's final/trained_weights.safetensors; docs/training-log.md).
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 SHIPPED_PROJECTOR = WEIGHTS_DIR / "default_projector.safetensors"
 # Builds of the same parts: name -> (AudioMiniChatConfig options, shipped trained weights). "default" is what
