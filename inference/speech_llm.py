@@ -77,8 +77,8 @@ class SpeechLLM:
             if audio.token_ids is not None and self.processor.asr_tokenizer is not None:
                 read = self.processor.asr_tokenizer.decode(torch.cat(audio.token_ids).tolist(), skip_special_tokens=True).strip()
             inputs = {"input_ids": inputs["input_ids"], "inputs_embeds": embeds, "attention_mask": mask}
-        out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                                  repetition_penalty=1.0)
+        # decoding follows the checkpoint's generation_config.json (the same for all three modes)
+        out = self.model.generate(**inputs, max_new_tokens=max_new_tokens)
         elapsed = time.perf_counter() - start
         text = self.processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)[0]
         return text.strip(), elapsed, read

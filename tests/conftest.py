@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import math
 import os
 import shutil
 import sys
@@ -126,6 +127,15 @@ def make_model(kind: str = "whisper", seed: int = 0, tokenizer=None, **config_kw
     config.audio_token_id = processor.audio_token_id
     model = AudioMiniChatForConditionalGeneration(config).eval()
     return model, processor
+
+
+def tolerances(dtype: torch.dtype = torch.float32, reduction: int = 1, factor: float = 64.0) -> dict:
+    """``assert_close`` tolerances for two computations of the same value that differ only in how floating-point
+    reductions are ordered (batching, padding, caching, another CPU's kernels): rounding grows like
+    ``eps(dtype) * sqrt(n)`` for ``n`` summed terms; ``factor`` is headroom for a few chained layers. Never a
+    number tuned to one CPU."""
+    tol = factor * torch.finfo(dtype).eps * math.sqrt(max(int(reduction), 1))
+    return {"rtol": tol, "atol": tol}
 
 
 def speechlike(seconds: float, seed: int = 0, rate: int = 16000) -> np.ndarray:

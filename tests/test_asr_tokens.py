@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import audio_only, fill_token_map, make_model, make_tokenizer
+from conftest import audio_only, fill_token_map, make_model, make_tokenizer, tolerances
 
 from audio_minichat import AudioMiniChatConfig
 from audio_minichat.frontend_asr_tokens import window_token_slots
@@ -104,7 +104,7 @@ def test_cached_batched_greedy_decoding_equals_uncached_per_window():
             ref_tokens, ref_states = reference_decode(model, batch["input_features"][w], slots)
             assert tokens[w].tolist() == ref_tokens
             assert len(ref_tokens) <= slots
-            torch.testing.assert_close(states[w], ref_states, atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(states[w], ref_states, **tolerances(reduction=model.config.audio_config.decoder_ffn_dim))
     slots = [window_token_slots(model.audio_frontend.layout, int(n)) for n in batch["input_features_mask"].sum(-1)]
     assert any(len(t) < n for t, n in zip(tokens, slots)) and any(len(t) == n for t, n in zip(tokens, slots))
     assert len({int(x) for t in tokens for x in t}) > 2  # varied tokens: the check has content
@@ -132,7 +132,7 @@ def test_unfilled_slots_change_nothing():
         for row in range(2):
             keep = mask[row].bool()
             alone = model.language_model(inputs_embeds=embeds[row : row + 1, keep]).logits[0]
-            torch.testing.assert_close(logits[row, keep], alone, atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(logits[row, keep], alone, **tolerances(reduction=model.config.text_config.intermediate_size))
 
 
 def test_generation_hides_unfilled_slots_and_batches_like_single_rows():
@@ -284,7 +284,7 @@ def test_token_mixture_is_the_expected_llm_embedding_under_the_asr_posterior():
             mapped = token_map[ids]
             weights = torch.softmax(scores.masked_fill(mapped < 0, float("-inf")), -1).nan_to_num(0.0)
             expected = (weights[:, None] * table[mapped.clamp(min=0)]).sum(0)
-            torch.testing.assert_close(out.audio_embeddings[0][i], expected, atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(out.audio_embeddings[0][i], expected, **tolerances(reduction=mixing.config.audio_config.d_model))
         # near zero temperature the mixture is the LLM embedding of the best mapped token
         mixing.projector.log_temperature.fill_(-30.0)
         cold = audio_only(mixing, batch).audio_embeddings[0]
@@ -296,7 +296,7 @@ def test_token_mixture_is_the_expected_llm_embedding_under_the_asr_posterior():
             if best is None:
                 assert torch.count_nonzero(cold[i]) == 0
             else:
-                torch.testing.assert_close(cold[i], table[best], atol=1e-5, rtol=1e-4)
+                torch.testing.assert_close(cold[i], table[best], **tolerances(reduction=mixing.config.audio_config.d_model))
     # trainable.projector: temperature trains the temperature alone
     assert configure_trainable(mixing, TrainableConfig(projector="temperature")) == ["audio_frontend.projector.log_temperature"]
     with pytest.raises(ValueError, match="needs a token-mixture model"):
