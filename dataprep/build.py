@@ -8,6 +8,7 @@ Output (``OUT``):
 
     OUT/plan.jsonl                 every planned row: id, split, source, transcript, prompt, voice (fixed once)
     OUT/shards/shard-XXXXX/synth/  stage 1: a ``datasets`` shard (audio, transcript, prompt, ...) + skipped.json
+    OUT/shards/shard-XXXXX/spans/  with ``word_spans`` on: spans.jsonl (word spans per synthesized row) + meta.json
     OUT/shards/shard-XXXXX/teacher/ stage 2: responses.jsonl (teacher answer per surviving row) + skipped.json
     OUT/dataset_dict.json, OUT/train/, OUT/validation/   the final ``DatasetDict`` (``load_from_disk(OUT)``)
     OUT/report.json                counts per skip reason with examples, per-stage timings
@@ -15,7 +16,8 @@ Output (``OUT``):
 Rows: ``audio`` (``Audio(sampling_rate=16000)``, 16 kHz PCM16 WAV bytes), ``transcript``, ``prompt`` (user
 content with exactly one ``<|audio|>``), ``response`` (the frozen LLM's greedy answer to the prompt's text
 version), ``source`` (text corpus or dataset), ``voice`` (``tts.Voice.id``: ``engine:name+variant@rate,pitch``),
-``id`` and ``duration`` (seconds).
+``id`` and ``duration`` (seconds); with ``word_spans`` on (:mod:`.word_spans`), also ``word_spans``: the row's
+``[start_s, end_s]`` word spans, what ``downsample="ctc_pool"`` models train on.
 
 Resume: each shard stage is written to a temporary directory and ``os.replace``d into place, so a shard stage
 exists completely or not at all; a rerun with the same ``OUT`` skips finished shard stages and redoes the rest.
@@ -48,6 +50,8 @@ from .plan import load_or_make_plan
 from .shards import _clean_stale_tmp, _read_json, _shard_dir
 from .synthesis import SAMPLE_RATE, run_synthesis
 from .teacher import run_teacher
+from .word_spans import COLUMN as SPANS_COLUMN
+from .word_spans import read_word_spans, run_word_spans, span_config, word_spans_report
 
 
 # ------------------------------------------------------------------------------------------------ assemble
@@ -55,8 +59,9 @@ from .teacher import run_teacher
 
 def assemble(cfg: dict, out: Path, shards: list[list[dict]]):
     """Concatenate the finished shards into ``OUT`` as a DatasetDict (train/validation)."""
-    from datasets import Audio, DatasetDict, concatenate_datasets, load_from_disk
+    from datasets import Audio, DatasetDict, List, Value, concatenate_datasets, load_from_disk
 
+    with_spans = span_config(cfg.get("word_spans")) is not None
     parts = []
     for k in range(len(shards)):
         shard = _shard_dir(out, k)
@@ -72,6 +77,9 @@ def assemble(cfg: dict, out: Path, shards: list[list[dict]]):
         keep = [i for i, rid in enumerate(ds["id"]) if rid in resp]
         ds = ds.select(keep)
         ds = ds.add_column("response", [resp[rid] for rid in ds["id"]])
+        if with_spans:
+            spans = {rec["id"]: rec[SPANS_COLUMN] for rec in read_word_spans(out, k)}
+            ds = ds.add_column(SPANS_COLUMN, [spans[rid] for rid in ds["id"]], feature=List(List(Value("float64"))))
         parts.append(ds)
     if not parts:
         return None  # every row was skipped: report.json says why
@@ -86,6 +94,7 @@ def assemble(cfg: dict, out: Path, shards: list[list[dict]]):
         idx = [i for i, s in enumerate(split_col) if s == name]
         d = full.select(idx).remove_columns(["split"])
         cols = ["id", "audio", "transcript", "prompt", "response", "source", "voice", "duration"]
+        cols += [SPANS_COLUMN] if with_spans else []
         d = d.select_columns(cols)
         splits[name] = d.cast_column("audio", Audio(sampling_rate=SAMPLE_RATE))
     dd = DatasetDict(splits)
@@ -104,7 +113,8 @@ def assemble(cfg: dict, out: Path, shards: list[list[dict]]):
     return dd
 
 
-def _report(out: Path, n_shards: int, plan_skipped: list, planned: int, dd, timings: dict) -> dict:
+def _report(out: Path, n_shards: int, plan_skipped: list, planned: int, dd, timings: dict,
+            extra: Optional[dict] = None) -> dict:
     counts: dict[str, int] = {}
     examples: dict[str, list] = {}
     for s in plan_skipped + [x for k in range(n_shards) for stage in ("synth", "teacher")
@@ -118,7 +128,7 @@ def _report(out: Path, n_shards: int, plan_skipped: list, planned: int, dd, timi
     seconds = sum(sum(d["duration"]) for d in dd.values())
     rep = {"planned": planned + len(plan_skipped), "rows": rows, "total_rows": sum(rows.values()),
            "skipped": counts, "skipped_total": sum(counts.values()), "examples": examples,
-           "audio_hours": round(seconds / 3600, 3), "timings": timings}
+           "audio_hours": round(seconds / 3600, 3), "timings": timings, **(extra or {})}
     atomic_write_text(out / "report.json", json.dumps(rep, indent=2, ensure_ascii=False))
     return rep
 
@@ -127,12 +137,14 @@ def build(cfg: dict) -> dict:
     out = Path(cfg["out"])
     out.mkdir(parents=True, exist_ok=True)
     _clean_stale_tmp(out)
+    spans_on = span_config(cfg.get("word_spans")) is not None  # a bad word_spans config fails here, first
     t0 = time.perf_counter()
     rows, plan_skipped = load_or_make_plan(cfg, out)
     t_plan = time.perf_counter() - t0
     size = max(1, int(cfg["shard_size"]))
     shards = [rows[i:i + size] for i in range(0, len(rows), size)]
     t_synth = run_synthesis(cfg, out, rows, shards)
+    t_spans = run_word_spans(cfg, out, shards)
     t_teacher, n_tokens = run_teacher(cfg, out, rows, shards)
     t1 = time.perf_counter()
     dd = assemble(cfg, out, shards)
@@ -142,7 +154,12 @@ def build(cfg: dict) -> dict:
     timings = {"plan_s": round(t_plan, 1), "synthesis_s": round(t_synth, 1), "teacher_s": round(t_teacher, 1),
                "teacher_tokens": n_tokens, "assemble_s": round(t_asm, 1),
                "note": "this invocation only (finished shards are skipped on resume)", "previous": prev or None}
-    rep = _report(out, len(shards), plan_skipped, len(rows), dd, timings)
+    extra = None
+    if spans_on:
+        timings["word_spans_s"] = round(t_spans, 1)
+        kept = {rid for d in (dd or {}).values() for rid in d["id"]}
+        extra = {"word_spans": word_spans_report(cfg, out, len(shards), kept)}
+    rep = _report(out, len(shards), plan_skipped, len(rows), dd, timings, extra)
     if dd is None:
         print(f"WARNING: no row survived; see {out / 'report.json'}", file=sys.stderr)
     print(json.dumps({k: rep[k] for k in ("rows", "skipped", "timings")}, default=str))

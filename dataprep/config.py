@@ -42,6 +42,9 @@ DEFAULT_CONFIG: dict = {
         "system": None,
     },
     "hf_dataset": None,  # {"name": NAME_OR_PATH, "audio_column", "text_column", "split", "voice_column"}
+    # word spans for downsample="ctc_pool" (the `word_spans` column): null (off), "whisper", "ctc" or
+    # {source, model, batch_size, threads, device}; see dataprep.word_spans
+    "word_spans": None,
 }
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from ..utils.io import atomic_directory, remove_stale_temporaries
 
 KILL_ENV = "AUDIO_MINICHAT_PREPARE_KILL"  # test hook: "after:N" or "before-commit:N" -> os._exit(17)
-STAGES = ("synth", "teacher")
+STAGES = ("synth", "spans", "teacher")
 # files of OUT written with utils.io's atomic writes
 _ATOMIC_FILES = ("plan.jsonl", "plan_meta.json", "report.json")
 

@@ -6,6 +6,7 @@ import io
 
 import numpy as np
 
+from ..dataprep.word_spans import check_spans
 from ..processing_audio_minichat import AudioMiniChatProcessor, load_audio
 from .config import DataConfig
 
@@ -29,7 +30,9 @@ def decode_audio(value, where: str) -> np.ndarray:
 
 class DistillationCollator:
     """Rows -> the audio-prompt batch (student, with labels on the response) and ``teacher_*``: the same prompts
-    with the transcript in place of the audio (the teacher's text batch)."""
+    with the transcript in place of the audio (the teacher's text batch). A model that pools over spans
+    (``processor.layout.needs_spans``: ``downsample="ctc_pool"``) also gets each row's ``spans_column`` (its
+    ``[start_s, end_s]`` word spans) as ``audio_spans``."""
 
     def __init__(self, processor: AudioMiniChatProcessor, data_cfg: DataConfig):
         self.processor = processor
@@ -38,6 +41,7 @@ class DistillationCollator:
     def __call__(self, rows: list[dict]) -> dict:
         c, proc = self.cfg, self.processor
         clips, audio_prompts, text_prompts, responses = [], [], [], []
+        spans = [] if proc.layout.needs_spans else None
         for i, row in enumerate(rows):
             where = f"row {row.get('__index__', i)}"
             for col in (c.audio_column, c.transcript_column, c.prompt_column, c.response_column):
@@ -51,14 +55,32 @@ class DistillationCollator:
             if not str(row[c.transcript_column]).strip():
                 raise ValueError(f"{where}: empty transcript.")
             clips.append(decode_audio(row[c.audio_column], where))
+            if spans is not None:
+                spans.append(self.row_spans(row, where, clips[-1].shape[0] / proc.layout.sampling_rate))
             audio_prompts.append(proc.build_prompt(prompt))
             text_prompts.append(proc.build_prompt(prompt, transcripts=[row[c.transcript_column]]))
             responses.append(row[c.response_column])
         rate = proc.layout.sampling_rate
-        batch = dict(proc(text=audio_prompts, audio=clips, sampling_rate=rate, responses=responses, padding_side="right"))
+        batch = dict(proc(text=audio_prompts, audio=clips, sampling_rate=rate, audio_spans=spans, responses=responses,
+                          padding_side="right"))
         teacher = proc(text=text_prompts, responses=responses, padding_side="right")
         batch.update({f"{TEACHER_PREFIX}{k}": v for k, v in teacher.items()})
         return batch
+
+    def row_spans(self, row: dict, where: str, seconds: float) -> list:
+        """The row's spans column, checked: [start_s, end_s] pairs, 0 <= start < end, inside the clip."""
+        col = self.cfg.spans_column
+        if col not in row or row[col] is None:
+            raise KeyError(
+                f"{where}: this model pools over word spans (downsample={self.processor.layout.downsample!r}) but the row "
+                f"has no {col!r}; build the data with word spans (data config `word_spans: whisper` or "
+                f"`{{source: ctc, model: DIR}}`) or point data.spans_column at the spans; columns are {sorted(row)}."
+            )
+        problem = check_spans(row[col], seconds, ordered=False, slack=0.02)
+        if problem:
+            raise ValueError(f"{where}: bad {col!r} for a {seconds:.3f} s clip: {problem}.")
+        value = row[col]
+        return value.tolist() if hasattr(value, "tolist") else [list(s) for s in value]
 
 
 def split_batch(batch: dict) -> tuple[dict, dict]:

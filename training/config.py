@@ -58,6 +58,9 @@ class DataConfig:
     transcript_column: str = "transcript"
     prompt_column: str = "prompt"
     response_column: str = "response"
+    # per-row [start_s, end_s] word spans (python -m audio_minichat.dataprep with word_spans), read only by
+    # models that pool over spans (downsample="ctc_pool"), which need it
+    spans_column: str = "word_spans"
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
 

@@ -49,8 +49,10 @@ class ValidationCallback(TrainerCallback):
         proc, c = self.collator.processor, self.collator.cfg
         samples = []
         for row in self.rows[: self.n]:
-            inputs = proc(text=proc.build_prompt(row[c.prompt_column]), audio=[decode_audio(row[c.audio_column], "eval")],
-                          sampling_rate=proc.layout.sampling_rate).to(device)
+            clip = decode_audio(row[c.audio_column], "eval")
+            spans = [self.collator.row_spans(row, "eval", len(clip) / proc.layout.sampling_rate)] if proc.layout.needs_spans else None
+            inputs = proc(text=proc.build_prompt(row[c.prompt_column]), audio=[clip], sampling_rate=proc.layout.sampling_rate,
+                          audio_spans=spans).to(device)
             out = model.generate(**inputs, max_new_tokens=48, do_sample=False)
             text = proc.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)[0]
             samples.append({"transcript": row[c.transcript_column], "teacher": row[c.response_column], "audio_prompt": text})
