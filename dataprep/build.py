@@ -25,7 +25,7 @@ The plan is written once (atomically) and reused, so row ids, voices, prompts an
 Bad rows (empty text, TTS failure, audio too long, undecodable audio, empty teacher answer) are skipped and
 counted in ``report.json``; the build does not stop for them.
 
-Measured on the project's 2-core CPU machine (shared with other jobs): see the README's "Training data" notes
+Measured on the project's 2-core CPU machine: see docs/training.md
 and ``report.json["timings"]`` of a build.
 
 Modules: :mod:`.config` (defaults, YAML), :mod:`.plan` (rows and prompts), :mod:`.shards` (atomic shard
@@ -149,16 +149,19 @@ def build(cfg: dict) -> dict:
     t1 = time.perf_counter()
     dd = assemble(cfg, out, shards)
     t_asm = time.perf_counter() - t1
-    prev = _read_json(out / "report.json", {}).get("timings", {})
-    prev.pop("previous", None)
+    previous = _read_json(out / "report.json", {})
     timings = {"plan_s": round(t_plan, 1), "synthesis_s": round(t_synth, 1), "teacher_s": round(t_teacher, 1),
-               "teacher_tokens": n_tokens, "assemble_s": round(t_asm, 1),
-               "note": "this invocation only (finished shards are skipped on resume)", "previous": prev or None}
-    extra = None
+               "teacher_tokens": n_tokens, "assemble_s": round(t_asm, 1)}
     if spans_on:
         timings["word_spans_s"] = round(t_spans, 1)
+    # a resumed build: each invocation did part of the work; the totals add up every invocation's
+    total = dict(previous.get("timings_total") or {})
+    for key, value in timings.items():
+        total[key] = round(total.get(key, 0) + value, 1)
+    extra = {"invocations": int(previous.get("invocations", 0)) + 1, "timings_total": total}
+    if spans_on:
         kept = {rid for d in (dd or {}).values() for rid in d["id"]}
-        extra = {"word_spans": word_spans_report(cfg, out, len(shards), kept)}
+        extra["word_spans"] = word_spans_report(cfg, out, len(shards), kept)
     rep = _report(out, len(shards), plan_skipped, len(rows), dd, timings, extra)
     if dd is None:
         print(f"WARNING: no row survived; see {out / 'report.json'}", file=sys.stderr)
@@ -188,9 +191,36 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                               "text_column": args.text_column, "split": args.split}
     if args.teacher_model:
         over["teacher"] = {"model": args.teacher_model}
-    cfg = load_config(args.config, over)
-    build(cfg)
+    try:
+        cfg = load_config(args.config, over)
+        check_config(cfg)
+        build(cfg)
+    except (ValueError, TypeError, KeyError, RuntimeError, FileNotFoundError) as exc:
+        print(f"error: {exc}".splitlines()[0], file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted (finished shards are kept: rerun the same command to resume)", file=sys.stderr)
+        return 130
     return 0
+
+
+def check_config(cfg: dict) -> None:
+    """One clear error for a data config the build cannot use (before anything is planned)."""
+    def number(key, kind, low, high=None, inclusive_high=True):
+        value = cfg.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not float(value).is_integer()):
+            raise ValueError(f"data config: {key!r} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
+        if value < low or (high is not None and (value > high if inclusive_high else value >= high)):
+            raise ValueError(f"data config: {key!r} = {value!r} is outside [{low}, {high if high is not None else 'inf'}"
+                             f"{']' if inclusive_high else ')'}")
+
+    number("num", int, 1)
+    number("shard_size", int, 1)
+    number("workers", int, 1)
+    number("validation_fraction", float, 0.0, 1.0, inclusive_high=False)
+    number("max_seconds", float, 0.1)
+    if not cfg.get("out"):
+        raise ValueError("data config: 'out' (the output directory) is missing")
 
 
 if __name__ == "__main__":

@@ -181,9 +181,10 @@ def load_or_make_plan(cfg: dict, out: Path) -> tuple[list[dict], list[dict]]:
     if path.exists() and meta_path.exists():
         meta = json.loads(meta_path.read_text())
         if meta.get("key") != key:
+            size = "" if meta.get("num", cfg["num"]) == cfg["num"] else f" of {meta['num']} utterances (this one asks for {cfg['num']})"
             raise RuntimeError(
-                f"{out} holds a build with a different data config (plan key {meta.get('key')} != {key}); "
-                "use another --out or delete it"
+                f"{out} holds a build{size} planned with another data config (plan key {meta.get('key')} != {key}); "
+                "rerun with the same config and --num to resume it, or use another --out"
             )
         rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         return rows, meta.get("skipped", [])
@@ -194,6 +195,7 @@ def load_or_make_plan(cfg: dict, out: Path) -> tuple[list[dict], list[dict]]:
         r["split"] = splits[r["id"]]
     out.mkdir(parents=True, exist_ok=True)
     # meta first, plan last: the plan file is the marker that planning finished
-    atomic_write_text(meta_path, json.dumps({"key": key, "version": PLAN_VERSION, "rows": len(rows), "skipped": skipped}))
+    atomic_write_text(meta_path, json.dumps({"key": key, "version": PLAN_VERSION, "num": cfg["num"], "rows": len(rows),
+                                             "skipped": skipped}))
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return rows, skipped

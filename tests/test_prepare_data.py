@@ -220,3 +220,35 @@ def test_killed_build_resumes_without_loss_or_duplicates(tmp_path, teacher_dir):
     assert set(ids) == set(plan_ids(out)) and len(ids) == 8
     rep = json.loads((out / "report.json").read_text())
     assert rep["total_rows"] == 8 and rep["skipped_total"] == 0
+
+
+def test_bad_configs_and_a_resume_with_another_num_are_one_line_with_exit_2(tmp_path, teacher_dir, capsys):
+    import yaml
+
+    from audio_minichat.dataprep.build import main
+
+    def run(raw: dict, *extra) -> str:
+        path = tmp_path / "data.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        capsys.readouterr()
+        assert main(["--config", str(path), *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+        return err
+
+    base = {"out": str(tmp_path / "out"), "num": 4}
+    assert "unknown config keys ['nmu']" in run({**base, "nmu": 3})
+    assert "'num' must be an integer, got 'four'" in run({**base, "num": "four"})
+    assert "'validation_fraction' = 1.5 is outside [0.0, 1.0)" in run({**base, "validation_fraction": 1.5})
+    assert "No such file" in run(base, "--config", str(tmp_path / "missing.yaml"))
+    # a finished build, resumed with another --num: the plan would change under it
+    cfg = tiny_config(tmp_path / "built", teacher_dir)
+    first = build(cfg)
+    assert first["invocations"] == 1 and first["timings_total"]["synthesis_s"] == first["timings"]["synthesis_s"]
+    raw = {k: v for k, v in cfg.items()}
+    message = run(raw, "--num", "9")
+    assert "holds a build of 8 utterances (this one asks for 9)" in message and "rerun with the same config and --num" in message
+    # the same build resumed (nothing left to do): the report counts both invocations
+    again = build(cfg)
+    assert again["invocations"] == 2 and again["total_rows"] == first["total_rows"]
+    assert again["timings_total"]["synthesis_s"] == pytest.approx(first["timings"]["synthesis_s"] + again["timings"]["synthesis_s"], abs=0.11)
