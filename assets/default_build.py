@@ -21,7 +21,7 @@ import torch
 from ..modeling_audio_minichat import AudioMiniChatForConditionalGeneration
 from ..processing_audio_minichat import AudioMiniChatProcessor
 from ..utils.io import atomic_directory
-from .offline import default_cache_dir, resolve_pretrained
+from .offline import default_cache_dir, remove_stale_builds, resolve_pretrained
 
 DEFAULT_LLM = "smollm2-135m-instruct"
 DEFAULT_ENCODER = "whisper-tiny.en"
@@ -55,7 +55,9 @@ def build_model(
     dtype: torch.dtype = torch.float32,
     **config_kwargs,
 ) -> Path:
-    """Assemble LLM + encoder (+ optional trained projector) into ``out_dir`` (written atomically)."""
+    """Assemble LLM + encoder (+ optional trained projector) into ``out_dir`` (written atomically: a build that
+    fails or is killed leaves the previous ``out_dir`` as it was; killed builds' temporary directories are removed
+    by the next build, see :func:`~audio_minichat.assets.offline.remove_stale_builds`)."""
     from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelForCausalLM, AutoModelForSpeechSeq2Seq, AutoTokenizer
 
     llm_path = resolve_pretrained(llm, cache_dir)
@@ -90,6 +92,8 @@ def build_model(
         "projector_sha1": _file_digest(Path(projector_weights)) if projector_weights else None,
         "build_version": DEFAULT_BUILD_VERSION, "config_kwargs": config_kwargs,
     }
+    out_dir = Path(out_dir)
+    remove_stale_builds(out_dir.parent, out_dir.name)  # killed builds' temporary directories (not a live one's)
     with atomic_directory(out_dir) as tmp:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)

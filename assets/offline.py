@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 
 from ..utils.dtypes import dtype_name
-from ..utils.io import atomic_directory
+from ..utils.io import atomic_directory, remove_stale_temporaries
 
 if TYPE_CHECKING:
     from transformers import FeatureExtractionMixin, LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
@@ -56,6 +56,8 @@ __all__ = [
     "resolve_llm",
     "resolve_encoder",
     "pip_install_command",
+    "remove_stale_builds",
+    "STALE_BUILD_SECONDS",
 ]
 
 #: Bump when the conversion code changes in a way that invalidates cached directories.
@@ -245,6 +247,17 @@ def _marker_ok(directory: Path, marker: dict[str, Any]) -> bool:
         return False
 
 
+#: A temporary build directory untouched (nothing in it written) for this long is a killed build's leftover. A live
+#: build writes into its directory within a minute or two (the longest silent phase, converting the GGUF LLM inside
+#: the block, takes seconds to a minute on a slow machine); leftovers younger than this are kept.
+STALE_BUILD_SECONDS = 600
+
+
+def remove_stale_builds(parent: str | os.PathLike[str], name: str) -> int:
+    """Remove what killed builds of ``parent/name`` left in a cache shared with concurrent builders."""
+    return remove_stale_temporaries(parent, name, older_than=STALE_BUILD_SECONDS)
+
+
 class _BuiltMeanwhile(Exception):
     """Another process completed the same build first: keep its directory."""
 
@@ -254,10 +267,12 @@ def _build_atomically(final: Path, marker: dict[str, Any], build: Callable[[Path
 
     ``build(tmp)`` fills a fresh temporary sibling directory (:func:`~audio_minichat.utils.io.atomic_directory`);
     the marker file is written last and the directory swapped into place, so a reader never sees a partial
-    directory.  A concurrent builder that wins the race is accepted.
+    directory.  A concurrent builder that wins the race is accepted.  Leftovers of killed builds of ``final``
+    are removed first (:func:`remove_stale_builds`); files get the umask's modes (``atomic_directory``).
     """
     if _marker_ok(final, marker):
         return final
+    remove_stale_builds(final.parent, final.name)
     try:
         with atomic_directory(final) as tmp:
             build(tmp)

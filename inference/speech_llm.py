@@ -7,10 +7,15 @@
 
 All three build the prompt with the same ``AudioMiniChatProcessor.build_prompt`` and decode greedily
 with the same settings, so their outputs are comparable.
+
+Audio with no speech is not answered: before the LLM runs, :meth:`SpeechLLM.check_speech` looks for speech
+(energy over 25 ms frames, then, where the checkpoint holds Whisper's decoder, Whisper's own no-speech
+probability); a clip without any gives an empty answer with a ``no speech detected in ...`` warning.
 """
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -30,6 +35,32 @@ UNTRAINED_WARNING = (
     "this model's audio projector is untrained: end-to-end answers do not reflect the speech yet "
     "(use --mode cascade or a trained checkpoint)"
 )
+# The speech check (check_speech). Energy: RMS over 25 ms frames every 10 ms; a frame louder than the floor may be
+# speech, and a clip needs MIN_SPEECH_SECONDS of such frames (a word is longer; 0.1 s is one short syllable).
+# -55 dBFS is ~10 dB under quiet speech recorded at 1 % gain (its loud frames reach -49 dBFS) and above the hiss
+# of a silent room recorded at normal gain (-60 dBFS). Whisper: the probability of its no-speech token
+# (<|nocaptions|> / <|nospeech|>) after <|startoftranscript|>, on 30 s windows; 0.6 is Whisper's own threshold
+# (the generation config's no_speech_threshold where it sets one).
+FRAME_SECONDS, HOP_SECONDS = 0.025, 0.010
+ENERGY_FLOOR_DBFS = -55.0
+MIN_SPEECH_SECONDS = 0.1
+NO_SPEECH_THRESHOLD = 0.6
+
+
+@dataclass
+class SpeechCheck:
+    """What :meth:`SpeechLLM.check_speech` measured on a clip, and whether it holds speech."""
+
+    speech: bool
+    reason: str | None  # why it is not speech (None when it is)
+    seconds: float
+    loudest_frame_dbfs: float | None  # None: digital silence (every sample 0)
+    active_seconds: float  # time in frames louder than ENERGY_FLOOR_DBFS
+    no_speech_prob: float | None = None  # Whisper's, lowest over the windows it read; None: not run or no Whisper
+    check_s: float = 0.0  # (in the answer's timings as speech_check_s)
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "check_s"}
 
 
 @dataclass
@@ -40,32 +71,109 @@ class Answer:
     audio_seconds: float | None = None
     timings: dict = field(default_factory=dict)
     warning: str | None = None
+    speech: dict | None = None  # the speech check's measurements (SpeechCheck.to_dict()), for audio modes
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-class SpeechLLM:
-    """An AudioMiniChat checkpoint plus (lazily) the ASR model of its cascade."""
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``device`` as a ``torch.device`` that exists on this machine, or a ValueError saying why not (one line)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"device {str(device)!r} is not a device name: use cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cpu":
+        return dev
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this PyTorch is built without CUDA" if torch.version.cuda is None else "no NVIDIA GPU or driver is found"
+            raise ValueError(f"device {str(device)!r}: no CUDA GPU is available on this machine ({why}); use --device cpu")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(f"device {str(device)!r}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
+        return dev
+    if dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"device {str(device)!r}: Apple's MPS is not available on this machine; use --device cpu")
+        return dev
+    try:
+        torch.empty(1, device=dev)
+    except Exception as exc:  # noqa: BLE001 - each backend raises its own type
+        raise ValueError(f"device {str(device)!r} cannot be used here ({str(exc).splitlines()[0]}); use --device cpu") from None
+    return dev
 
-    def __init__(self, model_dir: str | Path, device: str = "cpu", dtype: str | torch.dtype = "float32"):
+
+def frame_dbfs(clip: np.ndarray, rate: int = 16000) -> np.ndarray:
+    """RMS level (dB re full scale) of each 25 ms frame every 10 ms; a clip shorter than a frame is one frame.
+    Digital silence is -inf."""
+    frame, hop = int(FRAME_SECONDS * rate), int(HOP_SECONDS * rate)
+    x = np.asarray(clip, dtype=np.float64)
+    if x.size < frame:
+        x = np.pad(x, (0, frame - x.size))
+    n = 1 + (x.size - frame) // hop
+    squares = np.concatenate([[0.0], np.cumsum(x * x)])
+    starts = hop * np.arange(n)
+    rms = np.sqrt(np.maximum(squares[starts + frame] - squares[starts], 0.0) / frame)
+    with np.errstate(divide="ignore"):
+        return 20 * np.log10(rms)
+
+
+def _no_speech(mode: str, audio, clip: np.ndarray, reason: str, timings: dict, stacklevel: int = 3) -> Answer:
+    """The answer to a clip with no speech: empty, with a warning naming the audio and the reason."""
+    where = str(audio) if isinstance(audio, (str, Path)) else "the audio"
+    warning = f"no speech detected in {where} ({reason}); nothing to answer"
+    warnings.warn(warning, stacklevel=stacklevel)  # at the caller of the mode
+    return Answer(mode, "", transcript=None if mode == "e2e" else "", audio_seconds=len(clip) / 16000, timings=timings,
+                  warning=warning)
+
+
+def _checked(answer: Answer, check: SpeechCheck | None) -> Answer:
+    """``answer`` with the speech check's measurements and time."""
+    if check is not None:
+        answer.speech = answer.speech or check.to_dict()
+        answer.timings = {"speech_check_s": check.check_s, **answer.timings}
+    return answer
+
+
+class SpeechLLM:
+    """An AudioMiniChat checkpoint plus (lazily) the ASR model of its cascade.
+
+    ``check_speech=False`` answers every clip, speech or not (see :meth:`check_speech`)."""
+
+    def __init__(self, model_dir: str | Path, device: str = "cpu", dtype: str | torch.dtype = "float32",
+                 check_speech: bool = True):
         self.model_dir = Path(model_dir)
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.dtype = parse_dtype(dtype)
+        self.speech_check = check_speech
         self.info = read_build_info(self.model_dir)
         self.model = AudioMiniChatForConditionalGeneration.from_pretrained(self.model_dir, dtype=self.dtype)
         self.model.to(self.device).eval()
         self.processor = AudioMiniChatProcessor.from_pretrained(self.model_dir)
         self._asr = None
+        self._whisper = None  # (model, <|startoftranscript|> id, no-speech token id, threshold), or False: none
 
     @property
     def projector_trained(self) -> bool:
         return bool(self.info.get("projector_trained", False))
 
+    def _check_context(self, prompt_tokens: int, max_new_tokens: int) -> None:
+        limit = self.processor.max_context_length
+        if limit is None or prompt_tokens + max_new_tokens <= limit:
+            return
+        if prompt_tokens >= limit:
+            raise ValueError(f"the prompt is {prompt_tokens} tokens (audio included) and fills the LLM's context of "
+                             f"{limit} tokens, leaving none to answer in: shorten the audio or the text")
+        raise ValueError(f"the prompt is {prompt_tokens} tokens (audio included) and {max_new_tokens} new tokens would run "
+                         f"past the LLM's context of {limit} tokens: use max_new_tokens (--max-new-tokens) "
+                         f"{limit - prompt_tokens} or less, or shorten the audio or the text")
+
     @torch.no_grad()
     def _generate(self, inputs, max_new_tokens: int) -> tuple[str, float, str | None]:
         """The answer, the seconds it took, and what the model read from the audio when its front end reads ASR
         tokens (their text; None otherwise). Audio is embedded once, here, and generation starts from it."""
+        self._check_context(int(inputs["input_ids"].shape[1]), max_new_tokens)
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         start = time.perf_counter()
         read = None
@@ -83,10 +191,90 @@ class SpeechLLM:
         text = self.processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)[0]
         return text.strip(), elapsed, read
 
+    # ---- is there speech? -----------------------------------------------------------------------------
+    def _whisper_detector(self):
+        """(Whisper model, start token id, no-speech token id, threshold) where the checkpoint holds Whisper's
+        decoder; None otherwise."""
+        if self._whisper is None:
+            self._whisper = False
+            try:
+                asr = self._asr[0] if self._asr is not None else self.model.asr_model()
+            except ValueError:  # no ASR decoder in this checkpoint: the energy check alone
+                return None
+            gen = asr.generation_config
+            vocab = self.processor.asr_tokenizer.get_vocab() if self.processor.asr_tokenizer is not None else {}
+            token = next((vocab[t] for t in ("<|nospeech|>", "<|nocaptions|>") if t in vocab), None)
+            if token is None and getattr(gen, "no_timestamps_token_id", None) is not None:
+                token = gen.no_timestamps_token_id - 1  # Whisper's vocabulary order (transformers does the same)
+            start = getattr(gen, "decoder_start_token_id", None)
+            if token is not None and start is not None and hasattr(self.processor.feature_extractor, "n_samples"):
+                threshold = getattr(gen, "no_speech_threshold", None) or NO_SPEECH_THRESHOLD
+                self._whisper = (asr, int(start), int(token), float(threshold))
+        return self._whisper or None
+
+    @torch.no_grad()
+    def _no_speech_prob(self, detector, window: np.ndarray) -> float:
+        asr, start, token, _ = detector
+        fe = self.processor.feature_extractor
+        features = fe(window, sampling_rate=fe.sampling_rate, return_tensors="pt")["input_features"]
+        encoded = asr.model.encoder(features.to(device=self.device, dtype=self.dtype)).last_hidden_state
+        logits = asr(encoder_outputs=(encoded,), decoder_input_ids=torch.tensor([[start]], device=self.device)).logits
+        return float(logits[0, -1].float().softmax(-1)[token])
+
+    def check_speech(self, clip: np.ndarray) -> SpeechCheck:
+        """Whether a 16 kHz clip holds speech: at least MIN_SPEECH_SECONDS of 25 ms frames louder than
+        ENERGY_FLOOR_DBFS, and, where the checkpoint holds Whisper's decoder, a 30 s window (read in order until
+        one passes; windows without loud frames are skipped) whose no-speech probability is under the threshold."""
+        start = time.perf_counter()
+        rate = self.processor.layout.sampling_rate
+        levels = frame_dbfs(clip, rate)
+        loudest = float(levels.max())
+        active = float(np.sum(levels > ENERGY_FLOOR_DBFS) * HOP_SECONDS)
+        seconds = len(clip) / rate
+        check = SpeechCheck(True, None, round(seconds, 3), round(loudest, 1) if math.isfinite(loudest) else None,
+                            round(active, 2))
+        if seconds < MIN_SPEECH_SECONDS:
+            check.speech, check.reason = False, f"{seconds:.2f} s long, under the {MIN_SPEECH_SECONDS} s of a short word"
+        elif not math.isfinite(loudest):
+            check.speech, check.reason = False, "digital silence: every sample is 0"
+        elif active < MIN_SPEECH_SECONDS:
+            check.speech, check.reason = False, (
+                f"silent: {active:.2f} s louder than {ENERGY_FLOOR_DBFS:.0f} dBFS, the loudest 25 ms at {loudest:.1f} dBFS")
+        elif (detector := self._whisper_detector()) is not None:
+            window = self.processor.feature_extractor.n_samples
+            probs = []
+            for begin in range(0, len(clip), window):
+                piece = clip[begin : begin + window]
+                if not np.any(frame_dbfs(piece, rate) > ENERGY_FLOOR_DBFS):
+                    continue
+                probs.append(self._no_speech_prob(detector, piece))
+                if probs[-1] < detector[3]:
+                    break
+            check.no_speech_prob = round(min(probs), 4)
+            if check.no_speech_prob >= detector[3]:
+                check.speech, check.reason = False, (
+                    f"Whisper's no-speech probability {min(probs):.2f} >= {detector[3]:.2f}: noise or silence")
+        check.check_s = time.perf_counter() - start
+        return check
+
+    def _speech_gate(self, mode: str, audio, clip: np.ndarray) -> tuple[SpeechCheck | None, Answer | None]:
+        """The speech check of a clip (None when turned off) and, for a clip with no speech, its empty answer."""
+        if not self.speech_check:
+            return None, None
+        check = self.check_speech(clip)
+        if check.speech:
+            return check, None
+        answer = _no_speech(mode, audio, clip, check.reason, {"speech_check_s": check.check_s}, stacklevel=4)
+        answer.speech = check.to_dict()
+        return check, answer
+
     # ---- modes -------------------------------------------------------------------------------------
     def e2e(self, audio, prompt: str | None = None, text_position: str = "before", max_new_tokens: int = 128,
             sampling_rate: int | None = None) -> Answer:
         clip = load_audio(audio, sampling_rate, self.processor.layout.sampling_rate)
+        check, silent = self._speech_gate("e2e", audio, clip)
+        if silent is not None:
+            return silent
         inputs = self.processor(text=self.processor.build_prompt(self.processor.audio_with_text(prompt, text_position)), audio=[clip],
                                 sampling_rate=self.processor.layout.sampling_rate)
         text, elapsed, read = self._generate(inputs, max_new_tokens)
@@ -95,8 +283,8 @@ class SpeechLLM:
         if warning:
             warnings.warn(warning, stacklevel=2)
         # transcript: what the model read from the speech (its internal ASR decoding as text), where it reads tokens
-        return Answer("e2e", text, transcript=read, audio_seconds=len(clip) / 16000, timings={"generate_s": elapsed},
-                      warning=warning)
+        return _checked(Answer("e2e", text, transcript=read, audio_seconds=len(clip) / 16000,
+                               timings={"generate_s": elapsed}, warning=warning), check)
 
     def text(self, content: str, prompt: str | None = None, text_position: str = "before",
              max_new_tokens: int = 128) -> Answer:
@@ -109,17 +297,25 @@ class SpeechLLM:
     def cascade(self, audio, prompt: str | None = None, text_position: str = "before", max_new_tokens: int = 128,
                 sampling_rate: int | None = None) -> Answer:
         clip = load_audio(audio, sampling_rate, self.processor.layout.sampling_rate)
+        check, silent = self._speech_gate("cascade", audio, clip)
+        if silent is not None:
+            return silent
         transcript, asr_s = self._transcribe(clip)
+        if not transcript.strip():  # nothing for the LLM to read: the same empty answer
+            return _checked(_no_speech("cascade", audio, clip, "Whisper transcribed no words", {"asr_s": asr_s}), check)
         answer = self.text(transcript, prompt, text_position, max_new_tokens)
         answer.mode, answer.audio_seconds = "cascade", len(clip) / 16000
         answer.timings = {"asr_s": asr_s, **answer.timings}
-        return answer
+        return _checked(answer, check)
 
     def transcribe(self, audio, sampling_rate: int | None = None) -> Answer:
         clip = load_audio(audio, sampling_rate, self.processor.layout.sampling_rate)
+        check, silent = self._speech_gate("transcribe", audio, clip)
+        if silent is not None:
+            return silent
         transcript, asr_s = self._transcribe(clip)
-        return Answer("transcribe", transcript, transcript=transcript, audio_seconds=len(clip) / 16000,
-                      timings={"asr_s": asr_s})
+        return _checked(Answer("transcribe", transcript, transcript=transcript, audio_seconds=len(clip) / 16000,
+                               timings={"asr_s": asr_s}), check)
 
     def run(self, mode: str, audio=None, content: str | None = None, **kwargs) -> Answer:
         if mode not in MODES:
@@ -139,7 +335,8 @@ class SpeechLLM:
                     f"{self.model_dir}: this checkpoint holds no ASR tokenizer for the cascade (asr_tokenizer/); "
                     "build it with `audio-minichat build-default` or assets.default_build.build_model."
                 )
-            asr = self.model.asr_model()
+            detector = self._whisper_detector()
+            asr = detector[0] if detector else self.model.asr_model()
             self._asr = (asr, WhisperProcessor(feature_extractor=self.processor.feature_extractor, tokenizer=self.processor.asr_tokenizer))
         return self._asr
 
@@ -153,4 +350,5 @@ class SpeechLLM:
         return text, time.perf_counter() - start
 
 
-__all__ = ["SpeechLLM", "Answer", "MODES", "DEFAULT_SUMMARY_PROMPT", "UNTRAINED_WARNING"]
+__all__ = ["SpeechLLM", "Answer", "SpeechCheck", "MODES", "DEFAULT_SUMMARY_PROMPT", "UNTRAINED_WARNING", "resolve_device",
+           "frame_dbfs"]

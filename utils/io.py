@@ -11,24 +11,52 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 TMP_TAG = ".tmp"
+# The temporary siblings of ``.<name>.<rest>`` that killed writers of ``name`` leave: atomic_directory's
+# ``<hex8>.tmp<rand>`` and ``<hex8>.tmp-old`` (the old directory during the swap), atomic_write's ``<hex8>.tmp<suffix>``,
+# and the names of earlier versions (``<hex6>.<rand>``, ``tmp-<rand>``).
+_LEFTOVER_REST = re.compile(r"^(?:[0-9a-f]{6,8}\.[\w.-]+|tmp-\w+)$")
 
 
 def _temporary_sibling(path: Path, suffix: str = "") -> Path:
     return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}{TMP_TAG}{suffix}")
 
 
-def _readable_mode(path: Path, directory: bool = False) -> None:
-    """Temporary files and directories are created private (0600 / 0700); give them the usual umask mode."""
+def _umask() -> int:
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(path, (0o777 if directory else 0o666) & ~umask)
+    return umask
+
+
+def _readable_mode(path: Path, directory: bool = False) -> None:
+    """Temporary files and directories are created private (0600 / 0700); give them the usual umask mode."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
+def share_modes(directory: str | os.PathLike) -> None:
+    """Give a directory tree the modes of ordinary files under the umask (0644 / 0755 for umask 022).
+
+    Writers that save atomically (safetensors) create their files 0600 and ``mkdtemp`` its folder 0700; a shared
+    cache or a shipped checkpoint must be readable by everyone the umask allows.
+    """
+    umask, root = _umask(), Path(directory)
+    os.chmod(root, 0o777 & ~umask)
+    for base, dirs, files in os.walk(root):
+        for entry in dirs:
+            os.chmod(os.path.join(base, entry), 0o777 & ~umask)
+        for entry in files:
+            path = os.path.join(base, entry)
+            if not os.path.islink(path):
+                executable = os.stat(path).st_mode & 0o100
+                os.chmod(path, (0o777 if executable else 0o666) & ~umask)
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], suffix: str = "") -> Path:
@@ -66,7 +94,8 @@ def atomic_directory(final: str | os.PathLike) -> Iterator[Path]:
 
     The old ``final`` (if any) stays complete until the swap: it is renamed aside, the new one renamed into
     place, then the old one removed. A failure (or a kill) inside the block leaves ``final`` untouched; the
-    temporary directory is removed on failure, and by :func:`remove_stale_temporaries` after a kill.
+    temporary directory is removed on failure, and by :func:`remove_stale_temporaries` after a kill. What the block
+    wrote gets ordinary modes (:func:`share_modes`) before the swap.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -74,6 +103,7 @@ def atomic_directory(final: str | os.PathLike) -> Iterator[Path]:
     _readable_mode(tmp, directory=True)
     try:
         yield tmp
+        share_modes(tmp)
         stale = None
         if final.exists():
             stale = _temporary_sibling(final, "-old")
@@ -86,20 +116,38 @@ def atomic_directory(final: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def remove_stale_temporaries(parent: str | os.PathLike, name: str) -> int:
-    """Remove temporary siblings of ``parent/name`` left by killed atomic writers; returns how many."""
-    parent = Path(parent)
-    if not parent.is_dir():
+def _newest_mtime(path: Path) -> float:
+    inside = [os.path.join(root, e) for root, dirs, files in os.walk(path) for e in dirs + files] if path.is_dir() else []
+    return max([path.lstat().st_mtime, *(os.lstat(p).st_mtime for p in inside if os.path.lexists(p))])
+
+
+def remove_stale_temporaries(parent: str | os.PathLike, name: str, older_than: float = 0.0) -> int:
+    """Remove the temporary siblings that killed atomic writers of ``parent/name`` left; returns how many.
+
+    ``older_than``: only leftovers in which nothing was written for that many seconds go, so that a directory shared
+    with concurrent builders (the model cache) keeps a live build's own temporary directory. Best effort: what cannot
+    be removed stays.
+    """
+    prefix, removed, now = f".{name}.", 0, time.time()
+    try:
+        entries = list(Path(parent).iterdir())
+    except OSError:
         return 0
-    removed = 0
-    for leftover in parent.glob(f".{name}.*{TMP_TAG}*"):
-        if leftover.is_dir():
-            shutil.rmtree(leftover, ignore_errors=True)
-        else:
-            leftover.unlink(missing_ok=True)
+    for leftover in entries:
+        if not leftover.name.startswith(prefix) or not _LEFTOVER_REST.match(leftover.name[len(prefix):]):
+            continue
+        try:
+            if older_than and now - _newest_mtime(leftover) < older_than:
+                continue
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover)
+            else:
+                leftover.unlink()
+        except OSError:
+            continue
         removed += 1
     return removed
 
 
 __all__ = ["atomic_write", "atomic_write_text", "atomic_write_json", "atomic_save_tensors", "atomic_directory",
-           "remove_stale_temporaries"]
+           "remove_stale_temporaries", "share_modes"]
