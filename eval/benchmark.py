@@ -12,8 +12,9 @@ Systems, all through :class:`audio_minichat.inference.speech_llm.SpeechLLM` with
 
 Metrics: ROUGE-1/2/L F1 x100 (stemmed) vs the human summary through ``evaluate`` with the local metric module
 ``eval/metrics/rouge``; ROUGE-L vs the text system's output (modality invariance); the cascade's WER vs the
-document; latency per document; real-time factor (processing time / audio duration); peak memory (process max
-RSS, cumulative: systems run in the order given, so a later system's figure includes the earlier ones' models;
+document (both normalized with Whisper's English text normalizer, as published WER figures are:
+:mod:`audio_minichat.metrics.wer`); latency per document; real-time factor (processing time / audio duration);
+peak memory (process max RSS, cumulative: systems run in the order given, so a later system's figure includes the earlier ones' models;
 plus ``torch.cuda.max_memory_allocated`` on CUDA). Optionally (``--ppl-data``) response perplexity under the audio
 prompt and under the text prompt on a training-data validation split.
 
@@ -22,6 +23,11 @@ resumes where it stopped), ``results.json``, ``results.md``, ``results.png``.
 
     python -m audio_minichat.eval.benchmark --num-docs 100 --voices joe,espeak
     python -m audio_minichat.eval.benchmark --limit 2 --voices espeak --max-new-tokens 8
+    python -m audio_minichat.eval.benchmark --rescore    # metrics again from eval/results/outputs.jsonl, no model
+
+``--rescore`` recomputes the metrics of a finished run (the documents and fingerprints its ``results.json``
+names, the answers and transcripts its ``outputs.jsonl`` holds) with the current metric code, without loading a
+model or running ASR, and rewrites ``results.json`` / ``results.md`` / ``results.png`` in ``--out-dir``.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..metrics.wer import word_error_rate
+from ..metrics.wer import DEFAULT_NORMALIZER, word_error_rate
 from ..utils.io import atomic_write, atomic_write_text
 
 DEFAULT_PROMPT = "Summarize the following article in one sentence:"
@@ -245,7 +251,12 @@ def _fmt(v, digits=1, pct=False):
     return f"{100 * v:.{digits}f}%" if pct else f"{v:.{digits}f}"
 
 
+_WER_NORMALIZER_NAMES = {"whisper": "both normalized with Whisper's English text normalizer",
+                         "simple": "lowercased, punctuation removed"}
+
+
 def markdown_table(rows: list[dict], config: dict, ppl: dict | None) -> str:
+    normalizer = config.get("wer_normalizer", "simple")  # runs before Whisper's normalizer have no such key
     lines = [
         "# Spoken XSum summarization",
         "",
@@ -253,7 +264,8 @@ def markdown_table(rows: list[dict], config: dict, ppl: dict | None) -> str:
         f"{config['seed']}), model `{config['model_name']}` ({config['dtype']}, {config['device']}), prompt "
         f"\"{config['prompt']}\", greedy, max {config['max_new_tokens']} new tokens. ROUGE F1 x100 (stemmed) vs the "
         "human summary; R-L vs text = ROUGE-L against the text system's output; WER of the cascade's ASR vs the "
-        "document; latency = wall time per document; RTF = processing time / audio duration; peak mem = process max "
+        f"document ({_WER_NORMALIZER_NAMES.get(normalizer, normalizer)}); latency = wall time per document; RTF = "
+        "processing time / audio duration; peak mem = process max "
         "RSS (cumulative over the systems run before).",
         "",
         "| system | voice | docs | R-1 | R-2 | R-L | R-L vs text | WER | latency s/doc | RTF | peak mem MB |",
@@ -337,6 +349,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--ppl-split", default="validation")
     p.add_argument("--ppl-limit", type=int, default=64)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--rescore", action="store_true",
+                   help="recompute the metrics of the finished run in --out-dir from its results.json and outputs.jsonl "
+                        "(no model, no ASR) and rewrite its results.json / results.md / results.png")
     return p.parse_args(argv)
 
 
@@ -415,7 +430,7 @@ def run(args: argparse.Namespace) -> dict:
         "projector_trained": llm.projector_trained, "device": device, "dtype": args.dtype,
         "systems": args.systems, "voices": voices, "num_docs": args.num_docs, "limit": args.limit, "seed": args.seed,
         "min_words": args.min_words, "max_words": max_words, "max_audio_seconds": args.max_audio_seconds,
-        "prompt": args.prompt, "max_new_tokens": args.max_new_tokens, "decoding": "greedy",
+        "prompt": args.prompt, "max_new_tokens": args.max_new_tokens, "decoding": "greedy", "wer_normalizer": DEFAULT_NORMALIZER,
         "xsum": str(xsum_path()), "cache_dir": str(cache_dir), "torch_threads": torch.get_num_threads(),
         "doc_ids": [d["id"] for d in docs],
     }
@@ -472,21 +487,77 @@ def run(args: argparse.Namespace) -> dict:
     result = {
         "config": config, "metrics": rows, "perplexity": ppl, "skipped": skipped,
         "run": {"wall_s": wall, "records_reused_from_previous_run": reused, "fingerprints": fingerprints, **peak_memory()},
-        "per_doc": [
-            {**{k: r.get(k) for k in ("system", "voice", "id", "output", "transcript", "rouge1", "rouge2", "rougeL",
-                                       "rougeL_vs_text", "wer", "latency_s", "audio_seconds", "timings")},
-             "summary": by_id[r["id"]]["summary"]}
-            for r in records
-        ],
+        "per_doc": per_doc_rows(records, by_id),
     }
+    write_results(out_dir, result)
+    return result
+
+
+def per_doc_rows(records: list[dict], by_id: dict) -> list[dict]:
+    return [
+        {**{k: r.get(k) for k in ("system", "voice", "id", "output", "transcript", "rouge1", "rouge2", "rougeL",
+                                   "rougeL_vs_text", "wer", "latency_s", "audio_seconds", "timings")},
+         "summary": by_id[r["id"]]["summary"]}
+        for r in records
+    ]
+
+
+def write_results(out_dir: Path, result: dict) -> None:
     atomic_write_text(out_dir / "results.json", json.dumps(result, indent=1))
-    atomic_write_text(out_dir / "results.md", markdown_table(rows, config, ppl))
-    bar_chart(rows, out_dir / "results.png")
+    atomic_write_text(out_dir / "results.md", markdown_table(result["metrics"], result["config"], result["perplexity"]))
+    bar_chart(result["metrics"], out_dir / "results.png")
+
+
+def rescore(args: argparse.Namespace) -> dict:
+    """The metrics of the finished run in ``--out-dir`` again, from its stored outputs: no model, no ASR.
+
+    The run's ``results.json`` names its documents (``config.doc_ids``, drawn from the XSum rows of its
+    ``min_words`` / ``max_words``), systems, voices and the fingerprint of each system's outputs; the records of
+    ``outputs.jsonl`` with those fingerprints are scored with the current metric code (ROUGE, ROUGE-L vs text,
+    WER with :data:`audio_minichat.metrics.wer.DEFAULT_NORMALIZER`). Perplexity and the run's timings are kept.
+    The previous WER figures are kept under ``rescored.previous_wer``.
+    """
+    out_dir = Path(args.out_dir).expanduser()
+    old = json.loads((out_dir / "results.json").read_text(encoding="utf-8"))
+    config = old["config"]
+    fingerprints = old["run"]["fingerprints"]
+    wanted = config["doc_ids"]
+    rows_by_id = {d["id"]: d for d in load_documents(config["min_words"], config["max_words"])}
+    missing = [i for i in wanted if i not in rows_by_id]
+    if missing:
+        raise SystemExit(f"--rescore: {len(missing)} documents of {out_dir / 'results.json'} are not in {xsum_path()} "
+                         f"(first: {missing[0]})")
+    by_id = {i: rows_by_id[i] for i in wanted}
+    done = _load_records(out_dir / OUTPUTS, fingerprints)
+    records = [done[k] for k in done if k[2] in by_id and k[0] in config["systems"] and (k[1] == "-" or k[1] in config["voices"])]
+    expected = len(old.get("per_doc", []))
+    if expected and len(records) != expected:
+        raise SystemExit(f"--rescore: {out_dir / OUTPUTS} holds {len(records)} records with the run's fingerprints; "
+                         f"its results.json scored {expected}")
+    rows = compute_metrics(records, by_id, load_rouge())
+    previous = {f"{r['system']}/{r['voice']}": r.get("wer") for r in old["metrics"] if r.get("wer") is not None}
+    config = {**config, "wer_normalizer": DEFAULT_NORMALIZER}
+    result = {
+        **old, "config": config, "metrics": rows, "per_doc": per_doc_rows(records, by_id),
+        "rescored": {"records": len(records), "wer_normalizer": DEFAULT_NORMALIZER,
+                     "previous_wer": previous, "previous_wer_normalizer": old["config"].get("wer_normalizer", "simple")},
+    }
+    write_results(out_dir, result)
     return result
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.rescore:
+        result = rescore(args)
+        print(markdown_table(result["metrics"], result["config"], result["perplexity"]))
+        for key, before in result["rescored"]["previous_wer"].items():
+            system, voice = key.split("/")
+            now = next(r["wer"] for r in result["metrics"] if r["system"] == system and r["voice"] == voice)
+            print(f"WER {key}: {100 * before:.2f}% ({result['rescored']['previous_wer_normalizer']}) -> "
+                  f"{100 * now:.2f}% ({result['rescored']['wer_normalizer']})")
+        print(f"rescored {result['rescored']['records']} stored records; results in {Path(args.out_dir).expanduser()}")
+        return 0
     result = run(args)
     print(markdown_table(result["metrics"], result["config"], result["perplexity"]))
     print(f"wall time {result['run']['wall_s']:.1f} s; results in {Path(args.out_dir).expanduser()}")

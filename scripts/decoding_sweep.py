@@ -1,6 +1,11 @@
 """Decoding settings side by side, for all three modes: loop rate and ROUGE on spoken XSum.
 
     python scripts/decoding_sweep.py --num-docs 20 --voice joe --out benchmarks/decoding_sweep.json
+    python scripts/decoding_sweep.py --validation data/val240 --out benchmarks/decoding_validation.json
+
+With ``--validation DIR`` (a ``python -m audio_minichat.dataprep`` output) the requests are the data set's validation
+rows instead: each row's own prompt, with its audio (e2e), Whisper's transcript of it (cascade) or its transcript
+(text) in place of the placeholder; the measure is the agreement with the text answer (ROUGE-L) and the loop rate.
 
 For each setting (a set of ``GenerationConfig`` fields laid over the checkpoint's), every document is answered as
 text, through the cascade (Whisper's transcript, computed once) and end to end (the audio embedded once); reported
@@ -38,6 +43,45 @@ SETTINGS = {
 }
 
 
+def validation_requests(llm, data_dir: str, limit: int | None):
+    """(id, prompt with a placeholder, clip, transcript) of a built data set's validation rows."""
+    from audio_minichat.training import DataConfig, decode_audio, load_rows
+
+    rows = load_rows(data_dir, "validation", limit)
+    cols = DataConfig()
+    return [(str(i), r[cols.prompt_column], decode_audio(r[cols.audio_column], f"row {i}"), r[cols.transcript_column])
+            for i, r in enumerate(rows)]
+
+
+def run_validation(args, llm) -> dict:
+    model, processor = llm.model, llm.processor
+    base = model.generation_config.to_dict()
+    requests = validation_requests(llm, args.validation, args.num_docs)
+    heard = {rid: llm.transcribe(clip, sampling_rate=16000).text for rid, _, clip, _ in requests}
+    rouge = load_rouge()
+    results = {}
+    for name in args.settings.split(","):
+        model.generation_config = type(model.generation_config).from_dict({**base, **SETTINGS[name]})
+        answers = {"text": [], "cascade": [], "e2e": []}
+        for rid, prompt, clip, transcript in requests:
+            for mode, filling in (("text", transcript), ("cascade", heard[rid])):
+                inputs = processor(text=processor.build_prompt(prompt, transcripts=[filling]))
+                answers[mode].append(llm._generate(inputs, args.max_new_tokens)[0])
+            inputs = processor(text=processor.build_prompt(prompt), audio=clip, sampling_rate=16000)
+            answers["e2e"].append(llm._generate(inputs, args.max_new_tokens)[0])
+        row = {}
+        for mode, preds in answers.items():
+            entry = {"loop_rate": round(100 * loop_rate(preds), 1)}
+            if mode != "text":
+                entry["rougeL_vs_text"] = round(100 * float(rouge.compute(predictions=preds, references=answers["text"],
+                                                                          use_stemmer=True)["rougeL"]), 2)
+            row[mode] = entry
+        results[name] = {"generation": SETTINGS[name], "modes": row}
+        print(f"[validation] {name}: " + "; ".join(f"{m} {e}" for m, e in row.items()), flush=True)
+    return {"model": str(llm.model_dir), "data": args.validation, "rows": len(requests), "max_new_tokens": args.max_new_tokens,
+            "threads": torch.get_num_threads(), "settings": results}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None)
@@ -48,7 +92,13 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--cache-dir", default=str(DEFAULT_CACHE))
     ap.add_argument("--out", default=None)
+    ap.add_argument("--validation", default=None, help="a built data set: measure on its validation rows instead")
     args = ap.parse_args()
+    if args.validation:
+        report = run_validation(args, SpeechLLM(args.model or build_default()))
+        if args.out:
+            Path(args.out).write_text(json.dumps(report, indent=2))
+        return
     docs = select_documents(load_documents(), args.num_docs, args.seed)
     cache = Path(args.cache_dir).expanduser()
     synthesize_documents(docs, args.voice, cache)

@@ -159,7 +159,8 @@ def test_default_detects_no_speech_and_keeps_speech(default_llm, tmp_path):
     speech = load_audio(SHORT)
     for clip in (speech, speech * 0.01, np.concatenate([np.zeros(40 * RATE, np.float32), speech])):
         check = default_llm.check_speech(clip)
-        assert check.speech and check.no_speech_prob < 0.3, check
+        # speech's levels vary by syllable (20+ dB): Whisper is asked only about a steady signal (quiet speech here)
+        assert check.speech and (check.level_spread_db >= 6.0 or check.no_speech_prob < 0.3), check
     answer = default_llm.e2e(str(clips["silence_5s"]))
     assert answer.text == "" and answer.warning.startswith("no speech detected in")
     assert default_llm.transcribe(str(clips["noise_-30dB"])).text == ""
@@ -178,7 +179,7 @@ def test_default_cli_on_silence_and_on_speech(capsys, tmp_path):
     assert out.out == "\n" and "no-speech probability" in out.err and len(out.err.strip().splitlines()) == 1
     assert main(["summarize", str(SHORT), "--max-new-tokens", "12", "--json", "--quiet"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["text"].strip() and result["warning"] is None and result["speech"]["no_speech_prob"] < 0.1
+    assert result["text"].strip() and result["warning"] is None and result["speech"]["level_spread_db"] > 15
 
 
 # ---- 10. bad arguments: one line, exit 2 -------------------------------------------------------------------

