@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, GenerationMixin, PreTrainedModel
+from transformers import AutoModelForCausalLM, GenerationMixin, LogitsProcessor, LogitsProcessorList, PreTrainedModel
+from transformers.generation.logits_process import NoRepeatNGramLogitsProcessor
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .configuration_audio_minichat import AudioMiniChatConfig
@@ -25,6 +26,18 @@ AUDIO_INPUT_NAMES = ("input_features", "input_features_mask", "audio_window_clip
 # (``pipeline(model=dir, trust_remote_code=True)``). Copied beside the model's code on save, never imported here.
 EXTRA_REMOTE_CODE = ("pipeline_audio_minichat.py",)
 PIPELINE_TASK = "audio-minichat"
+
+
+class AnswerNoRepeatNGram(LogitsProcessor):
+    """No n-gram twice within the generated answer (the tokens after the first ``prompt_length``): transformers'
+    ``NoRepeatNGramLogitsProcessor`` applied to the answer alone, so the prompt's n-grams stay allowed."""
+
+    def __init__(self, ngram_size: int, prompt_length: int):
+        self.prompt_length = int(prompt_length)
+        self.within = NoRepeatNGramLogitsProcessor(int(ngram_size))
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        return self.within(input_ids[:, self.prompt_length :], scores)
 
 
 @dataclass
@@ -164,7 +177,15 @@ class AudioMiniChatForConditionalGeneration(AudioMiniChatPreTrainedModel, Genera
     def generate(self, input_ids=None, attention_mask=None, input_features=None, input_features_mask=None,
                  audio_window_clip=None, audio_spans=None, **kwargs):
         """``GenerationMixin.generate`` on prompts with audio: the prompt is embedded here, once, and generation
-        keeps the attention mask that hides unfilled audio slots."""
+        keeps the attention mask that hides unfilled audio slots.
+
+        ``answer_no_repeat_ngram_size`` (a call argument or a field of the generation config): no n-gram repeats
+        within the answer itself. Unlike ``no_repeat_ngram_size`` it leaves the prompt out, so an answer may still
+        quote what it was given (a summary reusing the speaker's phrases, "repeat this")."""
+        size = kwargs.pop("answer_no_repeat_ngram_size", getattr(self.generation_config, "answer_no_repeat_ngram_size", None))
+        if size and input_ids is not None:
+            kwargs["logits_processor"] = LogitsProcessorList(
+                [*kwargs.get("logits_processor", []), AnswerNoRepeatNGram(int(size), input_ids.shape[1])])
         if input_features is None:
             return super().generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         inputs_embeds, attention_mask, _ = self.embed_inputs(

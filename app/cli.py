@@ -141,7 +141,7 @@ def _build_default(cache_dir=None, **kwargs) -> Path:
 
 def check_model_dir(model_dir) -> None:
     """A complete AudioMiniChat checkpoint, or one clear line saying what the folder is instead."""
-    from ..training.checkpoints import RUN_CONFIG
+    from ..utils.checkpoint_files import RUN_CONFIG
 
     path = Path(model_dir)
     if not path.is_dir():

@@ -40,6 +40,8 @@ SETTINGS = {
     "no_repeat_4gram": {"no_repeat_ngram_size": 4},
     "repetition_penalty_1.2": {"repetition_penalty": 1.2},
     "rp_1.1+no_repeat_4gram": {"repetition_penalty": 1.1, "no_repeat_ngram_size": 4},
+    "answer_no_repeat_4gram": {"answer_no_repeat_ngram_size": 4},  # within the answer only (the model's generate)
+    "answer_no_repeat_3gram": {"answer_no_repeat_ngram_size": 3},
 }
 
 

@@ -259,3 +259,27 @@ def test_batched_pipeline_gives_each_clip_its_own_answer(config_kwargs, seed):
     batched = [out["generated_text"] for out in pipe(clips, batch_size=2, **kwargs)]
     assert batched == alone
     assert len(set(alone)) > 1  # the clips get different answers: the check has content
+
+
+def test_answer_no_repeat_ngram_blocks_repeats_in_the_answer_but_not_the_prompts_ngrams():
+    from transformers.generation.logits_process import NoRepeatNGramLogitsProcessor
+
+    from audio_minichat.modeling_audio_minichat import AnswerNoRepeatNGram
+
+    # prompt 5 6, answer 5 7 5: "5 7" is in the answer (7 banned after 5), "5 6" only in the prompt (6 allowed)
+    ids = torch.tensor([[5, 6, 5, 7, 5]])
+    ours = AnswerNoRepeatNGram(2, prompt_length=2)(ids, torch.zeros(1, 10))
+    assert torch.isinf(ours[0, 7]) and not torch.isinf(ours[0, 6]) and int(torch.isinf(ours).sum()) == 1
+    everything = NoRepeatNGramLogitsProcessor(2)(ids, torch.zeros(1, 10))  # transformers' own bans the prompt's too
+    assert torch.isinf(everything[0, 6]) and torch.isinf(everything[0, 7])
+    # through generate (a call argument or the generation config): no bigram twice in the answer
+    model, processor = make_model("whisper", seed=3)
+    inputs = processor(text=processor.build_prompt("summarize the the the the"))
+    out = model.generate(**inputs, max_new_tokens=12, do_sample=False, answer_no_repeat_ngram_size=2)
+    answer = out[0, inputs["input_ids"].shape[1]:].tolist()
+    bigrams = list(zip(answer, answer[1:]))
+    assert len(bigrams) == len(set(bigrams)) and len(answer) == 12
+    plain = model.generate(**inputs, max_new_tokens=12, do_sample=False)[0, inputs["input_ids"].shape[1]:].tolist()
+    assert len(set(zip(plain, plain[1:]))) < len(plain) - 1  # without it the tiny model loops: the check has content
+    model.generation_config.answer_no_repeat_ngram_size = 2
+    assert model.generate(**inputs, max_new_tokens=12, do_sample=False)[0].tolist() == out[0].tolist()

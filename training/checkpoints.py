@@ -21,18 +21,18 @@ from safetensors.torch import load_file
 
 from ..assets.default_build import apply_trained_weights, read_build_info, write_model_card
 from ..modeling_audio_minichat import AudioMiniChatForConditionalGeneration
+from ..utils.checkpoint_files import RUN_CONFIG
 from ..utils.io import atomic_directory, atomic_save_tensors, atomic_write_json
 from .config import RunConfig, TrainableConfig
 from .trainable import configure_trainable, lora_config, merge_lora
 
 TRAINABLE_WEIGHTS = "model.safetensors"  # in a checkpoint: the trainable tensors only
-RUN_CONFIG = "audio_minichat_training.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 # The small file that ships (assets/weights/, applied by assets.default_build.apply_trained_weights): the whole
 # projector plus encoder LoRA pairs (or fully trained encoder tensors), with what it was trained for.
 TRAINED_WEIGHTS = "trained_weights.safetensors"
-PEFT_ADAPTER = "default"
-PEFT_SUBFOLDER = "lora_adapter"  # final/: the LoRA of a run as a peft adapter (already merged into final's weights)  # the adapter name inject_adapter_in_model gives
+PEFT_ADAPTER = "default"  # the adapter name inject_adapter_in_model gives
+PEFT_SUBFOLDER = "lora_adapter"  # final/: the LoRA of a run as a peft adapter (already merged into final's weights)
 
 
 def jsonable(obj):
