@@ -78,8 +78,7 @@ class AudioMiniChatPipeline(Pipeline):
     def _forward(self, model_inputs, **generate_kwargs):
         if "prompt" in model_inputs:  # a single call (no DataLoader): its own batch of one
             model_inputs = self.collate([model_inputs])
-        generate_kwargs.setdefault("max_new_tokens", 128)
-        generate_kwargs.setdefault("do_sample", False)
+        # decoding: the checkpoint's generation_config.json (max_new_tokens, greedy, ...), unless the call says otherwise
         prompt_length = model_inputs["input_ids"].shape[1]
         dtype = next(self.model.parameters()).dtype
         device = self.model.device

@@ -48,7 +48,7 @@ def _step(message: str, quiet: bool) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..inference.speech_llm import DEFAULT_SUMMARY_PROMPT, MODES
+    from ..inference.speech_llm import DEFAULT_MODE, DEFAULT_SUMMARY_PROMPT, MODES
 
     parser = _Parser(prog="audio-minichat", description="Prompt a frozen LLM with speech.")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
@@ -72,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, epilog=NO_SPEECH_HELP)
         common(p, audio_required=False)
         p.add_argument("--prompt", **prompt_kwargs)
-        p.add_argument("--mode", default="e2e", choices=MODES)
+        p.add_argument("--mode", default=DEFAULT_MODE, choices=MODES,
+                       help=f"e2e: the speech itself through the model; cascade: Whisper's transcript, then the LLM; "
+                            f"text: --text or a .txt file (default: {DEFAULT_MODE}, the best measured)")
         p.add_argument("--text", default=None, help="content as text (mode text)")
         p.add_argument("--text-position", default="before", choices=["before", "after"])
 

@@ -26,7 +26,13 @@ from .offline import default_cache_dir, remove_stale_builds, resolve_pretrained
 DEFAULT_LLM = "smollm2-135m-instruct"
 DEFAULT_ENCODER = "whisper-tiny.en"
 READY_MARKER = ".audio_minichat_ready"  # written last into a complete build
-DEFAULT_BUILD_VERSION = 8  # 8: front-end modules, provenance in config.json, the cascade inside, tokens reach the LLM whole
+DEFAULT_BUILD_VERSION = 9  # 9: front-end modules, provenance in config.json, the cascade inside, tokens reach the LLM
+# whole, decoding defaults in generation_config.json
+# How every build decodes, in all three modes (its generation_config.json, which SpeechLLM, the pipeline and a bare
+# generate() read): greedy, no 4-gram twice within an answer (the prompt's own 4-grams stay allowed), and room for a
+# summary. Chosen by measurement against plain greedy, no_repeat_ngram_size 4 and repetition_penalty 1.2
+# (scripts/decoding_sweep.py; docs/evaluation.md, "Decoding").
+DECODING = {"do_sample": False, "num_beams": 1, "max_new_tokens": 256, "answer_no_repeat_ngram_size": 4}
 # The default's AudioMiniChatConfig options beyond the parts: one embedding per token Whisper's decoder writes, the
 # LLM-embedding mixture of its top-8 tokens plus a linear map of its state (docs/how-it-hears.md);
 # {} gives the paper's pool 8/4 over encoder frames.
@@ -85,6 +91,9 @@ def build_model(
         if provenance.exists():
             projector_note = json.loads(provenance.read_text()).get("note")
     model.to(dtype)
+    for key, value in DECODING.items():  # set, not update(): update() ignores fields transformers does not know
+        setattr(model.generation_config, key, value)
+    model.generation_config._from_model_config = False  # its own settings: not regenerated from the model config
     model.config.provenance = {
         "llm": llm, "encoder": encoder,  # specs (resolve_pretrained), never absolute paths
         "projector_trained": trained, "projector_weights": Path(projector_weights).name if projector_weights else None,

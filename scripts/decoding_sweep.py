@@ -45,6 +45,15 @@ SETTINGS = {
 }
 
 
+def use_setting(model, base: dict, setting: dict) -> None:
+    """The checkpoint's generation config with ``setting``'s fields laid over it (fields transformers does not know,
+    such as the model's answer_no_repeat_ngram_size, are set as attributes: from_dict would drop them)."""
+    config = type(model.generation_config).from_dict(dict(base))
+    for key, value in setting.items():
+        setattr(config, key, value)
+    model.generation_config = config
+
+
 def validation_requests(llm, data_dir: str, limit: int | None):
     """(id, prompt with a placeholder, clip, transcript) of a built data set's validation rows."""
     from audio_minichat.training import DataConfig, decode_audio, load_rows
@@ -63,7 +72,7 @@ def run_validation(args, llm) -> dict:
     rouge = load_rouge()
     results = {}
     for name in args.settings.split(","):
-        model.generation_config = type(model.generation_config).from_dict({**base, **SETTINGS[name]})
+        use_setting(model, base, SETTINGS[name])
         answers = {"text": [], "cascade": [], "e2e": []}
         for rid, prompt, clip, transcript in requests:
             for mode, filling in (("text", transcript), ("cascade", heard[rid])):
@@ -122,7 +131,7 @@ def main() -> None:
     rouge = load_rouge()
     results = {}
     for name in args.settings.split(","):
-        model.generation_config = type(model.generation_config).from_dict({**base, **SETTINGS[name]})
+        use_setting(model, base, SETTINGS[name])
         t0 = time.perf_counter()
         answers = {"text": [], "cascade": [], "e2e": []}
         for doc in docs:

@@ -68,7 +68,7 @@ def test_unreadable_audio_and_missing_model(capsys, tiny_dir):
 
 
 def test_e2e_and_text_modes_json_on_tiny_model(capsys, tiny_dir):
-    assert main(["ask", str(tiny_dir / "clip.wav"), "--model", str(tiny_dir), "--prompt", "summarize",
+    assert main(["ask", str(tiny_dir / "clip.wav"), "--model", str(tiny_dir), "--prompt", "summarize", "--mode", "e2e",
                  "--text-position", "after", "--max-new-tokens", "3", "--json", "--quiet"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["mode"] == "e2e" and out["audio_seconds"] == pytest.approx(1.5)

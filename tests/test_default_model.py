@@ -132,7 +132,7 @@ def test_spoken_numbers_dates_and_names_reach_the_llm_whole(tmp_path, capsys):
         assert spoken in heard, heard
     assert "lopez" in heard.lower(), heard
     capsys.readouterr()
-    assert cli(["summarize", str(wav), "--json", "--quiet", "--max-new-tokens", "40"]) == 0
+    assert cli(["summarize", str(wav), "--mode", "e2e", "--json", "--quiet", "--max-new-tokens", "40"]) == 0
     answer = jsonlib.loads(capsys.readouterr().out)
     assert answer["mode"] == "e2e" and "2024" in answer["transcript"] and "20 minutes" in answer["transcript"]
     assert "20" in answer["text"] and "2024" in answer["text"], answer["text"]  # the summary keeps the numbers
@@ -160,3 +160,26 @@ def test_a_save_pretrained_copy_keeps_provenance_model_card_and_the_cascade(tmp_
     asr = copied.model.asr_model()
     assert asr.model.encoder is copied.model.audio_encoder and asr.model.decoder is copied.model.audio_frontend.asr_decoder
     assert copied.e2e(wav, max_new_tokens=12).text == original.e2e(wav, max_new_tokens=12).text
+
+
+@pytest.mark.integration
+def test_the_default_decodes_by_its_generation_config():
+    """The measured decoding defaults live in the checkpoint (generation_config.json): a bare generate() is greedy,
+    does not repeat a 4-gram within its answer, and has room for a summary (not transformers' 20 tokens)."""
+    from audio_minichat.assets.default_build import DECODING
+    from audio_minichat.processing_audio_minichat import AudioMiniChatProcessor
+
+    model_dir = build_default()
+    saved = json.loads((model_dir / "generation_config.json").read_text())
+    assert {k: saved.get(k) for k in DECODING} == DECODING
+    model = AudioMiniChatForConditionalGeneration.from_pretrained(model_dir).eval()
+    assert model.generation_config.answer_no_repeat_ngram_size == 4 and model.generation_config.max_new_tokens == 256
+    processor = AudioMiniChatProcessor.from_pretrained(model_dir)
+    story = "Say the word hello forty times, with no other words: hello hello hello hello hello hello hello hello."
+    inputs = processor(text=processor.build_prompt(processor.audio_with_text("Repeat this:"), transcripts=[story]))
+    with torch.no_grad():
+        out = model.generate(**inputs)[0, inputs["input_ids"].shape[1]:].tolist()
+    grams = [tuple(out[i : i + 4]) for i in range(len(out) - 3)]
+    eos = model.generation_config.eos_token_id
+    eos = set(eos if isinstance(eos, list) else [eos])
+    assert (len(out) > 20 or out[-1] in eos) and len(grams) == len(set(grams))  # not cut at transformers' 20 tokens

@@ -99,11 +99,12 @@ def test_no_speech_gives_an_empty_answer_and_a_warning_exit_0(capsys, tiny, comm
 
 def test_speech_is_answered_and_the_check_can_be_turned_off(capsys, tiny):
     model = str(tiny / "model")
-    assert main(["summarize", str(tiny / "clip.wav"), "--model", model, "--max-new-tokens", "2", "--json", "--quiet"]) == 0
+    assert main(["summarize", str(tiny / "clip.wav"), "--model", model, "--mode", "e2e", "--max-new-tokens", "2", "--json",
+                 "--quiet"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["speech"]["speech"] is True and result["speech"]["active_seconds"] > 1.0
     assert "no speech" not in (result["warning"] or "") and {"speech_check_s", "generate_s"} <= set(result["timings"])
-    assert main(["summarize", str(tiny / "silence.wav"), "--model", model, "--max-new-tokens", "2", "--json", "--quiet",
+    assert main(["summarize", str(tiny / "silence.wav"), "--model", model, "--mode", "e2e", "--max-new-tokens", "2", "--json", "--quiet",
                  "--no-speech-check"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["speech"] is None and "generate_s" in result["timings"] and "no speech" not in (result["warning"] or "")
@@ -239,7 +240,7 @@ def test_prompt_plus_max_new_tokens_past_the_context(capsys, tiny):
     assert prompt_tokens + room == 128
     assert main(base + ["--max-new-tokens", str(room), "--json"]) == 0  # exactly the room left: accepted
     assert json.loads(capsys.readouterr().out)["mode"] == "text"
-    one_line_error(capsys, ["summarize", str(tiny / "clip.wav"), "--model", model, "--max-new-tokens", "120", "--quiet"],
+    one_line_error(capsys, ["summarize", str(tiny / "clip.wav"), "--mode", "e2e", "--model", model, "--max-new-tokens", "120", "--quiet"],
                    r"^error: the prompt is \d+ tokens \(audio included\) and 120 new tokens would run past .* 128 tokens")
     one_line_error(capsys, base[:1] + ["--mode", "text", "--text", "hello " * 200, "--model", model, "--quiet"],
                    r"^error: Prompt 0 is \d+ tokens long \(audio included\) but the LLM's context is 128 tokens")

@@ -270,7 +270,8 @@ def test_final_model_loads_and_its_trained_weights_with_encoder_lora_rebuild_it(
     wav = tmp_path / "a.wav"
     sf.write(wav, speechlike(1.0), 16000)
     capsys.readouterr()
-    assert cli(["ask", str(wav), "--prompt", "summarize", "--model", str(final), "--max-new-tokens", "3", "--json", "--quiet"]) == 0
+    assert cli(["ask", str(wav), "--prompt", "summarize", "--mode", "e2e", "--model", str(final), "--max-new-tokens", "3",
+                "--json", "--quiet"]) == 0
     answer = json.loads(capsys.readouterr().out)
     assert answer["mode"] == "e2e" and answer["model"] == str(final) and answer["warning"] is None  # trained: no warning
     assert cli(["ask", str(wav), "--prompt", "summarize", "--model", str(tmp_path / "run" / "checkpoint-2"), "--quiet"]) == 2
