@@ -15,7 +15,7 @@ from conftest import REPO_ROOT
 MAX_LINES = 600
 LAYERS = {"utils": 0, "metrics": 0, "core": 1, "assets": 2.0, "dataprep": 2.1, "inference": 2.2, "training": 2.3,
           "eval": 2.4, "app": 3, "train_trainer": 3}
-NOT_PACKAGE = {"tests", "scripts", "examples", "configs", "docs", "benchmarks", "build", "dist"}
+NOT_PACKAGE = {"tests", "scripts", "examples", "configs", "docs", "benchmarks", "build", "dist", "setup.py"}
 
 
 def package_modules() -> dict[str, Path]:
