@@ -61,25 +61,13 @@ def all_requirements(kwargs: dict) -> list[tuple[str, Requirement]]:
 
 
 def closure(requirements: list[str]) -> set[str]:
-    """Canonical names of the installed distributions ``requirements`` pull in (markers evaluated here)."""
-    seen: set[tuple[str, tuple]] = set()
-    names: set[str] = set()
-    todo = [(Requirement(r), ()) for r in requirements]
-    while todo:
-        req, parent_extras = todo.pop()
-        if req.marker is not None and not any(req.marker.evaluate({"extra": e}) for e in (parent_extras or ("",))):
-            continue
-        key = (canonicalize_name(req.name), tuple(sorted(req.extras)))
-        if key in seen:
-            continue
-        seen.add(key)
-        try:
-            dist = distribution(req.name)
-        except PackageNotFoundError:
-            continue
-        names.add(key[0])
-        todo += [(Requirement(r), tuple(req.extras)) for r in (dist.requires or [])]
-    return names
+    """Canonical names of the installed distributions ``requirements`` pull in: the lock script's own walk."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("lock_constraints", REPO_ROOT / "scripts" / "lock_constraints.py")
+    lock = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lock)
+    return set(lock.closure(requirements)[0])
 
 
 def import_names() -> dict[str, list[str]]:
@@ -172,7 +160,7 @@ def test_constraints_agree_with_the_other_pins():
 def test_lock_reproduces_constraints(tmp_path):
     """`bash scripts/install.sh --lock` here writes exactly constraints.txt (it is not stale)."""
     (tmp_path / "scripts").mkdir()
-    for rel in ("setup.py", "scripts/install.sh", "README.md"):
+    for rel in ("setup.py", "scripts/install.sh", "scripts/lock_constraints.py", "README.md"):
         (tmp_path / rel).write_bytes((REPO_ROOT / rel).read_bytes())
     done = subprocess.run(["bash", "scripts/install.sh", "--lock"], cwd=tmp_path, capture_output=True, text=True,
                           env={**_env(), "PYTHON": sys.executable}, timeout=120)
