@@ -36,9 +36,9 @@ def _umask() -> int:
     return umask
 
 
-def _readable_mode(path: Path, directory: bool = False) -> None:
-    """Temporary files and directories are created private (0600 / 0700); give them the usual umask mode."""
-    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+def _readable_mode(path: Path) -> None:
+    """Temporary files are created private (0600); give them the usual umask mode."""
+    os.chmod(path, 0o666 & ~_umask())
 
 
 def share_modes(directory: str | os.PathLike) -> None:
@@ -100,7 +100,6 @@ def atomic_directory(final: str | os.PathLike) -> Iterator[Path]:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.{uuid.uuid4().hex[:8]}{TMP_TAG}", dir=final.parent))
-    _readable_mode(tmp, directory=True)
     try:
         yield tmp
         share_modes(tmp)
