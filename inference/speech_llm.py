@@ -81,6 +81,9 @@ class Answer:
     timings: dict = field(default_factory=dict)
     warning: str | None = None
     speech: dict | None = None  # the speech check's measurements (SpeechCheck.to_dict()), for audio modes
+    # a long recording's segments, in order (inference.longform.summarize_long): {"start_s", "end_s", "text",
+    # "transcript"}; None for an answer from one prompt
+    chapters: list[dict] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
