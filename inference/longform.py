@@ -50,7 +50,7 @@ PAUSE_SMOOTH_SECONDS = 0.3  # a pause is a stretch this long of low energy (the 
 PAUSE_SEARCH_FRACTION = 0.25  # search for the pause within this fraction of the segment length around the target ...
 PAUSE_SEARCH_MAX_SECONDS = 60.0  # ... and at most this far
 MIN_SEGMENT_SECONDS = 1.0
-BLOCK_SECONDS = 60.0  # audio read (and measured) in blocks of this length
+BLOCK_SECONDS = 30.0  # audio read (and measured) in blocks of this length
 
 
 @dataclass(frozen=True)

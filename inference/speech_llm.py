@@ -49,6 +49,7 @@ UNTRAINED_WARNING = (
 # frames' levels spread (10th to 90th percentile) over STEADY_SPREAD_DB or more is speech whatever Whisper says
 # (measured: steady noise 0.8 dB, mains hum 0 dB; speech 20-27 dB; speech at 1 % gain 3.9 dB, which Whisper passes).
 FRAME_SECONDS, HOP_SECONDS = 0.025, 0.010
+BLOCK_FRAMES = 1000  # frame_dbfs works through a clip 10 s at a time
 ENERGY_FLOOR_DBFS = -55.0
 MIN_SPEECH_SECONDS = 0.1
 NO_SPEECH_THRESHOLD = 0.6
@@ -118,15 +119,20 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 def frame_dbfs(clip: np.ndarray, rate: int = 16000) -> np.ndarray:
     """RMS level (dB re full scale) of each 25 ms frame every 10 ms; a clip shorter than a frame is one frame.
-    Digital silence is -inf."""
+    Digital silence is -inf. Computed BLOCK_FRAMES frames at a time: an hour's clip costs a few MB, not float64
+    copies of the whole (and each block's running sums stay exact to float64)."""
     frame, hop = int(FRAME_SECONDS * rate), int(HOP_SECONDS * rate)
-    x = np.asarray(clip, dtype=np.float64)
+    x = np.asarray(clip)
     if x.size < frame:
-        x = np.pad(x, (0, frame - x.size))
+        x = np.pad(x.astype(np.float64), (0, frame - x.size))
     n = 1 + (x.size - frame) // hop
-    squares = np.concatenate([[0.0], np.cumsum(x * x)])
-    starts = hop * np.arange(n)
-    rms = np.sqrt(np.maximum(squares[starts + frame] - squares[starts], 0.0) / frame)
+    rms = np.empty(n)
+    for first in range(0, n, BLOCK_FRAMES):
+        count = min(BLOCK_FRAMES, n - first)
+        block = np.asarray(x[first * hop : (first + count - 1) * hop + frame], dtype=np.float64)
+        squares = np.concatenate([[0.0], np.cumsum(block * block)])
+        starts = hop * np.arange(count)
+        rms[first : first + count] = np.sqrt(np.maximum(squares[starts + frame] - squares[starts], 0.0) / frame)
     with np.errstate(divide="ignore"):
         return 20 * np.log10(rms)
 
