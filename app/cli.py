@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="without the shipped trained weights (the training recipes' starting point), in its own folder")
     b.add_argument("--variant", default="default", choices=["default", "pool"],
                    help="pool: the paper's route (average-pooled Whisper encoder frames), to compare with the default")
+    from .serve import add_serve_parser  # (gradio is imported only when the server starts)
+
+    add_serve_parser(sub)
     return parser
 
 
@@ -166,6 +169,10 @@ def run(argv: list[str] | None = None) -> dict:
         path = _build_default(args.cache_dir, force=args.force, untrained=args.untrained, variant=args.variant)
         _step(f"default model ready at {path} ({time.perf_counter() - t0:.1f} s)", args.quiet)
         return {"model": str(path)}
+    if args.command == "serve":
+        from .serve import serve
+
+        return {"served": serve(args)}
     if getattr(args, "max_new_tokens", 1) < 1:
         raise CliError("--max-new-tokens must be >= 1")
     mode = getattr(args, "mode", None)
@@ -216,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    if "served" in result:  # serve: the server has stopped
+        return 0
     if json_out:
         print(json.dumps(result, indent=2))
     else:
