@@ -57,6 +57,8 @@ class AudioLayout:
     stack_factor: int = 4
     # downsample="asr_tokens": embedding slots per second of a window (frontend_asr_tokens.window_token_slots)
     tokens_per_second: float = 6.0
+    # downsample="qformer": queries per full window (frontend_qformer.QFormerFrontEnd.queries_for)
+    queries_per_window: int = 100
     # Whether each window's features are padded to the full window (Whisper's decoder expects 30 s inputs).
     pad_windows: bool = False
 
@@ -162,6 +164,10 @@ class AudioMiniChatConfig(PreTrainedConfig):
         provenance: what the checkpoint was built / trained from and whether its audio path is trained (specs of
             the base models, trained-weights digest, training summary); kept in config.json so that every copy
             of a checkpoint carries it (read by the CLI and the model card).
+        qformer_queries: ``downsample="qformer"``: learned queries per full encoder window (30 s); a shorter window
+            gets its share (at least one).
+        audio_lora: LoRA on the LLM active only for prompts that hold audio: ``{"r": 8, "alpha": 16, "targets":
+            ["q_proj", "v_proj"]}`` (``audio_lora.py``); text prompts run the untouched LLM. None: no adapter.
     """
 
     model_type = "audio_minichat"
@@ -194,6 +200,8 @@ class AudioMiniChatConfig(PreTrainedConfig):
         keep_asr_decoder: bool = False,
         asr_generation_config: dict | None = None,
         provenance: dict | None = None,
+        qformer_queries: int = 100,
+        audio_lora: dict | None = None,
         **kwargs,
     ):
         if isinstance(audio_config, dict):
@@ -242,6 +250,10 @@ class AudioMiniChatConfig(PreTrainedConfig):
         self.keep_asr_decoder = bool(keep_asr_decoder)
         self.asr_generation_config = None if asr_generation_config is None else dict(asr_generation_config)
         self.provenance = dict(provenance or {})
+        self.qformer_queries = int(qformer_queries)
+        # LoRA on the LLM that is active only for prompts holding audio ({"r", "alpha", "targets"}; None: none):
+        # text prompts run the untouched LLM (audio_lora.py)
+        self.audio_lora = None if not audio_lora else dict(audio_lora)
         super().__init__(**kwargs)
         frontend.check_config(self)
         if frontend.keeps_asr_decoder(self) and self.audio_config.model_type not in ASR_DECODER_CLASSES:
@@ -290,6 +302,7 @@ class AudioMiniChatConfig(PreTrainedConfig):
             pool_stride=self.pool_stride,
             stack_factor=self.stack_factor,
             tokens_per_second=self.audio_tokens_per_second,
+            queries_per_window=self.qformer_queries,
             pad_windows=frontend_class(self.downsample).pad_windows,
         )
 

@@ -178,6 +178,55 @@ class AudioFrontEnd(nn.Module):
                 token_table: torch.Tensor | None = None) -> AudioFrontEndOutput:
         raise NotImplementedError
 
+    # ---- two stages, for training from cached features (training/feature_cache.py) ------------------
+    # A front end whose work splits into a parameter-free-after-the-encoder stage (``audio_features``) and a
+    # trainable stage (``embed_features``) sets ``cacheable``: with a frozen encoder, stage 1 is computed once per
+    # clip and stored, and training runs stage 2 only. ``forward`` is exactly stage 2 of stage 1.
+    cacheable: bool = False
+
+    def audio_features(self, input_features, input_features_mask, audio_window_clip, audio_spans=None) -> list[torch.Tensor]:
+        """Stage 1: per clip, a (steps, dim) tensor that depends only on the encoder and the audio."""
+        raise NotImplementedError(f"downsample={self.name!r} does not split into cacheable stages")
+
+    def embed_features(self, features: list[torch.Tensor], num_samples: list[int]) -> AudioFrontEndOutput:
+        """Stage 2: per-clip stage-1 features (and each clip's sample count) -> the front end's output."""
+        raise NotImplementedError(f"downsample={self.name!r} does not split into cacheable stages")
+
+    def adapter_parameters(self) -> list[nn.Parameter]:
+        """What training adapts by default: everything between the encoder and the LLM (the projector)."""
+        return list(self.projector.parameters())
+
+    def stage1_modules(self) -> list[nn.Module]:
+        """The modules stage 1 runs (a cache of its output is valid only while none of them trains)."""
+        return [self.encoder]
+
+    def encoder_frames(self, input_features, input_features_mask, audio_window_clip) -> list[torch.Tensor]:
+        """Per window (window order), the encoder's valid frames."""
+        step = max(1, self.config.encoder_forward_batch)
+        parts = []
+        for i in range(0, input_features.shape[0], step):
+            hidden, n = self.encode_windows(input_features[i : i + step], input_features_mask[i : i + step])
+            parts.extend(hidden[j, : int(n[j])] for j in range(hidden.shape[0]))
+        return parts
+
+    def encode_windows(self, features: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder frames for a batch of padded windows: (windows, frames, dim) and valid frame counts."""
+        layout, encoder = self.layout, self.encoder
+        sample_lengths = mask.sum(-1)
+        scale = layout.mel_hop_length if layout.frontend == "mel" else 1
+        frame_lengths = torch.tensor([layout.encoder_frames(int(n) * scale) for n in sample_lengths.tolist()], device=features.device)
+        dtype = next(encoder.parameters()).dtype
+        if layout.frontend == "mel":
+            return whisper_window_states(encoder, features.to(dtype), mask.to(dtype), frame_lengths, self.training), frame_lengths
+        if getattr(encoder.config, "feat_extract_norm", "layer") == "group":
+            # Group norm spans time: padding would change the result, so such encoders see each window alone.
+            outs = [encoder(features[i : i + 1, : int(n)].to(dtype)).last_hidden_state[0] for i, n in enumerate(sample_lengths.tolist())]
+            longest = max(o.shape[0] for o in outs)
+            hidden = torch.stack([nn.functional.pad(o, (0, 0, 0, longest - o.shape[0])) for o in outs])
+        else:
+            hidden = encoder(features.to(dtype), attention_mask=mask.long()).last_hidden_state
+        return hidden, frame_lengths
+
 
 class EncoderFramesFrontEnd(AudioFrontEnd):
     """The paper's route: encoder frames of each clip (windows concatenated), downsampled, linearly projected."""
@@ -202,38 +251,27 @@ class EncoderFramesFrontEnd(AudioFrontEnd):
         """(clips, frames, dim) with valid ``lengths`` -> (clips, max(counts), dim')."""
         raise NotImplementedError
 
-    def encode_windows(self, features: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encoder frames for a batch of padded windows: (windows, frames, dim) and valid frame counts."""
-        layout, encoder = self.layout, self.encoder
-        sample_lengths = mask.sum(-1)
-        scale = layout.mel_hop_length if layout.frontend == "mel" else 1
-        frame_lengths = torch.tensor([layout.encoder_frames(int(n) * scale) for n in sample_lengths.tolist()], device=features.device)
-        dtype = next(encoder.parameters()).dtype
-        if layout.frontend == "mel":
-            return whisper_window_states(encoder, features.to(dtype), mask.to(dtype), frame_lengths, self.training), frame_lengths
-        if getattr(encoder.config, "feat_extract_norm", "layer") == "group":
-            # Group norm spans time: padding would change the result, so such encoders see each window alone.
-            outs = [encoder(features[i : i + 1, : int(n)].to(dtype)).last_hidden_state[0] for i, n in enumerate(sample_lengths.tolist())]
-            longest = max(o.shape[0] for o in outs)
-            hidden = torch.stack([nn.functional.pad(o, (0, 0, 0, longest - o.shape[0])) for o in outs])
-        else:
-            hidden = encoder(features.to(dtype), attention_mask=mask.long()).last_hidden_state
-        return hidden, frame_lengths
+    cacheable = True
 
-    def forward(self, input_features, input_features_mask, audio_window_clip, audio_spans=None, token_table=None):
-        step = max(1, self.config.encoder_forward_batch)
-        parts = []
-        for i in range(0, input_features.shape[0], step):
-            hidden, n = self.encode_windows(input_features[i : i + step], input_features_mask[i : i + step])
-            parts.extend(hidden[j, : int(n[j])] for j in range(hidden.shape[0]))
-        per_clip = group_by_clip(parts, audio_window_clip)
+    def audio_features(self, input_features, input_features_mask, audio_window_clip, audio_spans=None):
+        """Stage 1: each clip's encoder frames (windows concatenated), downsampled (parameter-free)."""
+        per_clip = group_by_clip(self.encoder_frames(input_features, input_features_mask, audio_window_clip), audio_window_clip)
         lengths = torch.tensor([p.shape[0] for p in per_clip], device=input_features.device)
         frames = nn.utils.rnn.pad_sequence(per_clip, batch_first=True)
         counts = [self.downsampled_length(self.layout, int(n), None if audio_spans is None else int((audio_spans[i, :, 0] >= 0).sum()))
                   for i, n in enumerate(lengths.tolist())]
-        projected = self.projector(self.downsample(frames, lengths, counts, audio_spans))
-        embeddings = tuple(projected[i, :n] for i, n in enumerate(counts))
-        return AudioFrontEndOutput(embeddings=embeddings, fill_mask=tuple(torch.ones(n, dtype=torch.bool, device=frames.device) for n in counts))
+        down = self.downsample(frames, lengths, counts, audio_spans)
+        return [down[i, :n] for i, n in enumerate(counts)]
+
+    def embed_features(self, features, num_samples=None):
+        """Stage 2: the projector."""
+        projected = self.projector(nn.utils.rnn.pad_sequence(list(features), batch_first=True))
+        counts = [f.shape[0] for f in features]
+        return AudioFrontEndOutput(embeddings=tuple(projected[i, :n] for i, n in enumerate(counts)),
+                                   fill_mask=tuple(torch.ones(n, dtype=torch.bool, device=projected.device) for n in counts))
+
+    def forward(self, input_features, input_features_mask, audio_window_clip, audio_spans=None, token_table=None):
+        return self.embed_features(self.audio_features(input_features, input_features_mask, audio_window_clip, audio_spans))
 
 
 __all__ = ["AudioFrontEnd", "AudioFrontEndOutput", "AudioProjector", "EncoderFramesFrontEnd", "span_means", "whisper_window_states"]

@@ -9,9 +9,10 @@ from __future__ import annotations
 from .frontend_asr_tokens import AsrTokensFrontEnd
 from .frontend_ctc_pool import CtcPoolFrontEnd
 from .frontend_pool import PoolFrontEnd
+from .frontend_qformer import QFormerFrontEnd
 from .frontend_stack import StackFrontEnd
 
-AUDIO_FRONTENDS = {cls.name: cls for cls in (PoolFrontEnd, StackFrontEnd, CtcPoolFrontEnd, AsrTokensFrontEnd)}
+AUDIO_FRONTENDS = {cls.name: cls for cls in (PoolFrontEnd, StackFrontEnd, CtcPoolFrontEnd, AsrTokensFrontEnd, QFormerFrontEnd)}
 
 
 def frontend_class(name: str):

@@ -17,11 +17,13 @@ from transformers import AutoModelForCausalLM, GenerationMixin, LogitsProcessor,
 from transformers.generation.logits_process import NoRepeatNGramLogitsProcessor
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from .audio_lora import AudioGate, AudioLoRA
 from .configuration_audio_minichat import AudioMiniChatConfig
 from .frontend_base import ASR_MODEL_CLASSES, AudioFrontEnd, AudioFrontEndOutput
 from .frontends import frontend_class
 
-AUDIO_INPUT_NAMES = ("input_features", "input_features_mask", "audio_window_clip", "audio_spans")
+AUDIO_INPUT_NAMES = ("input_features", "input_features_mask", "audio_window_clip", "audio_spans",
+                     "audio_features", "audio_feature_lengths", "audio_num_samples")
 # Remote-code files the model's own imports do not reach but a checkpoint needs: the pipeline
 # (``pipeline(model=dir, trust_remote_code=True)``). Copied beside the model's code on save, never imported here.
 EXTRA_REMOTE_CODE = ("pipeline_audio_minichat.py",)
@@ -71,7 +73,24 @@ class AudioMiniChatForConditionalGeneration(AudioMiniChatPreTrainedModel, Genera
         super().__init__(config)
         self.audio_frontend = frontend_class(config.downsample)(config)
         self.language_model = AutoModelForCausalLM.from_config(config.text_config)
+        self.audio_gate = AudioGate()
+        self.audio_lora = None
+        if config.audio_lora:
+            self.add_audio_lora(config.audio_lora)
         self.post_init()
+
+    def add_audio_lora(self, spec: dict) -> AudioLoRA:
+        """(Re)build the LLM adapter that is active only for prompts with audio (``config.audio_lora``) around the
+        current LLM; a fresh adapter changes nothing until trained."""
+        self.audio_lora = AudioLoRA(self.language_model, spec, self.audio_gate)
+        self.config.audio_lora = dict(spec)
+        return self.audio_lora
+
+    def _audio_rows(self, input_ids) -> torch.Tensor | None:
+        """Which rows hold audio placeholders (the audio adapter's rows); None without an adapter or ids."""
+        if self.audio_lora is None or input_ids is None:
+            return None
+        return (input_ids == self.config.audio_token_id).any(-1)
 
     # ---- parts (for generate / resizing / peft / training) -----------------------------------------
     @property
@@ -103,21 +122,32 @@ class AudioMiniChatForConditionalGeneration(AudioMiniChatPreTrainedModel, Genera
                                    token_table=self.get_input_embeddings().weight)
 
     def embed_inputs(self, input_ids, input_features=None, input_features_mask=None, audio_window_clip=None, audio_spans=None,
-                     attention_mask=None) -> tuple[torch.Tensor, torch.Tensor | None, AudioFrontEndOutput | None]:
+                     attention_mask=None, audio_features=None, audio_feature_lengths=None, audio_num_samples=None,
+                     ) -> tuple[torch.Tensor, torch.Tensor | None, AudioFrontEndOutput | None]:
         """Token embeddings with each run of audio placeholders replaced by its clip's embeddings.
 
         Returns ``(inputs_embeds, attention_mask, audio)``: the mask is the given one with the slots the front end
         left unfilled masked out (their positions are then skipped by the position ids too, so the LLM sees exactly
         the filled embeddings); ``audio`` is the front end's output (None without audio).
+
+        ``audio_features`` (clips, steps, dim) with ``audio_feature_lengths`` and ``audio_num_samples`` (clips,) take
+        the place of ``input_features``: the front end's stage-1 output computed once and cached (training from
+        cached features, ``training/feature_cache.py``); only its trainable stage runs here.
         """
         placeholder = input_ids == self.config.audio_token_id
         embeds = self.get_input_embeddings()(input_ids.masked_fill(placeholder, 0))
         n_placeholders = int(placeholder.sum())
-        if input_features is None:
+        if audio_features is not None:
+            if audio_feature_lengths is None or audio_num_samples is None:
+                raise ValueError("audio_features need audio_feature_lengths and audio_num_samples (training.feature_cache).")
+            per_clip = [audio_features[i, : int(n)] for i, n in enumerate(audio_feature_lengths.tolist())]
+            audio = self.audio_frontend.embed_features(per_clip, [int(n) for n in audio_num_samples.tolist()])
+        elif input_features is None:
             if n_placeholders:
                 raise ValueError(f"input_ids hold {n_placeholders} audio placeholder tokens but no audio features were given.")
             return embeds, attention_mask, None
-        audio = self.get_audio_features(input_features, input_features_mask, audio_window_clip, audio_spans)
+        else:
+            audio = self.get_audio_features(input_features, input_features_mask, audio_window_clip, audio_spans)
         values, filled = torch.cat(audio.embeddings), torch.cat(audio.fill_mask)
         if values.shape[0] != n_placeholders:
             raise ValueError(
@@ -143,16 +173,28 @@ class AudioMiniChatForConditionalGeneration(AudioMiniChatPreTrainedModel, Genera
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         output_audio_embeddings: bool = False,
+        audio_features: torch.Tensor | None = None,
+        audio_feature_lengths: torch.Tensor | None = None,
+        audio_num_samples: torch.Tensor | None = None,
         **kwargs,
     ):
         """The LLM's output on the prompt with audio embedded; ``output_audio_embeddings=True`` adds each clip's
         filled audio embeddings (``audio_embeddings``, clip order) and ASR tokens where the front end reads them."""
+        with self.audio_gate.open(self._audio_rows(input_ids)):
+            return self._forward(input_ids, attention_mask, input_features, input_features_mask, audio_window_clip, audio_spans,
+                                 inputs_embeds, labels, output_audio_embeddings, audio_features, audio_feature_lengths,
+                                 audio_num_samples, **kwargs)
+
+    def _forward(self, input_ids, attention_mask, input_features, input_features_mask, audio_window_clip, audio_spans,
+                 inputs_embeds, labels, output_audio_embeddings, audio_features, audio_feature_lengths, audio_num_samples,
+                 **kwargs):
         audio = None
         if inputs_embeds is None:
             if input_ids is None:
                 raise ValueError("Pass input_ids (from AudioMiniChatProcessor) or inputs_embeds.")
             inputs_embeds, attention_mask, audio = self.embed_inputs(
-                input_ids, input_features, input_features_mask, audio_window_clip, audio_spans, attention_mask=attention_mask
+                input_ids, input_features, input_features_mask, audio_window_clip, audio_spans, attention_mask=attention_mask,
+                audio_features=audio_features, audio_feature_lengths=audio_feature_lengths, audio_num_samples=audio_num_samples,
             )
         num_items_in_batch = kwargs.pop("num_items_in_batch", None)
         context = getattr(self.config.text_config, "max_position_embeddings", None)
@@ -186,12 +228,14 @@ class AudioMiniChatForConditionalGeneration(AudioMiniChatPreTrainedModel, Genera
         if size and input_ids is not None:
             kwargs["logits_processor"] = LogitsProcessorList(
                 [*kwargs.get("logits_processor", []), AnswerNoRepeatNGram(int(size), input_ids.shape[1])])
-        if input_features is None:
-            return super().generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-        inputs_embeds, attention_mask, _ = self.embed_inputs(
-            input_ids, input_features, input_features_mask, audio_window_clip, audio_spans, attention_mask=attention_mask
-        )
-        return super().generate(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs)
+        # the audio adapter (if any) stays on for the rows whose prompt holds audio, for every step of the answer
+        with self.audio_gate.open(self._audio_rows(input_ids)):
+            if input_features is None:
+                return super().generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+            inputs_embeds, attention_mask, _ = self.embed_inputs(
+                input_ids, input_features, input_features_mask, audio_window_clip, audio_spans, attention_mask=attention_mask
+            )
+            return super().generate(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs)
 
     def prepare_inputs_for_generation(self, *args, inputs_embeds=None, is_first_iteration: bool | None = False, **kwargs):
         """Audio goes in with the prompt only (``inputs_embeds``, embedded once by :meth:`generate`)."""
@@ -240,6 +284,8 @@ class AudioMiniChatForConditionalGeneration(AudioMiniChatPreTrainedModel, Genera
         model.audio_frontend.projector.to_empty(device=language_model.device)  # the one fresh part
         model.audio_frontend.init_weights(getattr(config.text_config, "initializer_range", 0.02))
         model.language_model = language_model
+        if config.audio_lora:  # around the real LLM (the one built above was on the meta device)
+            model.add_audio_lora(config.audio_lora).to(device=language_model.device, dtype=language_model.dtype)
         model.generation_config = language_model.generation_config
         return model
 

@@ -21,6 +21,7 @@ import torch
 from transformers import BatchFeature, ProcessorMixin
 
 from .configuration_audio_minichat import DEFAULT_AUDIO_TOKEN, AudioLayout
+from .audio_io import AudioDecodeError, read_audio_file
 
 # MiniChat-3B's format: "<s> [|User|] {prompt} </s>[|Assistant|] {response}</s>"; given to tokenizers with no template.
 MINICHAT_CHAT_TEMPLATE = (
@@ -34,7 +35,7 @@ MINICHAT_CHAT_TEMPLATE = (
 )
 
 ASR_TOKENIZER_DIR = "asr_tokenizer"  # subfolder of a checkpoint holding the cascade's ASR tokenizer
-AUDIO_FILE_HINT = "expected a WAV/FLAC/OGG file readable by soundfile"
+AUDIO_FILE_HINT = "expected WAV, FLAC, OGG/Opus or MP3, or M4A/AAC with PyAV or ffmpeg installed"
 
 
 class AudioInputError(ValueError):
@@ -48,7 +49,7 @@ def _describe(source) -> str:
 def load_audio(audio, sampling_rate: int | None = None, target_rate: int = 16000, name: str = "audio") -> np.ndarray:
     """Return ``audio`` as a finite float32 mono array at ``target_rate``.
 
-    Accepts a file path (read with soundfile), a float or integer numpy array / torch tensor (int16 is
+    Accepts a file path (read with soundfile, or PyAV / ffmpeg for M4A/AAC: :mod:`audio_io`), a float or integer numpy array / torch tensor (int16 is
     scaled by 1/32768, other ints by their range), mono or multi-channel (down-mixed by averaging),
     a ``{"array", "sampling_rate"}`` dict (the ``datasets`` Audio format), at any sample rate
     (resampled with torchaudio). Raises :class:`AudioInputError` naming the problem.
@@ -60,18 +61,15 @@ def load_audio(audio, sampling_rate: int | None = None, target_rate: int = 16000
         sampling_rate = audio.get("sampling_rate", sampling_rate)
         audio = audio["array"]
     if isinstance(audio, (str, os.PathLike)):
-        import soundfile as sf
-
         path = os.fspath(audio)
         if not os.path.exists(path):
             raise AudioInputError(f"{name}: audio file {path!r} does not exist.")
         if os.path.isdir(path):
             raise AudioInputError(f"{name}: {path!r} is a directory, not an audio file ({AUDIO_FILE_HINT}).")
         try:
-            data, sampling_rate = sf.read(path, dtype="float32", always_2d=True)
-        except Exception as exc:  # soundfile raises several types for non-audio data
+            audio, sampling_rate = read_audio_file(path, target_rate)
+        except AudioDecodeError as exc:
             raise AudioInputError(f"{name}: cannot read audio file {path!r} ({AUDIO_FILE_HINT}): {exc}") from None
-        audio = data
     if isinstance(audio, torch.Tensor):
         audio = audio.detach().cpu().numpy()
     if isinstance(audio, (list, tuple)):
@@ -408,6 +406,7 @@ class AudioMiniChatProcessor(ProcessorMixin):
         padding_side: str | None = None,
         return_tensors: str = "pt",
         add_special_tokens: bool = False,
+        audio_num_samples: list[int] | None = None,
         images=None,
         videos=None,
         **kwargs,
@@ -426,6 +425,9 @@ class AudioMiniChatProcessor(ProcessorMixin):
             padding_side: ``"left"`` (default, for generation) or ``"right"`` (default with responses).
             add_special_tokens: whether the tokenizer adds its special tokens to each prompt (the chat template
                 writes them, so off by default).
+            audio_num_samples: in place of ``audio``, each clip's sample count (at the model's rate): the prompts are
+                tokenized with the same placeholder counts, and no features are computed (training from cached
+                front-end features: the features come from the cache).
         """
         if kwargs:
             raise TypeError(f"Unexpected argument(s) {sorted(kwargs)} for AudioMiniChatProcessor.")
@@ -449,6 +451,10 @@ class AudioMiniChatProcessor(ProcessorMixin):
             clips_in = list(audio)
         else:
             clips_in = [audio]
+        if audio_num_samples is not None:
+            if clips_in:
+                raise ValueError("Pass audio or audio_num_samples, not both.")
+            clips_in = [np.zeros(int(n), dtype=np.float32) for n in audio_num_samples]  # lengths only: never encoded
         counts = [t.count(self.audio_token) for t in texts]
         if sum(counts) != len(clips_in):
             detail = ", ".join(f"prompt {i}: {c}" for i, c in enumerate(counts))
@@ -457,7 +463,8 @@ class AudioMiniChatProcessor(ProcessorMixin):
                 f"audio clip(s) were given; pass one clip per placeholder, in order."
             )
         clips = [
-            load_audio(c, sampling_rate, self.layout.sampling_rate, name=f"audio clip {i}") for i, c in enumerate(clips_in)
+            load_audio(c, sampling_rate, self.layout.sampling_rate, name=f"audio clip {i}")
+            if audio_num_samples is None else c for i, c in enumerate(clips_in)
         ]
         if audio_spans is not None and len(audio_spans) != len(clips):
             raise ValueError(f"Got {len(clips)} audio clips but spans for {len(audio_spans)}.")
@@ -500,7 +507,7 @@ class AudioMiniChatProcessor(ProcessorMixin):
         data = {"input_ids": input_ids, "attention_mask": attention_mask}
         if responses is not None:
             data["labels"] = labels
-        if clips:
+        if clips and audio_num_samples is None:
             data.update(self._features(clips))
             if audio_spans is not None:
                 data["audio_spans"] = self._span_tensor(audio_spans)

@@ -19,6 +19,16 @@ DEFAULT_INSTRUCTIONS = [
     {"text": "Continue the following text:", "position": "before"},
 ]
 
+# Dense lexical targets (prompts.dense_fraction of the rows): prompts whose text answer repeats or closely follows
+# the content, so the distillation target carries the speech's wording ("hear every word"); the teacher's answer
+# is still the target.
+DEFAULT_DENSE_INSTRUCTIONS = [
+    {"text": "Repeat exactly what was said.", "position": "after"},
+    {"text": "Write down what the speaker said.", "position": "after"},
+    {"text": "List the key facts in what was said.", "position": "after"},
+    {"text": "Repeat this word for word:", "position": "before"},
+]
+
 DEFAULT_CONFIG: dict = {
     "out": "data/default",
     "num": 2000,
@@ -29,7 +39,8 @@ DEFAULT_CONFIG: dict = {
     "max_seconds": 30.0,
     "text": {"sources": None, "min_words": 5, "max_words": 60, "per_doc": 2, "extra_documents": {}},
     "voices": {"n": 64, "seed": 0, "engines": None, "list": None},
-    "prompts": {"instruction_fraction": 0.25, "instructions": DEFAULT_INSTRUCTIONS},
+    "prompts": {"instruction_fraction": 0.25, "instructions": DEFAULT_INSTRUCTIONS,
+                "dense_fraction": 0.0, "dense_instructions": DEFAULT_DENSE_INSTRUCTIONS},
     "teacher": {
         "model": "default",  # "default" -> assets.default_build.build_default(), else an AudioMiniChat checkpoint dir
         "dtype": "bfloat16",

@@ -31,8 +31,19 @@ def make_prompt(rng: random.Random, prompts_cfg: dict) -> str:
     (:meth:`AudioMiniChatProcessor.audio_with_text`'s parts, one line each)."""
     instructions = prompts_cfg.get("instructions") or []
     text, position = None, "before"
-    if instructions and rng.random() < float(prompts_cfg.get("instruction_fraction", 0.0)):
+    dense = float(prompts_cfg.get("dense_fraction") or 0.0)
+    if not 0.0 <= dense + float(prompts_cfg.get("instruction_fraction", 0.0)) <= 1.0 or dense < 0:
+        raise ValueError(f"prompts: dense_fraction ({dense}) and instruction_fraction must be >= 0 and sum to <= 1")
+    # a build without dense rows draws exactly as before (its plan, and so its data, stay byte-identical)
+    if dense > 0 and rng.random() < dense:
+        if not prompts_cfg.get("dense_instructions"):
+            raise ValueError("prompts: dense_fraction > 0 needs dense_instructions")
+        ins = rng.choice(prompts_cfg["dense_instructions"])
+    elif instructions and rng.random() < float(prompts_cfg.get("instruction_fraction", 0.0)) / (1.0 - dense):
         ins = rng.choice(instructions)
+    else:
+        ins = None
+    if ins is not None:
         if isinstance(ins, str):
             ins = {"text": ins, "position": "before"}
         text = str(ins["text"]).strip()

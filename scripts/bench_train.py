@@ -11,6 +11,10 @@ supports only batch size 1); the batched loop uses ``--batch-size`` utterances p
 steps after one warm-up step) and the ratio. Data: a prepare_data output (``--data``) or, without it,
 espeak-ng readings of corpus sentences whose transcript doubles as the response (lengths are what
 matter for throughput).
+
+``--cached`` compares instead the step as it runs today (encoder, teacher and student every step; batch 1) with the
+step from cached frozen work (``data.cache_dir``: training/feature_cache.py; the cache is built first, its time
+reported apart) on the same rows, model and losses, at batch 1 and at ``--batch-size``.
 """
 
 from __future__ import annotations
@@ -79,6 +83,57 @@ def run_loop(model, collator, rows, batch_size: int, steps: int, device, cfg: Lo
     return rates
 
 
+def cached_loop(model, collator, cached, batch_size: int, steps: int, cfg: LossConfig, device) -> list[float]:
+    from audio_minichat.training.losses import cached_distillation_step
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    rates = []
+    for step in range(steps + 1):
+        chunk = [cached[(step * batch_size + i) % len(cached)] for i in range(batch_size)]
+        start = time.perf_counter()
+        batch = {k: v.to(device) for k, v in collator(chunk).items()}
+        cached_distillation_step(model, batch, cfg)[0].backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if step:
+            rates.append(batch_size / (time.perf_counter() - start))
+    return rates
+
+
+def bench_cached(args, model, processor, collator, rows, device, run, model_dir) -> None:
+    import tempfile
+
+    from audio_minichat.training.feature_cache import CachedCollator, prepare_cached_split
+
+    data_cfg = DataConfig()
+    n = args.batch_size * args.steps
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        cached = prepare_cached_split(model, processor, rows, args.data or "synthetic", "train", data_cfg, run.losses, tmp,
+                                      args.topk, shard_size=len(rows))
+        cache_s = time.perf_counter() - start
+        model.train()
+        uncached = statistics.median(run_loop(model, collator, rows, 1, n, device, run.losses))
+        cc = CachedCollator(processor, data_cfg, run.losses.feature_layers)
+        one = statistics.median(cached_loop(model, cc, cached, 1, n, run.losses, device))
+        many = statistics.median(cached_loop(model, cc, cached, args.batch_size, args.steps, run.losses, device))
+    result = {
+        "model": model_dir, "device": str(device), "threads": torch.get_num_threads(), "frozen_dtype": args.frozen_dtype,
+        "config": args.config, "data": args.data, "rows": len(rows), "topk": args.topk,
+        "uncached_batch1_samples_per_s": round(uncached, 3), "cached_batch1_samples_per_s": round(one, 3),
+        f"cached_batch{args.batch_size}_samples_per_s": round(many, 3),
+        "speedup_batch1": round(one / uncached, 2), f"speedup_batch{args.batch_size}": round(many / uncached, 2),
+        "cache_build_rows_per_s": round(len(rows) / cache_s, 2),
+    }
+    print(json.dumps(result, indent=2))
+    print(f"\nuncached (batch 1): {uncached:.2f} samples/s | cached batch 1: {one:.2f} (x{one / uncached:.2f}) | cached batch "
+          f"{args.batch_size}: {many:.2f} (x{many / uncached:.2f})  [median of timed steps]", file=sys.stderr)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=None,
@@ -90,6 +145,8 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--frozen-dtype", default=None, help="default: the config's, else bfloat16")
     ap.add_argument("--out", default=None, help="write the result JSON here")
+    ap.add_argument("--cached", action="store_true", help="uncached step vs the step from cached features and teacher targets")
+    ap.add_argument("--topk", type=int, default=64, help="--cached: teacher tokens kept per response position")
     args = ap.parse_args()
 
     device = torch.device(args.device)
@@ -104,6 +161,8 @@ def main() -> None:
     n_rows = args.batch_size * (args.steps + 1)
     rows = dataset_rows(args.data, n_rows) if args.data else synthetic_rows(n_rows)
     collator = DistillationCollator(processor, DataConfig())
+    if args.cached:
+        return bench_cached(args, model, processor, collator, rows, device, run, model_dir)
 
     # Equal work for both: the seed loop sees as many samples as the batched loop.
     seed_rates = run_loop(model, collator, rows, 1, args.batch_size * args.steps, device, run.losses)

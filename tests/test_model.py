@@ -164,7 +164,8 @@ SUBPROCESS = textwrap.dedent(
 )
 
 
-FRONT_END_KWARGS = [{}, {"downsample": "stack", "stack_factor": 3}, {"downsample": "ctc_pool"}, ASR_TOKENS_TINY]
+FRONT_END_KWARGS = [{}, {"downsample": "stack", "stack_factor": 3}, {"downsample": "ctc_pool"}, ASR_TOKENS_TINY,
+                    {"downsample": "qformer", "qformer_queries": 12}]
 
 
 def test_every_registered_front_end_is_round_tripped():
@@ -188,7 +189,8 @@ def test_save_then_load_with_remote_code_and_pipeline(tmp_path, config_kwargs):
     shipped = {p.name for p in save.glob("*.py")}
     assert {"configuration_audio_minichat.py", "processing_audio_minichat.py", "modeling_audio_minichat.py",
             "pipeline_audio_minichat.py", "frontends.py", "frontend_base.py"} <= shipped
-    assert {f"frontend_{name}.py" for name in ("pool", "stack", "ctc_pool", "asr_tokens")} <= shipped
+    assert {f"frontend_{name}.py" for name in ("pool", "stack", "ctc_pool", "asr_tokens", "qformer")} <= shipped
+    assert "audio_lora.py" in shipped
     for name in shipped:
         code = (save / name).read_text()
         assert "audio_minichat." not in code.replace("_audio_minichat.", ""), name

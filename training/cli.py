@@ -27,8 +27,11 @@ from .validation import ValidationCallback
 COMPLETE_MARKER = "trainer_state.json"
 
 
-def load_rows(path: str, split: str, limit: int | None):
-    """A split of a prepared data set (``datasets.save_to_disk``), audio left as bytes (decoded by the collator)."""
+def load_rows(path: str, split: str, limit: int | None, exclude_prompts: str | None = None, prompt_column: str = "prompt"):
+    """A split of a prepared data set (``datasets.save_to_disk``), audio left as bytes (decoded by the collator);
+    ``exclude_prompts``: leave out rows whose prompt matches this regular expression."""
+    import re
+
     from datasets import Audio, DatasetDict, load_from_disk
 
     ds = load_from_disk(path)
@@ -36,6 +39,9 @@ def load_rows(path: str, split: str, limit: int | None):
         if split not in ds:
             raise KeyError(f"{path} has splits {list(ds)}; expected {split!r}.")
         ds = ds[split]
+    if exclude_prompts:
+        pattern = re.compile(exclude_prompts)
+        ds = ds.select([i for i, p in enumerate(ds[prompt_column]) if not pattern.search(p)])
     if limit is not None:
         ds = ds.select(range(min(limit, len(ds))))
     for name, feature in ds.features.items():
@@ -45,12 +51,14 @@ def load_rows(path: str, split: str, limit: int | None):
 
 
 def _validation_rows(cfg: RunConfig):
-    if cfg.data.validation:
-        return load_rows(cfg.data.validation, "validation", cfg.data.max_eval_samples)
+    d = cfg.data
+    source = d.validation or d.train
     try:  # a DatasetDict with a validation split
-        return load_rows(cfg.data.train, "validation", cfg.data.max_eval_samples)
+        return source, load_rows(source, "validation", d.max_eval_samples, d.exclude_prompts, d.prompt_column)
     except KeyError:
-        return None
+        if d.validation:
+            raise
+        return source, None
 
 
 def build_trainer(cfg: RunConfig) -> DistillationTrainer:
@@ -67,8 +75,9 @@ def build_trainer(cfg: RunConfig) -> DistillationTrainer:
     trainable = configure_trainable(model, cfg.trainable)
     if cfg.frozen_dtype:
         cast_frozen(model, getattr(torch, cfg.frozen_dtype))
-    train = load_rows(cfg.data.train, "train", cfg.data.max_train_samples)
-    val = _validation_rows(cfg)
+    d = cfg.data
+    train = load_rows(d.train, "train", d.max_train_samples, d.exclude_prompts, d.prompt_column)
+    val_source, val = _validation_rows(cfg)
     defaults = dict(
         output_dir=cfg.output_dir, remove_unused_columns=False, report_to=["tensorboard"], logging_steps=10,
         save_strategy="steps", save_steps=200, lr_scheduler_type="linear", warmup_steps=0.05, learning_rate=1e-3,
@@ -82,14 +91,23 @@ def build_trainer(cfg: RunConfig) -> DistillationTrainer:
         defaults.setdefault("eval_strategy", "steps")
         defaults.setdefault("eval_steps", defaults["save_steps"])
     args = TrainingArguments(**defaults)
-    collator = DistillationCollator(processor, cfg.data)
+    collator = audio_collator = DistillationCollator(processor, cfg.data)
+    train_set, val_set = train, val
+    if d.cache_dir:  # the frozen work once per row (training/feature_cache.py); the trainable stage and student only
+        from .feature_cache import CachedCollator, prepare_cached_split
+
+        model.to(args.device)
+        train_set = prepare_cached_split(model, processor, train, d.train, "train", d, cfg.losses, d.cache_dir, d.cache_topk)
+        if val is not None:
+            val_set = prepare_cached_split(model, processor, val, val_source, "validation", d, cfg.losses, d.cache_dir, d.cache_topk)
+        collator = CachedCollator(processor, d, cfg.losses.feature_layers)
     trainer = DistillationTrainer(
-        model=model, args=args, train_dataset=train, eval_dataset=val, data_collator=collator,
+        model=model, args=args, train_dataset=train_set, eval_dataset=val_set, data_collator=collator,
         processing_class=processor, loss_config=cfg.losses, run_config=cfg,
     )
     if val is not None:
         # Trainer's own evaluation loop computes the distillation loss; the callback adds perplexities.
-        trainer.add_callback(ValidationCallback(trainer, [val[i] for i in range(len(val))], collator, cfg.sample_generations))
+        trainer.add_callback(ValidationCallback(trainer, [val[i] for i in range(len(val))], audio_collator, cfg.sample_generations))
     if trainer.is_world_process_zero():
         n_train = sum(p.numel() for n, p in model.named_parameters() if n in set(trainable))
         print(f"[train] trainable parameters: {n_train:,} in {len(trainable)} tensors; "

@@ -32,7 +32,9 @@ class LossConfig:
 @dataclass
 class TrainableConfig:
     encoder: str = "frozen"  # frozen | full | lora
-    llm: str = "frozen"  # frozen | lora
+    # frozen | lora (peft, merged into the LLM at the end: text prompts change too) | audio_lora (the model's own
+    # adapter, active only for prompts with audio: text prompts keep the untouched LLM; audio_lora.py)
+    llm: str = "frozen"
     # full: every projector parameter; temperature: only the token mixture's temperature (asr_token_mixture models)
     projector: str = "full"
     lora_r: int = 8
@@ -46,8 +48,8 @@ class TrainableConfig:
             raise ValueError(f"trainable.encoder must be frozen, full or lora; got {self.encoder!r}.")
         if self.projector not in ("full", "temperature"):
             raise ValueError(f"trainable.projector must be full or temperature; got {self.projector!r}.")
-        if self.llm not in ("frozen", "lora"):
-            raise ValueError(f"trainable.llm must be frozen or lora (the LLM is never fully trained); got {self.llm!r}.")
+        if self.llm not in ("frozen", "lora", "audio_lora"):
+            raise ValueError(f"trainable.llm must be frozen, lora or audio_lora (the LLM is never fully trained); got {self.llm!r}.")
 
 
 @dataclass
@@ -63,6 +65,14 @@ class DataConfig:
     spans_column: str = "word_spans"
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
+    # Train from cached frozen work (training/feature_cache.py): the front end's stage-1 features and the teacher's
+    # targets, computed once per row into this folder and reused by every run on the same data (needs a frozen
+    # encoder). null: compute everything at every step.
+    cache_dir: str | None = None
+    cache_topk: int = 64  # teacher tokens kept per response position (the vocabulary: exact)
+    # Rows to train on, by prompt: a regular expression the prompt must NOT match (e.g. leave the dense-target rows
+    # of a data set out of a baseline run). null: every row.
+    exclude_prompts: str | None = None
 
 
 @dataclass
@@ -112,7 +122,8 @@ class RunConfig:
         base = Path(path).resolve().parent
         cfg = cls.from_dict(raw)
         # relative paths in a config are relative to the config file
-        for holder, name in ((cfg, "model"), (cfg, "init_weights"), (cfg.data, "train"), (cfg.data, "validation")):
+        for holder, name in ((cfg, "model"), (cfg, "init_weights"), (cfg.data, "train"), (cfg.data, "validation"),
+                             (cfg.data, "cache_dir")):
             value = getattr(holder, name)
             if value and value.startswith("~"):
                 value = os.path.expanduser(value)

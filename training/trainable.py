@@ -55,7 +55,12 @@ def configure_trainable(model, cfg: TrainableConfig) -> list[str]:
             raise ValueError("trainable.projector: temperature needs a token-mixture model (downsample='asr_tokens', asr_token_mixture > 0).")
         model.projector.log_temperature.requires_grad_(True)
     else:
-        model.projector.requires_grad_(True)
+        for param in frontend.adapter_parameters():  # the projector (and the querying transformer of qformer)
+            param.requires_grad_(True)
+    if cfg.llm == "audio_lora":
+        if model.audio_lora is None:
+            model.add_audio_lora({"r": cfg.lora_r, "alpha": cfg.lora_alpha, "targets": cfg.llm_lora_targets})
+        model.audio_lora.requires_grad_(True)
     if cfg.encoder == "full":
         model.audio_encoder.requires_grad_(True)
     return [n for n, p in model.named_parameters() if p.requires_grad]

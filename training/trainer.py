@@ -14,7 +14,7 @@ from transformers import Trainer
 from ..utils.io import atomic_save_tensors, atomic_write_json
 from .checkpoints import flatten_state, jsonable, unflatten_state, write_run_info
 from .config import LossConfig, RunConfig
-from .losses import distillation_step
+from .losses import CACHED_PREFIX, cached_distillation_step, distillation_step
 from .trainable import apply_lr_multipliers
 
 
@@ -56,7 +56,10 @@ class DistillationTrainer(Trainer):
         return optimizer
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        loss, terms, outputs = distillation_step(model, self.base_model, inputs, self.loss_config)
+        if any(k.startswith(CACHED_PREFIX) for k in inputs):  # a feature_cache.CachedCollator batch
+            loss, terms, outputs = cached_distillation_step(model, inputs, self.loss_config)
+        else:
+            loss, terms, outputs = distillation_step(model, self.base_model, inputs, self.loss_config)
         if model.training:
             for name, value in terms.items():
                 self._term_sums[name] = self._term_sums.get(name, 0.0) + float(value.detach())
