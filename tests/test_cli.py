@@ -44,7 +44,7 @@ def _one_line_error(capsys, argv, pattern):
         ([], "choose a command"),
         (["summarize"], "AUDIO is required"),
         (["summarize", "missing.wav"], "audio file 'missing.wav' does not exist"),
-        (["summarize", str(ROOT / "examples")], r"AUDIO '.*examples' is a directory, not an audio file"),
+        (["summarize", str(ROOT / "docs")], r"AUDIO '.*docs' is a folder with no audio files \(\.wav, .*--recursive"),
         (["transcribe", str(ROOT / "examples" / "short.wav"), "--device", "foo"], "device 'foo' is not a device name"),
         (["ask", str(ROOT / "examples" / "short.wav"), "--prompt", " "], "ask: --prompt is empty"),
         (["summarize", "x.wav", "--mode", "nope"], "invalid choice: 'nope'"),

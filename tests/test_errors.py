@@ -221,9 +221,11 @@ def test_zero_length_audio_is_empty_not_nan(capsys, tiny):
 
 def test_a_directory_as_audio(capsys, tiny):
     folder = str(tiny / "folder.wav")
+    # a folder is read for its audio files (tests/test_cli_batch.py); one with none is refused in one line
     one_line_error(capsys, ["summarize", folder, "--model", str(tiny / "model")],
-                   rf"^error: AUDIO '{re.escape(folder)}' is a directory, not an audio file")
-    one_line_error(capsys, ["transcribe", str(tiny), "--model", str(tiny / "model")], "is a directory, not an audio file")
+                   rf"^error: AUDIO '{re.escape(folder)}' is a folder with no audio files \(\.wav, .*\) in it")
+    one_line_error(capsys, ["transcribe", folder, "--recursive", "--model", str(tiny / "model")],
+                   "is a folder with no audio files .* in it or its subfolders")
     with pytest.raises(AudioInputError, match="is a directory, not an audio file"):
         load_audio(folder)
 
