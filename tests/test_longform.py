@@ -258,3 +258,25 @@ def test_default_model_chapters_of_the_two_minute_example():
     heard = " ".join(c["transcript"] for c in chapters).lower()
     assert "ferr" in heard and "tid" in heard  # the recording is about tidal-powered ferries
     assert len(re.findall(r"\[audio-minichat\] segment \d/3 \(\d\d:\d\d-\d\d:\d\d\) done", run.stderr)) == 3
+
+
+@pytest.mark.integration
+def test_benchmark_long_form_smoke(tmp_path):
+    """The benchmark's long-form case on 2 spoken documents (espeak-ng) in segments of at most 60 s: the text
+    system cuts the concatenated text the same way, and the cascade is scored against the text system's output."""
+    from audio_minichat.eval.benchmark import main as benchmark
+
+    assert benchmark(["--long-form", "2", "--voices", "espeak", "--systems", "text,cascade", "--max-new-tokens", "6",
+                      "--long-form-segment-seconds", "60", "--cache-dir", str(tmp_path / "cache"),
+                      "--out-dir", str(tmp_path / "out"), "--no-progress"]) == 0
+    result = json.loads((tmp_path / "out" / "longform.json").read_text())
+    text, cascade = result["records"]
+    assert (text["system"], cascade["system"]) == ("text", "cascade")
+    wav = Path(result["config"]["recordings"]["espeak"])
+    info = sf.info(str(wav))
+    parts = [sf.info(str(tmp_path / "cache" / "espeak" / f"{i}.wav")).frames for i in result["config"]["documents"]]
+    assert info.frames == sum(parts) + 16000  # the two documents with a 1 s pause between
+    assert cascade["segments"] == len(cascade["chapters"]) >= 2 and text["segments"] >= 2
+    assert all(c["end_s"] - c["start_s"] <= 60 for c in cascade["chapters"])
+    assert text["output"] and cascade["output"] and 0 <= cascade["rougeL_vs_text"] <= 100
+    assert "| cascade | espeak |" in (tmp_path / "out" / "longform.md").read_text()

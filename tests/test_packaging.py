@@ -21,7 +21,7 @@ from conftest import REPO_ROOT
 # Only in extras: what training, evaluation and the data builder import, never inference.
 EXTRA_ONLY = ("accelerate", "peft", "datasets", "evaluate", "rouge-score", "matplotlib", "tensorboard")
 # The modules a lean (inference-only) install must not import: `import audio_minichat`, the CLI, SpeechLLM.
-LEAN_FORBIDDEN = ("datasets", "peft", "evaluate", "matplotlib", "rouge_score", "tensorboard")
+LEAN_FORBIDDEN = ("datasets", "peft", "evaluate", "matplotlib", "rouge_score", "tensorboard", "gradio", "selenium")
 CORE_MODULES = ("audio_minichat", "audio_minichat.app.cli", "audio_minichat.inference", "audio_minichat.assets.default_build",
                 "audio_minichat.metrics.wer", "audio_minichat.pipeline_audio_minichat")
 
@@ -104,8 +104,9 @@ def test_inference_core_is_lean_and_extras_cover_each_use(monkeypatch):
     assert {"accelerate", "peft", "datasets", "pyyaml", "tensorboard"} <= extras["train"]
     assert {"evaluate", "rouge-score", "matplotlib", "datasets", "piper-tts"} <= extras["eval"]
     assert {"datasets", "pyyaml"} <= extras["data"]
-    assert extras["all"] == extras["train"] | extras["eval"] | extras["data"]
-    assert extras["test"] == extras["all"] | {"pytest", "ctranslate2"}
+    assert {"gradio"} == extras["serve"]
+    assert extras["all"] == extras["train"] | extras["eval"] | extras["data"] | extras["serve"]
+    assert extras["test"] == extras["all"] | {"pytest", "ctranslate2", "selenium"}
     # package data a non-editable install needs: the shipped weights, the spelling mapping, the ROUGE module
     data = kwargs["package_data"]
     assert "*.json" in data["audio_minichat.metrics"] and "metrics/rouge/*.py" in data["audio_minichat.eval"]
