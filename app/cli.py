@@ -280,7 +280,12 @@ def run(argv: list[str] | None = None) -> dict:
     if args.command == "serve":
         from .serve import serve
 
-        return {"served": serve(args)}
+        def model_dir():
+            path = args.model or _build_default()
+            check_model_dir(path)
+            return path
+
+        return {"served": serve(args, model_dir)}
     if getattr(args, "max_new_tokens", 1) < 1:
         raise CliError("--max-new-tokens must be >= 1")
     if args.threads is not None and args.threads < 1:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import queue
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -32,6 +33,17 @@ MODE_HELP = {
     "text": "the text box below as the content",
 }
 TIMING_LABELS = {"speech_check_s": "speech check", "asr_s": "ASR", "generate_s": "generate", "combine_s": "combine"}
+
+
+class ServeError(ValueError):
+    """A problem starting the server (gradio missing, a taken port, a bad option): the CLI prints it as one line
+    and exits with 2, as for every ValueError."""
+
+
+def _step(message: str, quiet: bool) -> float:
+    if not quiet:
+        print(f"[audio-minichat] {message}", file=sys.stderr, flush=True)
+    return time.perf_counter()
 
 
 @dataclass
@@ -143,13 +155,11 @@ def stream_answer(llm, mode: str, audio=None, content: str | None = None, prompt
 
 
 def _import_gradio():
-    from .cli import CliError
-
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry, no version check: offline
     try:
         import gradio as gr
     except ImportError as exc:
-        raise CliError(f"serve needs gradio, which is not installed ({exc.name or exc}): {SERVE_INSTALL_HINT}") from None
+        raise ServeError(f"serve needs gradio, which is not installed ({exc.name or exc}): {SERVE_INSTALL_HINT}") from None
     return gr
 
 
@@ -211,40 +221,38 @@ def _check_port(host: str, port: int) -> None:
     """One line when ``host:port`` cannot be listened on (taken by another server, or no such address here)."""
     import socket
 
-    from .cli import CliError
-
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
-        raise CliError(f"--host {host!r} is not an address of this machine ({exc.strerror})") from None
+        raise ServeError(f"--host {host!r} is not an address of this machine ({exc.strerror})") from None
     family, kind, proto, _, address = infos[0]
     with socket.socket(family, kind, proto) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds it
         try:
             probe.bind(address)
         except OSError as exc:
-            raise CliError(f"cannot serve on {host}:{port} ({exc.strerror}): choose another --port") from None
+            raise ServeError(f"cannot serve on {host}:{port} ({exc.strerror}): choose another --port") from None
 
 
-def serve(args) -> int:
-    """``audio-minichat serve``: load the model once, start the page, serve until interrupted (Ctrl-C)."""
-    from .batch import default_threads, set_threads
-    from .cli import CliError, _build_default, _step, check_model_dir
+def serve(args, model_dir) -> int:
+    """``audio-minichat serve``: load the model once, start the page, serve until interrupted (Ctrl-C or SIGTERM).
+    ``model_dir()``: the checked checkpoint folder (the CLI's: ``--model`` or the offline default, built on first
+    use), called after the options, the port and gradio are checked."""
     from ..inference.speech_llm import SpeechLLM, resolve_device
+    from .batch import default_threads, set_threads
 
     if not 0 < args.port < 65536:
-        raise CliError(f"--port must be 1-65535, got {args.port}")
+        raise ServeError(f"--port must be 1-65535, got {args.port}")
     if args.max_new_tokens < 1:
-        raise CliError("--max-new-tokens must be >= 1")
+        raise ServeError("--max-new-tokens must be >= 1")
     if args.threads is not None and args.threads < 1:
-        raise CliError("--threads must be >= 1")
+        raise ServeError("--threads must be >= 1")
     _check_port(args.host, args.port)  # before the model loads: a taken port is one line at once
     gr = _import_gradio()  # (as is a missing extra)
     resolve_device(args.device)
     threads = set_threads(args.threads or default_threads())
     t0 = _step(f"loading model ({threads} thread{'s' if threads > 1 else ''})...", args.quiet)
-    model_dir = args.model or _build_default()
-    check_model_dir(model_dir)
+    model_dir = model_dir()
     llm = SpeechLLM(model_dir, device=args.device, dtype=args.dtype, check_speech=not args.no_speech_check)
     _step(f"model loaded ({time.perf_counter() - t0:.1f} s)", args.quiet)
     page = build_page(llm, os.path.basename(os.path.normpath(str(model_dir))), args.mode, args.max_new_tokens)
@@ -253,7 +261,7 @@ def serve(args) -> int:
                                                        prevent_thread_lock=True, show_error=True,
                                                        theme=gr.themes.Default())
     except OSError as exc:
-        raise CliError(f"cannot serve on {args.host}:{args.port} ({str(exc).splitlines()[0]}): choose another --port") from None
+        raise ServeError(f"cannot serve on {args.host}:{args.port} ({str(exc).splitlines()[0]}): choose another --port") from None
     _step(f"serving on http://{args.host}:{args.port} (Ctrl-C stops)", False)
 
     def stop(signum, frame):
@@ -272,4 +280,5 @@ def serve(args) -> int:
     return 0
 
 
-__all__ = ["stream_answer", "build_page", "serve", "format_timings", "PageState", "SERVE_INSTALL_HINT"]
+__all__ = ["stream_answer", "build_page", "serve", "add_serve_parser", "format_timings", "PageState", "ServeError",
+           "SERVE_INSTALL_HINT"]

@@ -7,8 +7,9 @@
 #   bash scripts/install.sh --data      # + the training-data builder (extra "data"; TTS engines and corpora:
 #                                       #   scripts/install_system_deps.sh)
 #   bash scripts/install.sh --eval      # + the spoken-XSum benchmark (extra "eval"; espeak-ng, XSum: install_system_deps.sh)
+#   bash scripts/install.sh --serve     # + the local web page (extra "serve": gradio; `audio-minichat serve`)
 #   bash scripts/install.sh --test      # everything the test suite needs (extra "test" = every extra + pytest,
-#                                       #   ctranslate2; the system TTS engines and corpora): what CI runs
+#                                       #   ctranslate2, selenium; the TTS engines, corpora, chromium): what CI runs
 #   bash scripts/install.sh --lock      # rewrite constraints.txt from what is installed now (after changing setup.py
 #                                       #   or upgrading a package: run --test first, then the tests, then --lock)
 #
@@ -16,20 +17,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
 
 PYTHON="${PYTHON:-$(command -v python || command -v python3)}"
 export PYTHON
 extras=()
 system_deps=0
 skip_npm=1
+skip_browser=1
 lock=0
 for arg in "$@"; do
   case "$arg" in
     --train) extras+=(train) ;;
     --data) extras+=(data); system_deps=1; skip_npm=0 ;;
     --eval) extras+=(eval); system_deps=1 ;;
-    --test) extras+=(test); system_deps=1; skip_npm=0 ;;
+    --serve) extras+=(serve) ;;
+    --test) extras+=(test); system_deps=1; skip_npm=0; skip_browser=0 ;;
     --lock) lock=1 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "install.sh: unknown option $arg" >&2; usage >&2; exit 2 ;;
@@ -50,6 +53,6 @@ if ((${#extras[@]})); then spec=".[$(IFS=,; echo "${extras[*]}")]"; fi
 # System TTS engines, corpora and the data-only packages: for the data builder, the benchmark and the tests only.
 # After the pinned install (piper-tts is then there already); its own pip installs follow constraints.txt too.
 if [ "$system_deps" = 1 ] && [ -f scripts/install_system_deps.sh ]; then
-  export PIP_CONSTRAINT="$PWD/constraints.txt"
+  export PIP_CONSTRAINT="$PWD/constraints.txt" SKIP_BROWSER="$skip_browser"
   if [ "$skip_npm" = 1 ]; then SKIP_NPM=1 bash scripts/install_system_deps.sh; else bash scripts/install_system_deps.sh; fi
 fi

