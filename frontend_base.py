@@ -192,8 +192,11 @@ class AudioFrontEnd(nn.Module):
         """Stage 2: per-clip stage-1 features (and each clip's sample count) -> the front end's output."""
         raise NotImplementedError(f"downsample={self.name!r} does not split into cacheable stages")
 
-    def adapter_parameters(self) -> list[nn.Parameter]:
-        """What training adapts by default: everything between the encoder and the LLM (the projector)."""
+    adapter_lora_scope: str | None = None  # a pretrained module between encoder and LLM that LoRA may adapt
+
+    def adapter_parameters(self, full: bool = True) -> list[nn.Parameter]:
+        """What training adapts: everything between the encoder and the LLM (the projector); ``full=False``: without
+        the module named by ``adapter_lora_scope`` (LoRA adapts it instead)."""
         return list(self.projector.parameters())
 
     def stage1_modules(self) -> list[nn.Module]:

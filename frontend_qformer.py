@@ -74,9 +74,11 @@ class QFormerFrontEnd(AudioFrontEnd):
         init = tokens.float().mean(0) + noise * tokens.float().std(0)
         self.queries = nn.Parameter(init.to(device=tokens.device, dtype=tokens.dtype))
 
-    def adapter_parameters(self):
-        """The queries, the querying transformer and the projector."""
-        return [self.queries, *self.qformer.parameters(), *self.projector.parameters()]
+    adapter_lora_scope = "qformer"
+
+    def adapter_parameters(self, full: bool = True):
+        """The queries, the querying transformer (unless LoRA adapts it: ``full=False``) and the projector."""
+        return [self.queries, *(self.qformer.parameters() if full else ()), *self.projector.parameters()]
 
     def init_weights(self, std: float) -> None:
         self.projector.init_weights(std)

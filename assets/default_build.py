@@ -48,6 +48,10 @@ SHIPPED_PROJECTOR = WEIGHTS_DIR / "default_projector.safetensors"
 VARIANTS = {
     "default": (DEFAULT_MODEL_KWARGS, SHIPPED_PROJECTOR),
     "pool": ({"keep_asr_decoder": True}, WEIGHTS_DIR / "pool_stage2_projector.safetensors"),
+    # recognition-free: learned queries read Whisper's encoder through a trained copy of its decoder (DiVA-style),
+    # 100 per 30 s window; Whisper's own decoder is kept for the cascade (docs/hearing-study.md)
+    "qformer": ({"downsample": "qformer", "qformer_queries": 100, "keep_asr_decoder": True},
+                WEIGHTS_DIR / "qformer_projector.safetensors"),
 }
 
 

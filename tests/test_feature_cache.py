@@ -102,7 +102,7 @@ def test_train_from_cache_with_the_trainer(tmp_path):
     make_dataset(tmp_path / "data")
     cfg = {
         "model": str(tmp_path / "base"), "output_dir": str(tmp_path / "run"),
-        "losses": {"feature_layers": [-1]}, "trainable": {"llm": "audio_lora", "lora_r": 2, "lora_alpha": 4},
+        "losses": {"feature_layers": [-1]}, "trainable": {"llm": "audio_lora", "adapter": "lora", "lora_r": 2, "lora_alpha": 4},
         "data": {"train": str(tmp_path / "data"), "cache_dir": str(tmp_path / "cache"), "exclude_prompts": "summarize"},
         "training": {"per_device_train_batch_size": 2, "max_steps": 3, "save_steps": 3, "logging_steps": 1,
                      "learning_rate": 5e-3, "report_to": [], "warmup_steps": 0, "use_cpu": True},
@@ -114,10 +114,25 @@ def test_train_from_cache_with_the_trainer(tmp_path):
     trainer = build_trainer(RunConfig.from_yaml(str(path)))
     assert len(trainer.train_dataset) == 4  # the 4 rows whose prompt says "summarize" are left out
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
-    assert any(n.startswith("audio_lora.") for n in before) and any(n.startswith("audio_frontend.qformer.") for n in before)
+    assert any(n.startswith("audio_lora.") for n in before) and "audio_frontend.queries" in before
+    qformer = [n for n in before if n.startswith("audio_frontend.qformer.")]
+    assert qformer and all(".lora_" in n for n in qformer)  # adapter: lora: the decoder copy through LoRA alone
     trainer.train()
     after = dict(trainer.model.named_parameters())
     assert all(not torch.equal(before[n], after[n]) for n in before if n.startswith("audio_frontend.projector"))
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h and "train_loss" not in h]
     assert len(losses) == 3 and all(v > 0 for v in losses)
     assert (tmp_path / "run" / "checkpoint-3" / "optimizer.safetensors").is_file()
+    # the complete model: LoRA merged into the decoder copy, the audio adapter kept apart (text prompts untouched)
+    from audio_minichat.training import save_final_model
+
+    final = save_final_model(trainer.base_model, trainer.processing_class, trainer.run_config, str(tmp_path / "final"),
+                             trainer.state.log_history)
+    from audio_minichat import AudioMiniChatForConditionalGeneration
+
+    loaded = AudioMiniChatForConditionalGeneration.from_pretrained(final).eval()
+    assert loaded.audio_lora is not None and not any(".lora_A." in n for n, _ in loaded.named_parameters())
+    base = AudioMiniChatForConditionalGeneration.from_pretrained(tmp_path / "base").eval()
+    text = processor(text=[processor.build_prompt("tell me something")])
+    with torch.no_grad():
+        assert torch.equal(loaded(**text).logits, base(**text).logits)

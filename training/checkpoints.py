@@ -79,13 +79,14 @@ def write_run_info(model, output_dir: str, run_config: RunConfig | None) -> None
     info = {"trainable": sorted(weights)}
     if run_config is not None:
         info.update(base_model=run_config.model, trainable_config=asdict(run_config.trainable), init_weights=run_config.init_weights)
-        save_peft_adapter(weights, run_config.trainable, output_dir)
+        save_peft_adapter(weights, run_config.trainable, output_dir, model.audio_frontend.adapter_lora_scope)
     atomic_write_json(os.path.join(output_dir, RUN_CONFIG), info)
 
 
-def save_peft_adapter(weights: dict[str, torch.Tensor], cfg: TrainableConfig, output_dir: str) -> bool:
+def save_peft_adapter(weights: dict[str, torch.Tensor], cfg: TrainableConfig, output_dir: str,
+                      adapter_scope: str | None = None) -> bool:
     """LoRA tensors in peft's adapter layout (keys ``base_model.model.<module>.lora_A.weight``); False without LoRA."""
-    lora = lora_config(cfg)
+    lora = lora_config(cfg, adapter_scope)
     pairs = {k: v for k, v in weights.items() if ".lora_A." in k or ".lora_B." in k}
     if lora is None or not pairs:
         return False
@@ -180,7 +181,7 @@ def save_final_model(trained_model, processor, run_config: RunConfig, out_dir: s
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
         # in a subfolder: transformers' from_pretrained would apply an adapter_config.json beside the merged weights
-        save_peft_adapter(trained, run_config.trainable, str(tmp / PEFT_SUBFOLDER))
+        save_peft_adapter(trained, run_config.trainable, str(tmp / PEFT_SUBFOLDER), model.audio_frontend.adapter_lora_scope)
         save_trained_weights(trained, model, run_config, tmp / TRAINED_WEIGHTS, model.config.provenance["training"])
         atomic_write_json(tmp / "log_history.json", log_history)
         write_model_card(tmp, model.config)

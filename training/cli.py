@@ -54,7 +54,8 @@ def _validation_rows(cfg: RunConfig):
     d = cfg.data
     source = d.validation or d.train
     try:  # a DatasetDict with a validation split
-        return source, load_rows(source, "validation", d.max_eval_samples, d.exclude_prompts, d.prompt_column)
+        # every run validates on the same rows: exclude_prompts thins the training rows only
+        return source, load_rows(source, "validation", d.max_eval_samples)
     except KeyError:
         if d.validation:
             raise
@@ -141,12 +142,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="resume from CHECKPOINT, or from the latest complete checkpoint in output_dir")
     parser.add_argument("--output-dir", default=None, help="override output_dir")
     parser.add_argument("--max-steps", type=int, default=None, help="override training.max_steps")
+    parser.add_argument("--cache-only", action="store_true",
+                        help="build the config's data.cache_dir caches (features and teacher targets) and stop")
     args = parser.parse_args(argv)
     cfg = RunConfig.from_yaml(args.config)
     if args.output_dir:
         cfg.output_dir = args.output_dir
     if args.max_steps is not None:
         cfg.training["max_steps"] = args.max_steps
+    if args.cache_only:
+        if not cfg.data.cache_dir:
+            raise SystemExit(f"{args.config}: --cache-only needs data.cache_dir in the config")
+        build_trainer(cfg)  # builds (or finds) every cache the run reads
+        return 0
     existing = latest_checkpoint(cfg.output_dir)
     if checkpoints(cfg.output_dir) and args.resume is None:
         # a fresh run would mix its checkpoints (and their rotation) with another run's

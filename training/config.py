@@ -37,6 +37,10 @@ class TrainableConfig:
     llm: str = "frozen"
     # full: every projector parameter; temperature: only the token mixture's temperature (asr_token_mixture models)
     projector: str = "full"
+    # the front end's pretrained adapter module (qformer: the copy of Whisper's decoder): full | lora (small
+    # checkpoints; the queries and the projector train fully either way)
+    adapter: str = "full"
+    adapter_lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"])
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.0
@@ -48,6 +52,8 @@ class TrainableConfig:
             raise ValueError(f"trainable.encoder must be frozen, full or lora; got {self.encoder!r}.")
         if self.projector not in ("full", "temperature"):
             raise ValueError(f"trainable.projector must be full or temperature; got {self.projector!r}.")
+        if self.adapter not in ("full", "lora"):
+            raise ValueError(f"trainable.adapter must be full or lora; got {self.adapter!r}.")
         if self.llm not in ("frozen", "lora", "audio_lora"):
             raise ValueError(f"trainable.llm must be frozen, lora or audio_lora (the LLM is never fully trained); got {self.llm!r}.")
 
@@ -128,7 +134,8 @@ class RunConfig:
             if value and value.startswith("~"):
                 value = os.path.expanduser(value)
                 setattr(holder, name, value)
-            if value and not os.path.isabs(value) and (base / value).exists():
+            # (a cache folder is made on first use: relative to the config whether or not it exists yet)
+            if value and not os.path.isabs(value) and ((base / value).exists() or name == "cache_dir"):
                 setattr(holder, name, str((base / value).resolve()))
         return cfg
 

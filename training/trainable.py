@@ -18,11 +18,16 @@ def lora_layers(module: torch.nn.Module):
     return [m for m in module.modules() if isinstance(m, BaseTunerLayer)]
 
 
-def lora_config(cfg: TrainableConfig):
-    """The peft ``LoraConfig`` of a run: one adapter over the parts ``cfg`` puts LoRA on (None without LoRA)."""
+def lora_config(cfg: TrainableConfig, adapter_scope: str | None = None):
+    """The peft ``LoraConfig`` of a run: one adapter over the parts ``cfg`` puts LoRA on (None without LoRA);
+    ``adapter_scope``: the front end's module that ``trainable.adapter: lora`` adapts (its ``adapter_lora_scope``)."""
     from peft import LoraConfig
 
     patterns = []
+    if cfg.adapter == "lora":
+        if adapter_scope is None:
+            raise ValueError("trainable.adapter: lora needs a front end with a pretrained adapter module (downsample qformer).")
+        patterns.append(rf"audio_frontend\.{adapter_scope}\..*\.({'|'.join(cfg.adapter_lora_targets)})")
     if cfg.encoder == "lora":
         patterns.append(rf"{LORA_SCOPES['encoder']}.*\.({'|'.join(cfg.encoder_lora_targets)})")
     if cfg.llm == "lora":
@@ -41,7 +46,7 @@ def configure_trainable(model, cfg: TrainableConfig) -> list[str]:
             "ASR decoding, which passes no gradient to the encoder; use trainable.encoder: frozen."
         )
     model.requires_grad_(False)
-    lora = lora_config(cfg)
+    lora = lora_config(cfg, frontend.adapter_lora_scope)
     if lora is not None:
         from peft import inject_adapter_in_model
 
@@ -55,7 +60,8 @@ def configure_trainable(model, cfg: TrainableConfig) -> list[str]:
             raise ValueError("trainable.projector: temperature needs a token-mixture model (downsample='asr_tokens', asr_token_mixture > 0).")
         model.projector.log_temperature.requires_grad_(True)
     else:
-        for param in frontend.adapter_parameters():  # the projector (and the querying transformer of qformer)
+        # the projector (and the queries and querying transformer of qformer: its LoRA alone with adapter: lora)
+        for param in frontend.adapter_parameters(full=cfg.adapter == "full"):
             param.requires_grad_(True)
     if cfg.llm == "audio_lora":
         if model.audio_lora is None:
