@@ -142,3 +142,22 @@ def test_bad_audio_lora_spec_is_one_clear_error():
         make_model("whisper", audio_lora={"targets": ["nonexistent_proj"]})
     with pytest.raises(ValueError, match="unknown field"):
         make_model("whisper", audio_lora={"rank": 4})
+
+
+def test_dense_target_prompts_take_their_share_and_leave_other_builds_unchanged():
+    import random
+
+    from audio_minichat.dataprep.config import DEFAULT_CONFIG
+    from audio_minichat.dataprep.plan import make_prompt
+
+    base = dict(DEFAULT_CONFIG["prompts"])
+    before = [make_prompt(random.Random(i), {k: v for k, v in base.items() if not k.startswith("dense")}) for i in range(400)]
+    assert [make_prompt(random.Random(i), base) for i in range(400)] == before  # dense_fraction 0: the same draws
+    dense = {**base, "dense_fraction": 0.3, "instruction_fraction": 0.2}
+    prompts = [make_prompt(random.Random(i), dense) for i in range(2000)]
+    wanted = {d["text"] for d in base["dense_instructions"]}
+    share = sum(any(w in p for w in wanted) for p in prompts) / len(prompts)
+    alone = sum(p == "<|audio|>" for p in prompts) / len(prompts)
+    assert abs(share - 0.3) < 0.04 and abs(alone - 0.5) < 0.04
+    with pytest.raises(ValueError, match="sum to <= 1"):
+        make_prompt(random.Random(0), {**base, "dense_fraction": 0.9, "instruction_fraction": 0.2})

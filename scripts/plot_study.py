@@ -1,0 +1,72 @@
+"""Learning curves of the hearing study's arms: validation response perplexity under audio (the text prompt's as a
+line) and the training loss, against training samples seen.
+
+    python scripts/plot_study.py [--runs runs/study] [--out docs/hearing-study.png]
+
+Reads each arm's ``final/log_history.json`` (or, for a run in progress, its latest checkpoint's
+``trainer_state.json``); samples = optimizer step x batch size x accumulation (from the run's training_args.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def history(run: Path) -> tuple[list[dict], int]:
+    final = run / "final" / "log_history.json"
+    if final.is_file():
+        logs = json.loads(final.read_text())
+    else:
+        states = sorted(run.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[1]))
+        if not states:
+            return [], 1
+        logs = json.loads(states[-1].read_text())["log_history"]
+    args_files = sorted(run.glob("checkpoint-*/training_args.json"))
+    per_step = 1
+    if args_files:
+        a = json.loads(args_files[-1].read_text())
+        per_step = int(a.get("per_device_train_batch_size", 1)) * int(a.get("gradient_accumulation_steps", 1))
+    return logs, per_step
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", default="runs/study")
+    ap.add_argument("--out", default="docs/hearing-study.png")
+    args = ap.parse_args()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    text_ppl = []
+    for run in sorted(Path(args.runs).iterdir()):
+        logs, per_step = history(run)
+        evals = [h for h in logs if "eval_ppl_audio" in h]
+        losses = [h for h in logs if "loss" in h and "train_loss" not in h]
+        if not evals and not losses:
+            continue
+        if evals:
+            left.plot([h["step"] * per_step for h in evals], [h["eval_ppl_audio"] for h in evals], marker="o", label=run.name)
+            text_ppl += [h["eval_ppl_text"] for h in evals]
+        if losses:
+            right.plot([h["step"] * per_step for h in losses], [h["loss"] for h in losses], label=run.name)
+    if text_ppl:
+        left.axhline(sum(text_ppl) / len(text_ppl), color="black", linestyle="--", label="text prompt (teacher)")
+    left.set(xlabel="training samples", ylabel="validation response perplexity (audio prompt)", yscale="log",
+             title="Does the LLM hear? (lower is better)")
+    right.set(xlabel="training samples", ylabel="training loss (0.5 ntp + 0.5 logit + 1.0 feature)", title="Training loss")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.out, dpi=110)
+    print(args.out)
+
+
+if __name__ == "__main__":
+    main()
