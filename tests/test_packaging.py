@@ -105,7 +105,8 @@ def test_inference_core_is_lean_and_extras_cover_each_use(monkeypatch):
     assert {"evaluate", "rouge-score", "matplotlib", "datasets", "piper-tts"} <= extras["eval"]
     assert {"datasets", "pyyaml"} <= extras["data"]
     assert {"gradio"} == extras["serve"]
-    assert extras["all"] == extras["train"] | extras["eval"] | extras["data"] | extras["serve"]
+    assert {"av"} == extras["audio"]
+    assert extras["all"] == extras["train"] | extras["eval"] | extras["data"] | extras["serve"] | extras["audio"]
     assert extras["test"] == extras["all"] | {"pytest", "ctranslate2", "selenium"}
     # package data a non-editable install needs: the shipped weights, the spelling mapping, the ROUGE module
     data = kwargs["package_data"]
