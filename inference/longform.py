@@ -9,8 +9,9 @@ hierarchically:
    longest audio whose embeddings fit (the processor's own count, ``AudioLayout.num_embeddings``); in ``cascade``
    the audio whose transcript fits at a conservative CASCADE_TOKENS_PER_SECOND; in ``text`` the tokens that fit.
 2. **Where to cut**: :func:`plan_segments` balances the segments and cuts each at the quietest stretch (25 ms
-   frame energy, smoothed over PAUSE_SMOOTH_SECONDS) within a search window before the hard limit, so a cut lands
-   in a pause between words, not inside one. A text is cut at a paragraph, sentence or word boundary.
+   frame energy, smoothed over PAUSE_SMOOTH_SECONDS) within a search window before the hard limit (of pauses
+   equally quiet, within 3 dB, the one nearest the balanced target), so a cut lands in a pause between words,
+   not inside one. A text is cut at a paragraph, sentence or word boundary.
 3. Each segment is **summarized in the chosen mode** with SEGMENT_PROMPT: these are the chapters
    (``Answer.chapters``: ``{"start_s", "end_s", "text", "transcript"}``; text chunks have no times: None).
 4. The chapter summaries are **combined by the same frozen LLM in text mode**: the user's prompt (COMBINE_PROMPT)
@@ -145,14 +146,12 @@ def plan_from_levels(levels: np.ndarray, num_samples: int, rate: int, max_second
             cut = int(hi)
         else:
             window = smooth[t_lo : t_hi + 1]
-            best = int(np.argmin(window))
-            quiet = window <= 2.0 * window[best] + 1e-12  # within 3 dB of the quietest: the same pause
-            left = right = best
-            while left > 0 and quiet[left - 1]:
-                left -= 1
-            while right < quiet.size - 1 and quiet[right + 1]:
-                right += 1
-            cut = (t_lo + (left + right) // 2) * hop + frame // 2  # the middle of the pause
+            quiet = window <= 2.0 * window.min() + 1e-12  # within 3 dB of the quietest (or digital silence)
+            edges = np.flatnonzero(np.diff(np.concatenate([[0], quiet.astype(np.int8), [0]])))
+            middles = (edges[0::2] + edges[1::2] - 1) // 2  # the middle of each such pause
+            aim = (target - frame / 2) / hop - t_lo
+            middle = int(middles[np.argmin(np.abs(middles - aim))])  # of equally quiet pauses, the nearest the target
+            cut = (t_lo + middle) * hop + frame // 2
             cut = int(min(max(cut, math.ceil(lo)), math.floor(hi)))
         ranges.append((start, cut))
         start = cut
