@@ -20,6 +20,7 @@ import os
 import queue
 import signal
 import sys
+import textwrap
 import threading
 import time
 from dataclasses import dataclass, field
@@ -159,7 +160,8 @@ def _import_gradio():
     try:
         import gradio as gr
     except ImportError as exc:
-        raise ServeError(f"serve needs gradio, which is not installed ({exc.name or exc}): {SERVE_INSTALL_HINT}") from None
+        missing = exc.name or exc
+        raise ServeError(f"serve needs gradio, which is not installed ({missing}): {SERVE_INSTALL_HINT}") from None
     return gr
 
 
@@ -175,7 +177,8 @@ def build_page(llm, model_name: str, default_mode: str = DEFAULT_MODE, max_new_t
             yield state.outputs()
 
     with gr.Blocks(title="audio-minichat", analytics_enabled=False) as page:
-        gr.Markdown(f"## audio-minichat\nA frozen chat LLM prompted with speech. Model: `{model_name}`. Modes: {modes}.")
+        gr.Markdown(f"## audio-minichat\nA frozen chat LLM prompted with speech. Model: `{model_name}`. "
+                    f"Modes: {modes}.")
         with gr.Row():
             with gr.Column():
                 audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Audio (upload or record)",
@@ -187,10 +190,10 @@ def build_page(llm, model_name: str, default_mode: str = DEFAULT_MODE, max_new_t
                                        elem_id="chapters-on")
                 submit = gr.Button("Answer", variant="primary", elem_id="submit")
             with gr.Column():
-                answer = gr.Textbox(label="Answer", lines=6, elem_id="answer")
-                heard = gr.Textbox(label="What the model heard", lines=4, elem_id="heard")
-                chapter_box = gr.Textbox(label="Chapters", lines=4, elem_id="chapters")
-                status = gr.Textbox(label="Timings", lines=2, elem_id="status")
+                answer = gr.Textbox(label="Answer", lines=6, max_lines=12, elem_id="answer")
+                heard = gr.Textbox(label="What the model heard", lines=3, max_lines=6, elem_id="heard")
+                chapter_box = gr.Textbox(label="Chapters", lines=2, max_lines=6, elem_id="chapters")
+                status = gr.Textbox(label="Status and timings", lines=2, elem_id="status")
         submit.click(respond, [audio, text_content, mode, prompt, chapters], [answer, heard, chapter_box, status],
                      concurrency_limit=1)
     return page
@@ -200,19 +203,24 @@ def add_serve_parser(sub) -> None:
     """The ``serve`` subcommand's options (on the CLI's subparsers)."""
     s = sub.add_parser(
         "serve", help="a local web page: upload or record audio, see the answer stream in (needs the serve extra)",
-        description=f"Start a local web page (gradio; install it with {SERVE_INSTALL_HINT}) over one model, loaded "
-                    "once: upload or record audio, choose the mode, prompt and chapters, and see the answer stream in, "
-                    "what the model heard and the timings.",
+        description=textwrap.fill(
+            f"Start a local web page (gradio; install it with {SERVE_INSTALL_HINT}) over one model, loaded once: "
+            "upload or record audio, choose the mode, prompt and chapters, and see the answer stream in, what the "
+            "model heard and the timings.", width=100),
         epilog="example: audio-minichat serve --port 7860   (then open http://127.0.0.1:7860)")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine only)")
     s.add_argument("--port", type=int, default=7860, help="port (default: %(default)s)")
-    s.add_argument("--model", default=None, help="AudioMiniChat checkpoint dir (default: the offline default)")
-    s.add_argument("--mode", default=DEFAULT_MODE, choices=MODES, help="the page's preselected mode (default: %(default)s)")
-    s.add_argument("--max-new-tokens", type=int, default=128, help="longest answer in tokens (default: %(default)s)")
+    s.add_argument("--model", default=None, metavar="DIR",
+                   help="AudioMiniChat checkpoint folder (default: the offline default, built on first use)")
+    s.add_argument("--mode", default=DEFAULT_MODE, choices=MODES,
+                   help="the page's preselected mode (default: %(default)s)")
+    s.add_argument("--max-new-tokens", type=int, default=128, metavar="N",
+                   help="the longest answer, in tokens (default: %(default)s)")
     s.add_argument("--threads", type=int, default=None, metavar="N",
                    help="CPU threads for torch (default: the idle processors when the server starts, at least 1)")
     s.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default: %(default)s)")
-    s.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    s.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="model dtype (default: %(default)s)")
     s.add_argument("--quiet", action="store_true", help="no progress messages on stderr (the URL is still printed)")
     s.add_argument("--no-speech-check", action="store_true", help="answer audio even when no speech is detected in it")
 
@@ -261,8 +269,8 @@ def serve(args, model_dir) -> int:
                                                        prevent_thread_lock=True, show_error=True,
                                                        theme=gr.themes.Default())
     except OSError as exc:
-        raise ServeError(f"cannot serve on {args.host}:{args.port} ({str(exc).splitlines()[0]}): choose another --port") from None
-    _step(f"serving on http://{args.host}:{args.port} (Ctrl-C stops)", False)
+        why = str(exc).splitlines()[0]
+        raise ServeError(f"cannot serve on {args.host}:{args.port} ({why}): choose another --port") from None
 
     def stop(signum, frame):
         raise KeyboardInterrupt
@@ -270,6 +278,7 @@ def serve(args, model_dir) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, stop)  # `kill PID` stops it as cleanly as Ctrl-C
     try:
+        _step(f"serving on http://{args.host}:{args.port} (Ctrl-C stops)", False)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
