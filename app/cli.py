@@ -314,10 +314,10 @@ def run(argv: list[str] | None = None) -> dict:
         results, failed, answered, shown = [], 0, 0, 0
         for i, path in enumerate(files, start=1):
             name = path if path is not None else "--text"
-            if several:
-                _step(f"file {i}/{len(files)}: {name}", args.quiet)
-            if log is not None and path is not None and log.is_done(path, mode or args.command, prompt):
-                _step(f"{name}: answered in {args.jsonl} already (same mode and prompt): skipped", args.quiet)
+            done = log is not None and path is not None and log.is_done(path, mode or args.command, prompt)
+            if several or done:
+                _step(f"file {i}/{len(files)}: {name}" + (f" (in {args.jsonl} already: skipped)" if done else ""), args.quiet)
+            if done:
                 answered += 1
                 continue
             header = f"{chr(10) if shown else ''}== {name} ==\n" if several and not args.json else ""
