@@ -9,6 +9,7 @@ browser's screenshot of the answered page there (the README's picture).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -108,8 +109,24 @@ def test_stream_answer_unreadable_audio_is_one_status_line(wordy, tmp_path):
 
 
 # ---- gradio is an optional extra -------------------------------------------------------------------------------
-HIDE_GRADIO = textwrap.dedent("""
-    import sys
+# Run in a fresh interpreter: the other commands, then serve with gradio made invisible (find_spec -> None), as in
+# an install without the extra.
+WITHOUT_GRADIO = textwrap.dedent("""
+    import contextlib, io, json, sys
+    from audio_minichat.app.cli import main
+
+    for argv in (["--help"], ["serve", "--help"], ["summarize", "--help"], ["transcribe", "--help"],
+                 ["summarize", "--mode", "text", "--text", "hello world", "--model", sys.argv[1],
+                  "--max-new-tokens", "2", "--quiet"]):
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            try:
+                code = main(argv)
+            except SystemExit as exc:  # --help
+                code = exc.code
+        assert code in (0, None), (argv, code)
+        if argv == ["serve", "--help"]:
+            assert "--port" in out.getvalue() and 'audio-minichat[serve]' in out.getvalue(), out.getvalue()
+    imported = sorted(m for m in sys.modules if m.partition(".")[0] == "gradio")
 
     class Hide:
         def __init__(self, inner):
@@ -125,39 +142,20 @@ HIDE_GRADIO = textwrap.dedent("""
             return find(name, path, target) if find else None
 
     sys.meta_path[:] = [Hide(f) for f in sys.meta_path]
+    code = main(["serve", "--model", sys.argv[1], "--port", sys.argv[2]])
+    print(json.dumps({"imported": imported, "serve": code}))
 """)
 
 
-def test_serve_without_gradio_is_one_line_exit_2(wordy_dir):
-    code = HIDE_GRADIO + "from audio_minichat.app.cli import main\nraise SystemExit(main(sys.argv[1:]))"
-    done = subprocess.run([sys.executable, "-c", code, "serve", "--model", str(wordy_dir), "--port", str(_free_port())],
-                          capture_output=True, text=True, env=_env(), timeout=120)
-    assert done.returncode == 2, done.stderr[-2000:]
-    assert done.stderr.strip() == f"error: serve needs gradio, which is not installed (gradio): {SERVE_INSTALL_HINT}"
-
-
-def test_other_commands_never_import_gradio(wordy_dir, tmp_path):
-    """The parser (serve's options included), --help of every command and a summarize leave gradio unimported."""
-    code = textwrap.dedent("""
-        import contextlib, io, sys
-        from audio_minichat.app.cli import main
-        for argv in (["--help"], ["serve", "--help"], ["summarize", "--help"], ["transcribe", "--help"],
-                     ["summarize", "--mode", "text", "--text", "hello world", "--model", sys.argv[1],
-                      "--max-new-tokens", "2", "--quiet"]):
-            with contextlib.redirect_stdout(io.StringIO()) as out:
-                try:
-                    code = main(argv)
-                except SystemExit as exc:  # --help
-                    code = exc.code
-            assert code in (0, None), (argv, code)
-            if argv == ["serve", "--help"]:
-                assert "--port" in out.getvalue() and 'audio-minichat[serve]' in out.getvalue(), out.getvalue()
-        print(sorted(m for m in sys.modules if m.partition(".")[0] == "gradio"))
-    """)
-    done = subprocess.run([sys.executable, "-c", code, str(wordy_dir)], capture_output=True, text=True, env=_env(),
-                          timeout=300)
+def test_gradio_is_optional(wordy_dir):
+    """The parser (serve's options included), --help of every command and a summarize leave gradio unimported;
+    serve without gradio is one line naming the extra, and exit 2."""
+    done = subprocess.run([sys.executable, "-c", WITHOUT_GRADIO, str(wordy_dir), str(_free_port())], capture_output=True,
+                          text=True, env=_env(), timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.strip().splitlines()[-1] == "[]"
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"imported": [], "serve": 2}
+    assert done.stderr.strip().splitlines()[-1] == \
+        f"error: serve needs gradio, which is not installed (gradio): {SERVE_INSTALL_HINT}"
 
 
 @pytest.mark.parametrize("argv,message", [
