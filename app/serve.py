@@ -83,11 +83,13 @@ def format_timings(answer: Answer, wall_s: float) -> str:
 
 
 def stream_answer(llm, mode: str, audio=None, content: str | None = None, prompt: str | None = None,
-                  chapters: bool = False, max_new_tokens: int = 128, lock: threading.Lock | None = None):
+                  chapters: bool = False, max_new_tokens: int = 128, lock: threading.Lock | None = None,
+                  segment_seconds: float | None = None):
     """The page's request, as a generator of :class:`PageState`: ``summarize_long`` runs in a worker thread and
     its ``on_text`` pieces (the answer as it is written) and ``on_progress`` chapters come back through a queue;
-    each yields the page's state. The last state has ``done`` set and ``result`` the :class:`Answer` (None after
-    an error, whose one line is the status)."""
+    each yields the page's state (the chapters shown only with ``chapters`` on, as ``summarize --chapters``). The
+    last state has ``done`` set and ``result`` the :class:`Answer` (None after an error, whose one line is the
+    status). ``segment_seconds``: as ``summarize_long``'s (the page leaves it to the model's context)."""
     from ..inference.longform import format_chapters, summarize_long
 
     state = PageState()
@@ -114,7 +116,7 @@ def stream_answer(llm, mode: str, audio=None, content: str | None = None, prompt
                 answer = summarize_long(
                     llm, mode, audio=None if mode == "text" else audio, content=content if mode == "text" else None,
                     prompt=prompt, max_new_tokens=max_new_tokens, force_chapters=chapters,
-                    on_progress=lambda i, n, chapter: events.put(("chapter", (i, n, chapter))),
+                    segment_seconds=segment_seconds, on_progress=lambda i, n, chapter: events.put(("chapter", (i, n, chapter))),
                     on_text=lambda piece: events.put(("text", piece)))
             events.put(("done", answer))
         except Exception as exc:  # noqa: BLE001 - reported on the page as one line
@@ -135,7 +137,7 @@ def stream_answer(llm, mode: str, audio=None, content: str | None = None, prompt
         elif kind == "chapter":
             index, total, chapter = value
             done_chapters.append(chapter)
-            if chapters or total > 1:
+            if chapters:
                 state.chapters = format_chapters(done_chapters)
             state.status = f"segment {index}/{total} done ({time.perf_counter() - started:.1f} s)"
         elif kind == "error":
@@ -146,7 +148,7 @@ def stream_answer(llm, mode: str, audio=None, content: str | None = None, prompt
             answer: Answer = value
             state.result, state.done, state.answer = answer, True, answer.text
             state.heard = _heard(answer, mode)
-            if answer.chapters:
+            if chapters and answer.chapters:
                 state.chapters = format_chapters(answer.chapters)
             state.status = ("warning: " + answer.warning + "\n" if answer.warning else "") + \
                 f"done: {format_timings(answer, time.perf_counter() - started)}"

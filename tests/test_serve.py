@@ -88,6 +88,27 @@ def test_stream_answer_streams_the_summarize_long_answer(wordy, wordy_dir, mode)
     assert re.fullmatch(r"(warning: .*\n)?" + timings, final.status), final.status
 
 
+@pytest.mark.parametrize("chapters", [True, False])
+def test_stream_answer_long_recording_progress_and_chapters(wordy, tmp_path, chapters):
+    """A recording longer than a segment: the status reports each segment as it is done, the chapters (with
+    chapters on) fill in one line per segment, the answer is summarize_long's combined answer."""
+    long_wav = tmp_path / "long.wav"
+    sf.write(long_wav, speechlike(3.0, seed=1), 16000)
+    kwargs = dict(audio=str(long_wav), prompt="summarize", max_new_tokens=4, segment_seconds=1.0)
+    states = []
+    for final in stream_answer(wordy, "e2e", chapters=chapters, **kwargs):
+        states.append((final.status, final.chapters))
+    expected = summarize_long(wordy, "e2e", **kwargs)
+    n = len(expected.chapters)  # segments of at most 1 s, cut in the quietest stretch: 3 or more
+    assert n >= 3 and final.answer == expected.text and len(expected.text.split()) == 4
+    progress = [(status, shown) for status, shown in states if status.startswith("segment ")]
+    assert [status.split(" (")[0] for status, _ in progress] == [f"segment {i}/{n} done" for i in range(1, n + 1)]
+    lines = format_chapters(expected.chapters).splitlines()
+    assert [shown for _, shown in progress] == (["\n".join(lines[:i]) for i in range(1, n + 1)] if chapters else [""] * n)
+    assert final.chapters == ("\n".join(lines) if chapters else "")
+    assert len(lines) == n and lines[0].startswith("00:00-00:0") and lines[-1].endswith(expected.chapters[-1]["text"])
+
+
 @pytest.mark.parametrize("mode,kwargs,message", [
     ("e2e", {}, "error: mode e2e needs audio: upload a file or record from the microphone"),
     ("cascade", {"audio": None}, "error: mode cascade needs audio"),
