@@ -1,13 +1,16 @@
 """The ``audio-minichat`` command line.
 
-    audio-minichat summarize AUDIO [--prompt TEXT] [--mode e2e|cascade|text]
-    audio-minichat ask AUDIO --prompt TEXT [--text-position before|after]
-    audio-minichat transcribe AUDIO
+    audio-minichat summarize AUDIO... [--prompt TEXT] [--mode e2e|cascade|text]
+    audio-minichat ask AUDIO... --prompt TEXT [--text-position before|after]
+    audio-minichat transcribe AUDIO...
     audio-minichat build-default [--force] [--untrained]
 
-Common options: --model DIR (default: the offline default, built on first use), --max-new-tokens,
---device, --dtype, --json (machine-readable output with timings), --no-speech-check. In ``text`` mode the
-content is ``--text STRING`` or a ``.txt`` file given in place of AUDIO. Errors print one line and exit with 2.
+AUDIO: files and folders (a folder's audio files, sorted; --recursive for its subfolders). Common options: --model
+DIR (default: the offline default, built on first use), --max-new-tokens, --device, --dtype, --threads, --json
+(machine-readable output with timings), --jsonl OUT (one record per file; a rerun skips the done ones),
+--no-speech-check. In ``text`` mode the content is ``--text STRING`` or ``.txt`` files given in place of AUDIO.
+On a terminal the answer streams (--no-stream). Errors print one line; exit status 2 for bad arguments or when no
+file could be answered, 1 when some of several files failed (see EXIT_HELP).
 
 Audio with no speech in it (silence, noise or hum, a clip under 0.1 s) is not answered: the answer is empty,
 stderr gets ``warning: no speech detected in AUDIO (why)``, ``--json`` has the same warning and the measurements

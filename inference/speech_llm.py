@@ -171,7 +171,9 @@ class _PieceStreamer(TextStreamer):
 class SpeechLLM:
     """An AudioMiniChat checkpoint plus (lazily) the ASR model of its cascade.
 
-    ``check_speech=False`` answers every clip, speech or not (see :meth:`check_speech`)."""
+    ``check_speech=False`` answers every clip, speech or not (see :meth:`check_speech`). Each mode takes
+    ``on_text``: a callable given each newly decoded piece of the answer as it is generated (from the generating
+    thread); the pieces, joined and stripped, are ``Answer.text``."""
 
     def __init__(self, model_dir: str | Path, device: str = "cpu", dtype: str | torch.dtype = "float32",
                  check_speech: bool = True):
