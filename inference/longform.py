@@ -85,7 +85,7 @@ def format_chapters(chapters: list[dict]) -> str:
     lines = []
     for i, c in enumerate(chapters, start=1):
         where = f"part {i}" if c.get("start_s") is None else format_time_range(c["start_s"], c["end_s"], hours)
-        lines.append(f"{where} {c['text'] or '(no speech)'}")
+        lines.append(f"{where} {' '.join(c['text'].split()) or '(no speech)'}")  # one line each
     return "\n".join(lines)
 
 

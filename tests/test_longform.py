@@ -103,7 +103,7 @@ def test_format_time_range_and_chapters():
     chapters = [{"start_s": 0.0, "end_s": 1790.2, "text": "First.", "transcript": None},
                 {"start_s": 1790.2, "end_s": 3650.0, "text": "", "transcript": ""}]
     assert L.format_chapters(chapters) == "0:00:00-0:29:50 First.\n0:29:50-1:00:50 (no speech)"
-    assert L.format_chapters([{"start_s": None, "end_s": None, "text": "A.", "transcript": "x"}]) == "part 1 A."
+    assert L.format_chapters([{"start_s": None, "end_s": None, "text": "A.\n\nB.", "transcript": "x"}]) == "part 1 A. B."
 
 
 # ---------------------------------------------------------------------------------------------------------
