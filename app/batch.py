@@ -124,14 +124,17 @@ class StreamPrinter:
 
 
 def default_threads(cores: int | None = None, load: float | None = None) -> int:
-    """The CPU threads torch gets unless ``--threads`` says: the processors this process may run on (``cores``)
-    that are idle now (their count less the 1-minute load average ``load``, rounded), at least 1. On a busy machine
-    a thread that waits for a core slows every step of generation (docs/recordings.md, "Threads")."""
+    """The CPU threads torch gets unless ``--threads`` says: 1 where this process may run on 2 processors or fewer
+    (``cores``); otherwise those idle now (their count less the 1-minute load average ``load``, rounded), at least 1.
+    Measured on 2 cores: a second thread gained nothing when idle and made generation 2.4x slower with one core
+    busy (docs/recordings.md, "Threads")."""
     if cores is None:
         try:
             cores = len(os.sched_getaffinity(0))
         except (AttributeError, OSError):
             cores = os.cpu_count() or 1
+    if cores <= 2:
+        return 1
     if load is None:
         try:
             load = os.getloadavg()[0]

@@ -76,10 +76,10 @@ OUTPUT_HELP = """output:
   record per file (file, mode, prompt, answer, transcript, timings, error) as it is answered; a rerun with the same
   OUT skips the files it already answers with the same mode and prompt (failed ones run again)."""
 THREADS_HELP = """threads:
-  torch's CPU threads (--threads N). The default is the processors this process may use less the 1-minute load
-  average, at least 1: a thread that waits for a busy core stalls every step. Measured on 2 busy cores, the answer
-  took 26.8 s to generate with 2 threads and 6.7 s with 1 (text mode; the cascade: 31.3 s and 5.2 s); see
-  docs/recordings.md, "Threads"."""
+  torch's CPU threads (--threads N). The default is 1 on a machine with 2 processors or fewer, else the processors
+  this process may use less the 1-minute load average, at least 1: a thread that waits for a busy core stalls
+  every step. Measured on 2 cores (text mode, 32 tokens): idle, 2.8 s to generate with 2 threads and 2.5 s with 1;
+  one core busy, 6.3 s and 2.7 s; a busy machine, 26.8 s and 6.7 s (docs/recordings.md, "Threads")."""
 EXIT_HELP = """exit status:
   0  every file answered (a file with no speech gets an empty answer and counts as answered)
   1  some files failed (each reported on stderr), the others were answered (or answered by an earlier run in OUT)
@@ -153,8 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, mps)")
         p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="model dtype")
         p.add_argument("--threads", type=int, default=None, metavar="N",
-                       help=f"CPU threads for torch (default: the idle processors, at least 1: {default_threads()} "
-                            "on this machine now; see below)")
+                       help=f"CPU threads for torch (default: 1 on 2 cores or fewer, else the idle processors: "
+                            f"{default_threads()} on this machine now; see below)")
         p.add_argument("--json", action="store_true", help="print one JSON object with the answer and timings at the "
                        "end (several files: a list of records as --jsonl writes them)")
         p.add_argument("--jsonl", metavar="OUT", default=None,

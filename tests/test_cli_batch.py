@@ -363,8 +363,9 @@ def test_threads_are_set_before_the_model_runs(capsys, tiny):
 
 
 def test_default_threads_is_the_idle_processors():
-    assert default_threads(cores=2, load=0.1) == 2
-    assert default_threads(cores=2, load=1.0) == 1  # one of two cores busy: one thread
-    assert default_threads(cores=2, load=3.7) == 1  # never under 1
-    assert default_threads(cores=16, load=4.2) == 12
+    assert default_threads(cores=2, load=0.0) == 1  # 2 cores: 1 thread, idle or not (measured: 2 never faster)
+    assert default_threads(cores=2, load=1.0) == 1
+    assert default_threads(cores=1, load=0.0) == 1
+    assert default_threads(cores=16, load=4.2) == 12  # more cores: the idle ones
+    assert default_threads(cores=8, load=11.0) == 1  # never under 1
     assert 1 <= default_threads() <= len(os.sched_getaffinity(0))
