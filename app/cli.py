@@ -133,6 +133,7 @@ def _step(message: str, quiet: bool) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ..assets.default_build import VARIANTS
     from ..inference.speech_llm import DEFAULT_MODE, DEFAULT_SUMMARY_PROMPT, MODES
 
     parser = _Parser(prog="audio-minichat", description="Prompt a frozen LLM with speech: summarize or ask about "
@@ -182,6 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the prompt before or after the content")
         p.add_argument("--no-stream", action="store_true",
                        help="print the answer when it is complete (on a terminal it streams as the LLM writes it)")
+        p.add_argument("--chapters", action="store_true",
+                       help="print each segment's summary with its time range (00:00-04:50 ...), then the overall answer")
+        p.add_argument("--segment-seconds", type=float, default=None,
+                       help="longest segment of a long recording (default: what one LLM prompt holds in the mode); "
+                            "a recording longer than one prompt is cut at pauses, each segment summarized, and the "
+                            "summaries combined")
 
     t = sub.add_parser("transcribe", help="Whisper transcript of the audio",
                        description="Whisper's transcript of each audio file (the checkpoint's own Whisper, as the "
@@ -198,8 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quiet", action="store_true", help="no progress messages on stderr")
     b.add_argument("--untrained", action="store_true",
                    help="without the shipped trained weights (the training recipes' starting point), in its own folder")
-    b.add_argument("--variant", default="default", choices=["default", "pool"],
-                   help="pool: the paper's route (average-pooled Whisper encoder frames), to compare with the default")
+    b.add_argument("--variant", default="default", choices=sorted(VARIANTS),
+                   help="pool: the paper's route (average-pooled Whisper encoder frames); qformer: learned queries read "
+                        "Whisper's encoder through a trained copy of its decoder (recognition-free); both to compare with "
+                        "the default")
     from .serve import add_serve_parser  # (gradio is imported only when the server starts)
 
     add_serve_parser(sub)
@@ -366,8 +375,22 @@ def _answer(llm, args, mode: str | None, audio: str | None, content: str | None,
     if args.command == "transcribe":
         answer = llm.transcribe(audio)
     else:
+        from ..inference.longform import format_time_range, summarize_long
+
+        if args.segment_seconds is not None and not args.segment_seconds > 0:
+            raise CliError("--segment-seconds must be > 0")
+        started = [time.perf_counter()]
+
+        def progress(i, n, chapter):
+            where = f" ({format_time_range(chapter['start_s'], chapter['end_s'])})" if chapter["start_s"] is not None else ""
+            _step(f"segment {i}/{n}{where} done ({time.perf_counter() - started[0]:.1f} s)", args.quiet or n == 1)
+            started[0] = time.perf_counter()
+            if on_chapter is not None:
+                on_chapter(chapter)
+
         kwargs.update(prompt=args.prompt, text_position=args.text_position)
-        answer = llm.run(mode, audio=audio, content=content, on_text=on_text, **kwargs)
+        answer = summarize_long(llm, mode, audio=audio, content=content, segment_seconds=args.segment_seconds,
+                                on_progress=progress, force_chapters=args.chapters, on_text=on_text, **kwargs)
     return answer.to_dict()
 
 
