@@ -63,8 +63,10 @@ def dataset_rows(path: str, n: int) -> list[dict]:
     return [ds[i] for i in range(len(ds))]
 
 
-def run_loop(model, collator, rows, batch_size: int, steps: int, device, cfg: LossConfig) -> list[float]:
-    """Samples/s of each timed optimizer step (the first step is warm-up and not reported)."""
+def run_loop(model, collator, rows, batch_size: int, steps: int, device, cfg: LossConfig, step_fn=None) -> list[float]:
+    """Samples/s of each timed optimizer step (the first step is warm-up and not reported). ``step_fn(batch)``
+    returns the loss; default: the uncached distillation step."""
+    step_fn = step_fn or (lambda batch: distillation_step(model, model, batch, cfg)[0])
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4)
     rates = []
@@ -72,8 +74,7 @@ def run_loop(model, collator, rows, batch_size: int, steps: int, device, cfg: Lo
         chunk = [rows[(step * batch_size + i) % len(rows)] for i in range(batch_size)]
         start = time.perf_counter()
         batch = {k: v.to(device) for k, v in collator(chunk).items()}
-        loss = distillation_step(model, model, batch, cfg)[0]
-        loss.backward()
+        step_fn(batch).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
         if device.type == "cuda":
@@ -83,28 +84,11 @@ def run_loop(model, collator, rows, batch_size: int, steps: int, device, cfg: Lo
     return rates
 
 
-def cached_loop(model, collator, cached, batch_size: int, steps: int, cfg: LossConfig, device) -> list[float]:
-    from audio_minichat.training.losses import cached_distillation_step
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4)
-    rates = []
-    for step in range(steps + 1):
-        chunk = [cached[(step * batch_size + i) % len(cached)] for i in range(batch_size)]
-        start = time.perf_counter()
-        batch = {k: v.to(device) for k, v in collator(chunk).items()}
-        cached_distillation_step(model, batch, cfg)[0].backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if step:
-            rates.append(batch_size / (time.perf_counter() - start))
-    return rates
-
-
 def bench_cached(args, model, processor, collator, rows, device, run, model_dir) -> None:
     import tempfile
 
     from audio_minichat.training.feature_cache import CachedCollator, prepare_cached_split
+    from audio_minichat.training.losses import cached_distillation_step
 
     data_cfg = DataConfig()
     n = args.batch_size * args.steps
@@ -116,8 +100,9 @@ def bench_cached(args, model, processor, collator, rows, device, run, model_dir)
         model.train()
         uncached = statistics.median(run_loop(model, collator, rows, 1, n, device, run.losses))
         cc = CachedCollator(processor, data_cfg, run.losses.feature_layers)
-        one = statistics.median(cached_loop(model, cc, cached, 1, n, run.losses, device))
-        many = statistics.median(cached_loop(model, cc, cached, args.batch_size, args.steps, run.losses, device))
+        step = lambda batch: cached_distillation_step(model, batch, run.losses)[0]  # noqa: E731
+        one = statistics.median(run_loop(model, cc, cached, 1, n, device, run.losses, step))
+        many = statistics.median(run_loop(model, cc, cached, args.batch_size, args.steps, device, run.losses, step))
     result = {
         "model": model_dir, "device": str(device), "threads": torch.get_num_threads(), "frozen_dtype": args.frozen_dtype,
         "config": args.config, "data": args.data, "rows": len(rows), "topk": args.topk,
