@@ -362,8 +362,15 @@ def summarize_long(llm: SpeechLLM, mode: str, audio=None, content: str | None = 
         raise ValueError(f"the segment length must be > 0 seconds, got {segment_seconds}")
     noun = "text" if mode == "text" else "recording"
     segment_prompt = SEGMENT_PROMPT.format(noun=noun)
-    capacity = segment_capacity(llm, mode, [prompt, segment_prompt], max_new_tokens, text_position)
     kwargs = dict(prompt=prompt, text_position=text_position, max_new_tokens=max_new_tokens, **_text_kwargs(on_text))
+    try:
+        capacity = segment_capacity(llm, mode, [prompt, segment_prompt], max_new_tokens, text_position)
+    except ValueError:
+        # No room for segments: one prompt, whose own checks say what is wrong (empty audio, no speech, the exact
+        # context overflow) or answer what fits.
+        if mode == "text":
+            return llm.text(content, **kwargs)
+        return llm.run(mode, audio=audio, sampling_rate=sampling_rate, **kwargs)
     if mode == "text":
         return _summarize_long_text(llm, content, capacity, segment_prompt, kwargs, segment_seconds, segment_tokens,
                                     on_progress, force_chapters)
