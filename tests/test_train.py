@@ -375,3 +375,26 @@ def test_accelerate_launch_two_cpu_processes(tmp_path, saved):
     history = json.loads((tmp_path / "run" / "final" / "log_history.json").read_text())
     assert [s for s, _ in _losses(history)][-1] == 3
     assert (tmp_path / "run" / "checkpoint-2" / "model.safetensors").exists()
+
+
+def test_cpu_budget_ends_the_run_with_a_checkpoint_and_a_resume_counts_the_earlier_cpu(tmp_path, saved):
+    """cpu_budget_minutes: the run stops at the first step past the budget, with a checkpoint there; every log line
+    carries the CPU seconds so far (cpu_s), and a resumed run counts the earlier sitting's."""
+    base, data = saved
+    path = _config(tmp_path, base, data, max_steps=50, save_steps=100)
+    raw = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump({**raw, "cpu_budget_minutes": 1e-6}))
+    first = build_trainer(RunConfig.from_yaml(path))
+    first.train()
+    assert first.state.global_step == 1
+    assert os.path.isfile(tmp_path / "run" / "checkpoint-1" / "optimizer.safetensors")
+    spent = [h["cpu_s"] for h in first.state.log_history if "cpu_s" in h]
+    assert spent and spent[-1] > 0
+    resumed = build_trainer(RunConfig.from_yaml(path))  # the budget is spent already: one more step, then stop
+    resumed.train(resume_from_checkpoint=str(tmp_path / "run" / "checkpoint-1"))
+    assert resumed.state.global_step == 2
+    later = [h["cpu_s"] for h in resumed.state.log_history if "cpu_s" in h]
+    assert later[-1] > spent[-1]
+    path.write_text(yaml.safe_dump({**raw, "cpu_budget_minutes": 0}))
+    with pytest.raises(ValueError, match="cpu_budget_minutes must be > 0, got 0.0"):
+        build_trainer(RunConfig.from_yaml(path))

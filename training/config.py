@@ -100,6 +100,9 @@ class RunConfig:
     # Learning-rate multipliers by parameter name (regular expression -> factor): e.g. a temperature that must move
     # far in few steps beside weights that must move little. Each must match a trainable parameter.
     lr_multipliers: dict = field(default_factory=dict)
+    # Stop after this many minutes of the process's CPU time, across resumed sittings (training/budget.py), saving
+    # and evaluating at that step; None: max_steps / epochs alone decide.
+    cpu_budget_minutes: float | None = None
 
     @classmethod
     def from_dict(cls, raw: dict) -> "RunConfig":
@@ -119,6 +122,7 @@ class RunConfig:
             frozen_dtype=raw.get("frozen_dtype"),
             init_weights=raw.get("init_weights"),
             lr_multipliers={str(k): float(v) for k, v in (raw.get("lr_multipliers") or {}).items()},
+            cpu_budget_minutes=None if raw.get("cpu_budget_minutes") is None else float(raw["cpu_budget_minutes"]),
         )
 
     @classmethod

@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from transformers import Trainer
 
 from ..utils.io import atomic_save_tensors, atomic_write_json
+from .budget import CpuBudgetCallback, CpuClock
 from .checkpoints import flatten_state, jsonable, unflatten_state, write_run_info
 from .config import LossConfig, RunConfig
 from .losses import CACHED_PREFIX, cached_distillation_step, distillation_step
@@ -37,6 +38,9 @@ class DistillationTrainer(Trainer):
         self.model_accepts_loss_kwargs = False
         self._term_sums: dict[str, float] = {}
         self._term_count = 0
+        # CPU seconds used (across resumed sittings): logged as cpu_s; run_config.cpu_budget_minutes ends the run
+        self.cpu_clock = CpuClock()
+        self.add_callback(CpuBudgetCallback(self.cpu_clock, run_config.cpu_budget_minutes if run_config else None))
         base = self.base_model
         trainable = {n for n, p in base.named_parameters() if p.requires_grad}
         base._keys_to_ignore_on_save = {k for k in base.state_dict() if k not in trainable}
@@ -71,6 +75,7 @@ class DistillationTrainer(Trainer):
             for name, value in self._term_sums.items():
                 logs[f"loss_{name}"] = round(value / self._term_count, 6)
             self._term_sums, self._term_count = {}, 0
+        logs["cpu_s"] = round(self.cpu_clock.used(), 1)
         super().log(logs, *args, **kwargs)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
