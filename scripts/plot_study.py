@@ -1,10 +1,11 @@
 """Learning curves of the hearing study's arms: validation response perplexity under audio (the text prompt's as a
-line) and the training loss, against training samples seen.
+line) and the training loss, against the CPU minutes each arm has used (the study's budget axis; ``cpu_s`` of the
+run's log lines, training/budget.py).
 
     python scripts/plot_study.py [--runs runs/study] [--out docs/hearing-study.png]
 
 Reads each arm's ``final/log_history.json`` (or, for a run in progress, its latest checkpoint's
-``trainer_state.json``); samples = optimizer step x batch size x accumulation (from the run's training_args.json).
+``trainer_state.json``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ def history(run: Path) -> tuple[list[dict], int]:
     return logs, per_step
 
 
+def cpu_minutes(entry: dict) -> float:
+    return float(entry["cpu_s"]) / 60.0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", default="runs/study")
@@ -44,21 +49,21 @@ def main() -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     text_ppl = []
     for run in sorted(Path(args.runs).iterdir()):
-        logs, per_step = history(run)
+        logs, _ = history(run)
         evals = [h for h in logs if "eval_ppl_audio" in h]
         losses = [h for h in logs if "loss" in h and "train_loss" not in h]
         if not evals and not losses:
             continue
         if evals:
-            left.plot([h["step"] * per_step for h in evals], [h["eval_ppl_audio"] for h in evals], marker="o", label=run.name)
+            left.plot([cpu_minutes(h) for h in evals], [h["eval_ppl_audio"] for h in evals], marker="o", label=run.name)
             text_ppl += [h["eval_ppl_text"] for h in evals]
         if losses:
-            right.plot([h["step"] * per_step for h in losses], [h["loss"] for h in losses], label=run.name)
+            right.plot([cpu_minutes(h) for h in losses], [h["loss"] for h in losses], label=run.name)
     if text_ppl:
         left.axhline(sum(text_ppl) / len(text_ppl), color="black", linestyle="--", label="text prompt (teacher)")
-    left.set(xlabel="training samples", ylabel="validation response perplexity (audio prompt)", yscale="log",
+    left.set(xlabel="CPU minutes", ylabel="validation response perplexity (audio prompt)", yscale="log",
              title="Does the LLM hear? (lower is better)")
-    right.set(xlabel="training samples", ylabel="training loss (0.5 ntp + 0.5 logit + 1.0 feature)", title="Training loss")
+    right.set(xlabel="CPU minutes", ylabel="training loss (0.5 ntp + 0.5 logit + 1.0 feature)", title="Training loss")
     for ax in (left, right):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

@@ -142,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="resume from CHECKPOINT, or from the latest complete checkpoint in output_dir")
     parser.add_argument("--output-dir", default=None, help="override output_dir")
     parser.add_argument("--max-steps", type=int, default=None, help="override training.max_steps")
+    parser.add_argument("--cpu-budget-minutes", type=float, default=None,
+                        help="override cpu_budget_minutes (CPU time across sittings; raise it and --resume to train further)")
     parser.add_argument("--cache-only", action="store_true",
                         help="build the config's data.cache_dir caches (features and teacher targets) and stop")
     args = parser.parse_args(argv)
@@ -150,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg.output_dir = args.output_dir
     if args.max_steps is not None:
         cfg.training["max_steps"] = args.max_steps
+    if args.cpu_budget_minutes is not None:
+        cfg.cpu_budget_minutes = args.cpu_budget_minutes
     if args.cache_only:
         if not cfg.data.cache_dir:
             raise SystemExit(f"{args.config}: --cache-only needs data.cache_dir in the config")
