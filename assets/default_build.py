@@ -52,6 +52,11 @@ VARIANTS = {
     # 100 per 30 s window; Whisper's own decoder is kept for the cascade (docs/hearing-study.md)
     "qformer": ({"downsample": "qformer", "qformer_queries": 100, "keep_asr_decoder": True},
                 WEIGHTS_DIR / "qformer_projector.safetensors"),
+    # the study's best arm: the querying adapter plus a LoRA on the LLM that is active only for prompts with audio
+    # (text prompts run the untouched LLM); trained by configs/study/qformer_dense_lora.yaml
+    "qformer_lora": ({"downsample": "qformer", "qformer_queries": 100, "keep_asr_decoder": True,
+                      "audio_lora": {"r": 16, "alpha": 32, "targets": ["q_proj", "v_proj"]}},
+                     WEIGHTS_DIR / "qformer_lora_projector.safetensors"),
 }
 
 

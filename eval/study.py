@@ -149,7 +149,7 @@ def summarize(done: dict, docs: list[dict], sets: dict, args, out: Path) -> dict
     atomic_write_json(out / "summary.json", summary)
     lines = ["| model | system | XSum R-1 | R-2 | R-L | R-L vs text | prompts: R-L vs text |", "|---|---|---|---|---|---|---|"]
     for r in rows:
-        name = "reference" if r["model"] == "reference" else Path(r["model"]).parent.name or r["model"]
+        name = "reference" if r["model"] == "reference" else "/".join(Path(r["model"]).parts[-3:-1]) or r["model"]
         lines.append(f"| {name} | {r['system']} | {r['xsum_rouge1']} | {r['xsum_rouge2']} | {r['xsum_rougeL']} | "
                      f"{r['xsum_rougeL_vs_text']} | {r['agreement_rougeL']} |")
     atomic_write_text(out / "summary.md", "\n".join(lines) + "\n")

@@ -183,3 +183,31 @@ def test_the_default_decodes_by_its_generation_config():
     eos = model.generation_config.eos_token_id
     eos = set(eos if isinstance(eos, list) else [eos])
     assert (len(out) > 20 or out[-1] in eos) and len(grams) == len(set(grams))  # not cut at transformers' 20 tokens
+
+
+@pytest.mark.integration
+def test_qformer_lora_variant_holds_the_study_weights_and_leaves_text_prompts_to_the_untouched_llm():
+    """build-default --variant qformer_lora: the shipped queries, projector, audio-only LLM adapter and the querying
+    adapter's LoRA (merged) are in the model; a text prompt's logits are the plain LLM's, bit for bit."""
+    from audio_minichat.assets.default_build import VARIANTS
+
+    shipped_path = VARIANTS["qformer_lora"][1]
+    model = AudioMiniChatForConditionalGeneration.from_pretrained(build_default(variant="qformer_lora")).eval()
+    base = AudioMiniChatForConditionalGeneration.from_pretrained(build_default(variant="qformer", untrained=True)).eval()
+    assert read_build_info(build_default(variant="qformer_lora"))["projector_trained"] is True
+    with safe_open(str(shipped_path), framework="pt") as fh:
+        shipped = {k: fh.get_tensor(k) for k in fh.keys()}
+        scaling = float((fh.metadata() or {}).get("lora_scaling", "nan"))
+    own, start = dict(model.named_parameters()), dict(base.named_parameters())
+    full = [k for k in shipped if ".lora_" not in k]
+    assert any(k.startswith("audio_lora.") for k in full) and "audio_frontend.queries" in full
+    for name in full:
+        key = f"audio_frontend.{name}" if name.startswith("projector.") else name
+        assert torch.equal(own[key], shipped[name].to(own[key].dtype)), name
+    for key in (k for k in shipped if ".lora_A." in k):
+        module = key.split(".lora_A.")[0]
+        delta = shipped[key.replace(".lora_A.", ".lora_B.")].float() @ shipped[key].float() * scaling
+        torch.testing.assert_close(own[f"{module}.weight"], start[f"{module}.weight"] + delta)
+    ids = torch.tensor([[1, 9690, 198, 2683, 314, 253, 1345, 30]])
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=ids).logits, base.language_model(input_ids=ids).logits)
