@@ -2,7 +2,7 @@
 line) and the training loss, against the CPU minutes each arm has used (the study's budget axis; ``cpu_s`` of the
 run's log lines, training/budget.py).
 
-    python scripts/plot_study.py [--runs runs/study] [--out docs/hearing-study.png]
+    python scripts/plot_study.py [--runs runs/study [runs/study-long]] [--out docs/hearing-study.png]
 
 Reads each arm's ``final/log_history.json`` (or, for a run in progress, its latest checkpoint's
 ``trainer_state.json``).
@@ -38,7 +38,7 @@ def cpu_minutes(entry: dict) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--runs", default="runs/study")
+    ap.add_argument("--runs", nargs="+", default=["runs/study"], help="folders of arms (runs/study runs/study-long)")
     ap.add_argument("--out", default="docs/hearing-study.png")
     args = ap.parse_args()
     import matplotlib
@@ -48,17 +48,19 @@ def main() -> None:
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     text_ppl = []
-    for run in sorted(Path(args.runs).iterdir()):
+    arms = [(run, run.name if i == 0 else f"{run.name} ({Path(folder).name})")
+            for i, folder in enumerate(args.runs) for run in sorted(Path(folder).iterdir()) if run.is_dir()]
+    for run, label in arms:
         logs, _ = history(run)
         evals = [h for h in logs if "eval_ppl_audio" in h]
         losses = [h for h in logs if "loss" in h and "train_loss" not in h]
         if not evals and not losses:
             continue
         if evals:
-            left.plot([cpu_minutes(h) for h in evals], [h["eval_ppl_audio"] for h in evals], marker="o", label=run.name)
+            left.plot([cpu_minutes(h) for h in evals], [h["eval_ppl_audio"] for h in evals], marker="o", label=label)
             text_ppl += [h["eval_ppl_text"] for h in evals]
         if losses:
-            right.plot([cpu_minutes(h) for h in losses], [h["loss"] for h in losses], label=run.name)
+            right.plot([cpu_minutes(h) for h in losses], [h["loss"] for h in losses], label=label)
     if text_ppl:
         left.axhline(sum(text_ppl) / len(text_ppl), color="black", linestyle="--", label="text prompt (teacher)")
     left.set(xlabel="CPU minutes", ylabel="validation response perplexity (audio prompt)", yscale="log",
