@@ -15,21 +15,12 @@ import json
 from pathlib import Path
 
 
-def history(run: Path) -> tuple[list[dict], int]:
+def history(run: Path) -> list[dict]:
     final = run / "final" / "log_history.json"
     if final.is_file():
-        logs = json.loads(final.read_text())
-    else:
-        states = sorted(run.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[1]))
-        if not states:
-            return [], 1
-        logs = json.loads(states[-1].read_text())["log_history"]
-    args_files = sorted(run.glob("checkpoint-*/training_args.json"))
-    per_step = 1
-    if args_files:
-        a = json.loads(args_files[-1].read_text())
-        per_step = int(a.get("per_device_train_batch_size", 1)) * int(a.get("gradient_accumulation_steps", 1))
-    return logs, per_step
+        return json.loads(final.read_text())
+    states = sorted(run.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[1]))
+    return json.loads(states[-1].read_text())["log_history"] if states else []
 
 
 def cpu_minutes(entry: dict) -> float:
@@ -51,7 +42,7 @@ def main() -> None:
     arms = [(run, run.name if i == 0 else f"{run.name} ({Path(folder).name})")
             for i, folder in enumerate(args.runs) for run in sorted(Path(folder).iterdir()) if run.is_dir()]
     for run, label in arms:
-        logs, _ = history(run)
+        logs = history(run)
         evals = [h for h in logs if "eval_ppl_audio" in h]
         losses = [h for h in logs if "loss" in h and "train_loss" not in h]
         if not evals and not losses:
