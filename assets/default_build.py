@@ -45,17 +45,16 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 SHIPPED_PROJECTOR = WEIGHTS_DIR / "default_projector.safetensors"
 # Builds of the same parts: name -> (AudioMiniChatConfig options, shipped trained weights). "default" is what
 # `audio-minichat` runs; "pool" is the paper's route (average pool 8/4 over encoder frames), kept to compare.
+QFORMER_KWARGS: dict = {"downsample": "qformer", "qformer_queries": 100, "keep_asr_decoder": True}
 VARIANTS = {
     "default": (DEFAULT_MODEL_KWARGS, SHIPPED_PROJECTOR),
     "pool": ({"keep_asr_decoder": True}, WEIGHTS_DIR / "pool_stage2_projector.safetensors"),
     # recognition-free: learned queries read Whisper's encoder through a trained copy of its decoder (DiVA-style),
     # 100 per 30 s window; Whisper's own decoder is kept for the cascade (docs/hearing-study.md)
-    "qformer": ({"downsample": "qformer", "qformer_queries": 100, "keep_asr_decoder": True},
-                WEIGHTS_DIR / "qformer_projector.safetensors"),
+    "qformer": (QFORMER_KWARGS, WEIGHTS_DIR / "qformer_projector.safetensors"),
     # the study's best arm: the querying adapter plus a LoRA on the LLM that is active only for prompts with audio
     # (text prompts run the untouched LLM); trained by configs/study/qformer_dense_lora.yaml
-    "qformer_lora": ({"downsample": "qformer", "qformer_queries": 100, "keep_asr_decoder": True,
-                      "audio_lora": {"r": 16, "alpha": 32, "targets": ["q_proj", "v_proj"]}},
+    "qformer_lora": ({**QFORMER_KWARGS, "audio_lora": {"r": 16, "alpha": 32, "targets": ["q_proj", "v_proj"]}},
                      WEIGHTS_DIR / "qformer_lora_projector.safetensors"),
 }
 

@@ -192,9 +192,10 @@ def test_qformer_lora_variant_holds_the_study_weights_and_leaves_text_prompts_to
     from audio_minichat.assets.default_build import VARIANTS
 
     shipped_path = VARIANTS["qformer_lora"][1]
-    model = AudioMiniChatForConditionalGeneration.from_pretrained(build_default(variant="qformer_lora")).eval()
+    built = build_default(variant="qformer_lora")
+    assert read_build_info(built)["projector_trained"] is True
+    model = AudioMiniChatForConditionalGeneration.from_pretrained(built).eval()
     base = AudioMiniChatForConditionalGeneration.from_pretrained(build_default(variant="qformer", untrained=True)).eval()
-    assert read_build_info(build_default(variant="qformer_lora"))["projector_trained"] is True
     with safe_open(str(shipped_path), framework="pt") as fh:
         shipped = {k: fh.get_tensor(k) for k in fh.keys()}
         scaling = float((fh.metadata() or {}).get("lora_scaling", "nan"))
