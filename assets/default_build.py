@@ -43,8 +43,9 @@ PROJECTOR_INIT_SEED = 0
 # A trained projector shipped with the package (a run's final/trained_weights.safetensors; docs/training-log.md).
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 SHIPPED_PROJECTOR = WEIGHTS_DIR / "default_projector.safetensors"
-# Builds of the same parts: name -> (AudioMiniChatConfig options, shipped trained weights). "default" is what
-# `audio-minichat` runs; "pool" is the paper's route (average pool 8/4 over encoder frames), kept to compare.
+# Builds of the same parts: name -> (AudioMiniChatConfig options, shipped trained weights[, encoder spec: default
+# DEFAULT_ENCODER]). "default" is what `audio-minichat` runs; "pool" is the paper's route (average pool 8/4 over
+# encoder frames), kept to compare.
 QFORMER_KWARGS: dict = {"downsample": "qformer", "qformer_queries": 100, "keep_asr_decoder": True}
 VARIANTS = {
     "default": (DEFAULT_MODEL_KWARGS, SHIPPED_PROJECTOR),
@@ -56,6 +57,9 @@ VARIANTS = {
     # (text prompts run the untouched LLM); trained by configs/study/qformer_dense_lora.yaml
     "qformer_lora": ({**QFORMER_KWARGS, "audio_lora": {"r": 16, "alpha": 32, "targets": ["q_proj", "v_proj"]}},
                      WEIGHTS_DIR / "qformer_lora_projector.safetensors"),
+    # the same on the larger Whisper base encoder (multilingual, d_model 512): the study's encoder lever
+    "qformer_lora_base": ({**QFORMER_KWARGS, "audio_lora": {"r": 16, "alpha": 32, "targets": ["q_proj", "v_proj"]}},
+                          WEIGHTS_DIR / "qformer_lora_base_projector.safetensors", "whisper-base"),
 }
 
 
@@ -242,17 +246,18 @@ def build_default(
     """
     if variant not in VARIANTS:
         raise ValueError(f"Unknown build variant {variant!r}; expected one of {sorted(VARIANTS)}.")
-    config_kwargs, shipped = VARIANTS[variant]
+    config_kwargs, shipped, *rest = VARIANTS[variant]
+    encoder = rest[0] if rest else DEFAULT_ENCODER
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     out = cache / (f"audio-minichat-{variant}" + ("-untrained" if untrained else ""))
     projector = shipped if shipped.exists() and not untrained else None
     info = read_build_info(out) if (out / READY_MARKER).is_file() else {}
     wanted = {"build_version": DEFAULT_BUILD_VERSION, "projector_weights": projector.name if projector else None,
               "projector_sha1": _file_digest(projector) if projector else None,  # a re-trained file rebuilds
-              "config_kwargs": config_kwargs}
+              "config_kwargs": config_kwargs, "encoder": encoder}
     if not force and info and all(info.get(k) == v for k, v in wanted.items()) and (out / "model.safetensors").exists():
         return out
-    return build_model(DEFAULT_LLM, DEFAULT_ENCODER, out, cache_dir=cache, projector_weights=projector, **config_kwargs)
+    return build_model(DEFAULT_LLM, encoder, out, cache_dir=cache, projector_weights=projector, **config_kwargs)
 
 
 __all__ = ["VARIANTS", "build_model", "build_default", "apply_trained_weights", "read_build_info", "write_model_card", "DEFAULT_LLM", "DEFAULT_ENCODER", "READY_MARKER"]

@@ -69,6 +69,28 @@ def _load(path: Path) -> dict:
     return done
 
 
+def weights_id(model_dir) -> str:
+    """A digest of a checkpoint's weights (its trained tensors where the run saved them apart, else all of them): an
+    e2e record answers for the weights it was made with, so a folder trained further is measured again."""
+    folder = Path(model_dir)
+    path = folder / "trained_weights.safetensors"
+    path = path if path.is_file() else folder / "model.safetensors"
+    digest = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            digest.update(block)
+    return digest.hexdigest()[:12]
+
+
+def drop_stale(done: dict, key: str, system: str, weights: str | None) -> int:
+    """Forget the records of ``key``'s ``system`` made with other weights than ``weights`` (records from before
+    weights were recorded are kept); returns how many were dropped."""
+    stale = [k for k, rec in done.items() if k[0] == key and k[1] == system and rec.get("weights", weights) != weights]
+    for k in stale:
+        del done[k]
+    return len(stale)
+
+
 def _rouge(rouge, preds: list[str], refs: list[str], kinds=("rouge1", "rouge2", "rougeL")) -> dict[str, float]:
     if not preds:
         return {k: None for k in kinds}
@@ -104,6 +126,8 @@ def run(args) -> dict:
     with open(records_path, "a", encoding="utf-8") as sink:
         for model_dir, system in jobs:
             key = "reference" if system != "e2e" else str(Path(model_dir))
+            wid = weights_id(model_dir) if system == "e2e" else None
+            drop_stale(done, key, system, wid)
             todo = [(s, item) for s, items in sets.items() for item in items if (key, system, s, item[0]) not in done]
             if not todo:
                 continue
@@ -116,7 +140,7 @@ def run(args) -> dict:
                     audio, rate = sf.read(str(wav), dtype="float32")
                     answer = getattr(llm, system)(audio, prompt, max_new_tokens=max_new, sampling_rate=rate)
                 rec = {"model": key, "system": system, "set": set_name, "id": item_id, "output": answer.text,
-                       "seconds": round(time.perf_counter() - start, 2)}
+                       "seconds": round(time.perf_counter() - start, 2), **({"weights": wid} if wid else {})}
                 sink.write(json.dumps(rec) + "\n")
                 sink.flush()
                 done[(key, system, set_name, item_id)] = rec

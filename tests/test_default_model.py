@@ -212,3 +212,20 @@ def test_qformer_lora_variant_holds_the_study_weights_and_leaves_text_prompts_to
     ids = torch.tensor([[1, 9690, 198, 2683, 314, 253, 1345, 30]])
     with torch.no_grad():
         assert torch.equal(model(input_ids=ids).logits, base.language_model(input_ids=ids).logits)
+
+
+@pytest.mark.integration
+def test_a_variant_may_name_its_encoder():
+    """qformer_lora_base is built on Whisper base (d_model 512, 6 decoder layers in the querying adapter), recorded in
+    its provenance; the same cache folder's tiny.en build of another variant is untouched."""
+    from audio_minichat.assets.default_build import VARIANTS
+
+    assert VARIANTS["qformer_lora_base"][2] == "whisper-base" and len(VARIANTS["qformer"]) == 2
+    built = build_default(variant="qformer_lora_base", untrained=True)
+    info = read_build_info(built)
+    assert info["encoder"] == "whisper-base" and info["projector_trained"] is False
+    config = json.loads((built / "config.json").read_text())
+    assert config["audio_config"]["d_model"] == 512 and config["audio_config"]["decoder_layers"] == 6
+    assert config["audio_lora"]["r"] == 16 and config["downsample"] == "qformer"
+    assert build_default(variant="qformer_lora_base", untrained=True) == built  # cached: no second build
+    assert read_build_info(build_default(variant="qformer", untrained=True))["encoder"] == "whisper-tiny.en"

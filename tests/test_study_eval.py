@@ -1,0 +1,46 @@
+"""The study's measurements answer for the weights they were made with (eval/study.py)."""
+
+from pathlib import Path
+
+from safetensors.torch import save_file
+import torch
+
+from audio_minichat.eval.study import _load, drop_stale, weights_id
+
+
+def _weights(folder: Path, name: str, value: float) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({"w": torch.full((4,), value)}, str(folder / name))
+
+
+def test_weights_id_follows_the_trained_tensors(tmp_path):
+    _weights(tmp_path, "model.safetensors", 0.0)
+    whole = weights_id(tmp_path)
+    _weights(tmp_path, "trained_weights.safetensors", 1.0)  # a run's final/: its trained part decides
+    trained = weights_id(tmp_path)
+    assert trained != whole and len(trained) == 12
+    _weights(tmp_path, "model.safetensors", 2.0)
+    assert weights_id(tmp_path) == trained
+    _weights(tmp_path, "trained_weights.safetensors", 3.0)  # trained further
+    assert weights_id(tmp_path) != trained
+
+
+def test_records_of_other_weights_are_measured_again(tmp_path):
+    lines = [
+        '{"model": "runs/a/final", "system": "e2e", "set": "xsum", "id": "1", "output": "old", "weights": "aaa"}',
+        '{"model": "runs/a/final", "system": "e2e", "set": "xsum", "id": "2", "output": "new", "weights": "bbb"}',
+        '{"model": "runs/a/final", "system": "e2e", "set": "prompts", "id": "p", "output": "unrecorded weights"}',
+        '{"model": "runs/b/final", "system": "e2e", "set": "xsum", "id": "1", "output": "other model", "weights": "aaa"}',
+        '{"model": "reference", "system": "text", "set": "xsum", "id": "1", "output": "text"}',
+        '{"model": "runs/a/final", "system": "e2e", "set": "xsum", "id": "3", "output": "cut by a ki',
+    ]
+    path = tmp_path / "records.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    done = _load(path)
+    assert len(done) == 5  # the cut line is skipped
+    assert drop_stale(done, "runs/a/final", "e2e", "bbb") == 1
+    assert ("runs/a/final", "e2e", "xsum", "1") not in done
+    assert done[("runs/a/final", "e2e", "xsum", "2")]["output"] == "new"
+    assert ("runs/a/final", "e2e", "prompts", "p") in done
+    assert ("runs/b/final", "e2e", "xsum", "1") in done and ("reference", "text", "xsum", "1") in done
+    assert drop_stale(done, "runs/a/final", "e2e", "bbb") == 0
