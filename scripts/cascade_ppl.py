@@ -34,7 +34,7 @@ def main(argv=None) -> int:
 
     llm = SpeechLLM(args.model, dtype="bfloat16")
     cfg = DataConfig()
-    rows = load_rows(args.data, args.split, args.limit)
+    rows = list(load_rows(args.data, args.split, args.limit))  # rows as dicts (a Dataset slices into columns)
     start = time.perf_counter()
     heard = []
     for i, row in enumerate(rows):
