@@ -108,11 +108,21 @@ def fit_panel(ax, fit_points: dict, args, anchor: dict | None, text_ppl: float) 
     seen = max(t for t, _ in points)
     target = anchor["ppl_cascade"] if anchor else None
     reach = (a / target) ** (1 / b) if target and b > 0 else None
-    end = min(reach * 1.5, seen * 1e4) if reach else seen * 100
+    # the optimistic reading: the last half of the evaluations' straight-line fall, kept up
+    half = used[len(used) // 2 :]
+    mt, mp = sum(t for t, _ in half) / len(half), sum(p for _, p in half) / len(half)
+    rate = sum((t - mt) * (p - mp) for t, p in half) / sum((t - mt) ** 2 for t, _ in half)  # ppl per CPU minute
+    line_reach = seen + (points[-1][1] - target) / -rate if target and rate < 0 else None
+    end = max(seen * 10, (line_reach or 0) * 1.5)
     grid = [seen * (end / seen) ** (i / 50) for i in range(51)]
     ax.plot([t for t, _ in points], [p for _, p in points], marker="o", linestyle="none", label=fit_points["label"])
     ax.plot([t for t, _ in used] + grid, [a * t ** -b for t, _ in used] + [a * t ** -b for t in grid], color="C3",
-            linestyle="--", label=f"fit: {a:.1f} * min^-{b:.3f}")
+            linestyle="--", label=f"power law: {a:.1f} * min^-{b:.3f}")
+    if rate < 0:
+        line = [(t, points[-1][1] + rate * (t - seen)) for t in grid]
+        line = [(t, p) for t, p in line if p > 0.5 * (target or text_ppl)]
+        ax.plot([t for t, _ in line], [p for _, p in line], color="C2", linestyle="-.",
+                label=f"straight line: {60 * rate:.2f} ppl per CPU hour")
     if target:
         ax.axhline(target, color="grey", linestyle=":", label="cascade")
     ax.axhline(text_ppl, color="black", linestyle="--", label="text prompt")
@@ -121,8 +131,9 @@ def fit_panel(ax, fit_points: dict, args, anchor: dict | None, text_ppl: float) 
     return {"arm": args.fit, "label": fit_points["label"], "fit_from_min": args.fit_from, "evals_fitted": len(used),
             "a": round(a, 4), "b": round(b, 5), "cpu_minutes_seen": round(seen, 1),
             "ppl_last": round(points[-1][1], 3), "ppl_cascade": target,
-            "cpu_minutes_to_cascade": round(reach, 0) if reach else None,
-            "cpu_hours_to_cascade": round(reach / 60, 1) if reach else None}
+            "power_law_cpu_hours_to_cascade": round(reach / 60, 1) if reach else None,
+            "line_ppl_per_cpu_hour": round(60 * rate, 3),
+            "line_cpu_hours_to_cascade": round(line_reach / 60, 1) if line_reach else None}
 
 
 if __name__ == "__main__":

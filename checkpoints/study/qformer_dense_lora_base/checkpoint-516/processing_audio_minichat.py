@@ -1,0 +1,557 @@
+"""Processor of AudioMiniChat: audio loading, feature extraction and chat prompts with audio placeholders.
+
+One place decides each thing:
+- the prompt format is :meth:`AudioMiniChatProcessor.apply_chat_template` (ProcessorMixin's, rendering the
+  tokenizer's chat template, or a MiniChat-style template the processor supplies when the tokenizer has none,
+  after each message's content parts are flattened: text parts and one ``<|audio|>`` per audio part, joined
+  with newlines); :meth:`AudioMiniChatProcessor.build_prompt` is a thin layer over it;
+- the number of ``<|audio|>`` tokens a clip gets is ``AudioLayout.num_embeddings`` (configuration module);
+- the text version of an audio prompt (the distillation teacher's input) is the same prompt with each
+  placeholder replaced by its transcript (:meth:`AudioMiniChatProcessor.build_prompt` with ``transcripts``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from transformers import BatchFeature, ProcessorMixin
+
+from .configuration_audio_minichat import DEFAULT_AUDIO_TOKEN, AudioLayout
+from .audio_io import AudioDecodeError, read_audio_file
+
+# MiniChat-3B's format: "<s> [|User|] {prompt} </s>[|Assistant|] {response}</s>"; given to tokenizers with no template.
+MINICHAT_CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{{ message['content'] }}\n"
+    "{% elif message['role'] == 'user' %}[|User|] {{ message['content'] }}</s>"
+    "{% else %}[|Assistant|] {{ message['content'] }}</s>{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}[|Assistant|]{% endif %}"
+)
+
+ASR_TOKENIZER_DIR = "asr_tokenizer"  # subfolder of a checkpoint holding the cascade's ASR tokenizer
+AUDIO_FILE_HINT = "expected WAV, FLAC, OGG/Opus or MP3, or M4A/AAC with PyAV or ffmpeg installed"
+
+
+class AudioInputError(ValueError):
+    """Audio that cannot be used (empty, not finite, unreadable, wrong shape)."""
+
+
+def _describe(source) -> str:
+    return f"file {source!r}" if isinstance(source, (str, os.PathLike)) else "array"
+
+
+def load_audio(audio, sampling_rate: int | None = None, target_rate: int = 16000, name: str = "audio") -> np.ndarray:
+    """Return ``audio`` as a finite float32 mono array at ``target_rate``.
+
+    Accepts a file path (read with soundfile, or PyAV / ffmpeg for M4A/AAC: :mod:`audio_io`), a float or integer numpy array / torch tensor (int16 is
+    scaled by 1/32768, other ints by their range), mono or multi-channel (down-mixed by averaging),
+    a ``{"array", "sampling_rate"}`` dict (the ``datasets`` Audio format), at any sample rate
+    (resampled with torchaudio). Raises :class:`AudioInputError` naming the problem.
+    """
+    source = audio
+    if isinstance(audio, dict):
+        if "array" not in audio:
+            raise AudioInputError(f"{name}: a dict audio input needs an 'array' key (and 'sampling_rate').")
+        sampling_rate = audio.get("sampling_rate", sampling_rate)
+        audio = audio["array"]
+    if isinstance(audio, (str, os.PathLike)):
+        path = os.fspath(audio)
+        if not os.path.exists(path):
+            raise AudioInputError(f"{name}: audio file {path!r} does not exist.")
+        if os.path.isdir(path):
+            raise AudioInputError(f"{name}: {path!r} is a directory, not an audio file ({AUDIO_FILE_HINT}).")
+        try:
+            audio, sampling_rate = read_audio_file(path, target_rate)
+        except AudioDecodeError as exc:
+            raise AudioInputError(f"{name}: cannot read audio file {path!r} ({AUDIO_FILE_HINT}): {exc}") from None
+    if isinstance(audio, torch.Tensor):
+        audio = audio.detach().cpu().numpy()
+    if isinstance(audio, (list, tuple)):
+        audio = np.asarray(audio)
+    if not isinstance(audio, np.ndarray):
+        raise AudioInputError(f"{name}: unsupported audio type {type(audio).__name__}; expected a path, array or tensor.")
+    if sampling_rate is None:
+        raise AudioInputError(f"{name}: an audio array needs its sampling_rate.")
+    if audio.dtype.kind in "iu":
+        info = np.iinfo(audio.dtype)
+        scale = 32768.0 if audio.dtype == np.int16 else float(max(abs(info.min), info.max))
+        offset = 0.0 if audio.dtype.kind == "i" else (info.max + 1) / 2
+        audio = (audio.astype(np.float64) - offset) / scale
+    elif audio.dtype.kind != "f":
+        raise AudioInputError(f"{name}: audio dtype {audio.dtype} is not numeric.")
+    if audio.size == 0 and audio.ndim <= 2:  # before the down-mix: the mean of no samples is NaN
+        shape = "" if audio.ndim == 1 or isinstance(source, (str, os.PathLike)) else f", shape {audio.shape}"
+        raise AudioInputError(f"{name}: the audio ({_describe(source)}) is empty (0 samples{shape}).")
+    if audio.ndim == 2:
+        # (samples, channels) as soundfile returns, or (channels, samples) as torchaudio does.
+        channel_axis = 1 if audio.shape[1] <= audio.shape[0] else 0
+        audio = audio.mean(axis=channel_axis)
+    elif audio.ndim != 1:
+        raise AudioInputError(f"{name}: audio must be 1-D (mono) or 2-D (multi-channel); got shape {audio.shape}.")
+    if audio.size == 0:
+        raise AudioInputError(f"{name}: the audio ({_describe(source)}) is empty (0 samples).")
+    finite = np.isfinite(audio)
+    if not finite.all():
+        bad = int((~finite).sum())
+        raise AudioInputError(
+            f"{name}: the audio ({_describe(source)}) has {bad} of {audio.size} samples that are NaN or infinite."
+        )
+    audio = audio.astype(np.float32, copy=False)
+    if int(sampling_rate) != target_rate:
+        import torchaudio.functional as AF
+
+        audio = AF.resample(torch.from_numpy(np.ascontiguousarray(audio)), int(sampling_rate), target_rate).numpy()
+    return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+# Keys of an ``{"type": "audio"}`` content part that hold its audio, in the order they are read (transformers').
+AUDIO_PART_KEYS = ("audio", "url", "path")
+
+
+def _local_path(source: str, where: str, key: str) -> str:
+    """``source`` as a local file path: ``file://`` URLs are accepted, remote URLs are refused (no network)."""
+    if "://" not in source:
+        return source
+    from urllib.parse import unquote, urlparse
+
+    parsed = urlparse(source)
+    if parsed.scheme == "file" and parsed.netloc in ("", "localhost"):
+        return unquote(parsed.path)
+    raise AudioInputError(
+        f"{where}: {key} {source!r} is not a local file; AudioMiniChatProcessor reads local audio only (no network): "
+        "download it and give its path."
+    )
+
+
+class _FlattenedConversations(list):
+    """Conversations as the chat template sees them (each message's content flattened to a string), with
+    ``audio_parts``: per conversation, its audio parts in order as ``(where, part)``."""
+
+    def __init__(self):
+        super().__init__()
+        self.audio_parts: list[list[tuple[str, dict]]] = []
+
+
+class AudioMiniChatProcessor(ProcessorMixin):
+    r"""Feature extractor + tokenizer for AudioMiniChat.
+
+    Args:
+        feature_extractor: ``WhisperFeatureExtractor`` (mel encoders) or ``Wav2Vec2FeatureExtractor``.
+        tokenizer: the LLM's tokenizer; the audio token is added to it if missing.
+        chat_template: prompt template; defaults to the tokenizer's, or MiniChat's format if it has none.
+        audio_token: the placeholder written where audio goes.
+        audio_layout: ``AudioLayout.to_dict()`` of the model (``config.audio_layout()``); decides how
+            many placeholder tokens each clip gets.
+        max_context_length: the LLM's context length; longer prompts raise a clear error.
+    """
+
+    def __init__(
+        self,
+        feature_extractor=None,
+        tokenizer=None,
+        chat_template=None,
+        audio_token: str = DEFAULT_AUDIO_TOKEN,
+        audio_layout: dict | None = None,
+        max_context_length: int | None = None,
+    ):
+        if tokenizer is None or feature_extractor is None:
+            raise ValueError("AudioMiniChatProcessor needs both a feature_extractor and a tokenizer.")
+        if audio_layout is None:
+            raise ValueError("AudioMiniChatProcessor needs audio_layout (config.audio_layout().to_dict()).")
+        if audio_token not in tokenizer.get_vocab():
+            tokenizer.add_tokens([audio_token], special_tokens=True)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.audio_token = audio_token
+        self.audio_token_id = tokenizer.convert_tokens_to_ids(audio_token)
+        self.audio_layout = dict(audio_layout)
+        self.layout = AudioLayout.from_dict(self.audio_layout)
+        self.max_context_length = max_context_length
+        # The cascade's ASR tokenizer (Whisper's), when the checkpoint transcribes; saved in ASR_TOKENIZER_DIR. Not an
+        # __init__ argument: ProcessorMixin would make it a required attribute of every processor.
+        self.asr_tokenizer = None
+        if chat_template is None:
+            chat_template = getattr(tokenizer, "chat_template", None) or MINICHAT_CHAT_TEMPLATE
+        super().__init__(feature_extractor, tokenizer, chat_template=chat_template)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        out = super().save_pretrained(save_directory, *args, **kwargs)
+        if self.asr_tokenizer is not None:
+            self.asr_tokenizer.save_pretrained(os.path.join(save_directory, ASR_TOKENIZER_DIR))
+        return out
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        processor = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        folder = os.path.join(os.fspath(pretrained_model_name_or_path), ASR_TOKENIZER_DIR)
+        if os.path.isdir(folder):
+            from transformers import AutoTokenizer
+
+            processor.asr_tokenizer = AutoTokenizer.from_pretrained(folder)
+        return processor
+
+    @classmethod
+    def from_config(cls, config, feature_extractor, tokenizer, chat_template=None) -> "AudioMiniChatProcessor":
+        """The processor that matches ``config`` (an ``AudioMiniChatConfig``): same audio layout and token."""
+        return cls(
+            feature_extractor,
+            tokenizer,
+            chat_template=chat_template,
+            audio_token=config.audio_token,
+            audio_layout=config.audio_layout().to_dict(),
+            max_context_length=getattr(config.text_config, "max_position_embeddings", None),
+        )
+
+    # ------------------------------------------------------------------------------------------------
+    # prompts
+    # ------------------------------------------------------------------------------------------------
+    def build_prompt(
+        self,
+        content: str | list[dict],
+        transcripts: Sequence[str] | None = None,
+        system: str | None = None,
+    ) -> str:
+        """Render a prompt (with the generation prompt) by :meth:`apply_chat_template`.
+
+        ``content`` is the user turn (a string that may contain ``<|audio|>`` placeholders, or a list of
+        ``{"type": "text"|"audio"}`` parts) or a whole list of chat messages. With ``transcripts`` each
+        placeholder is replaced, in order, by its transcript: the text version of the same prompt, for
+        the distillation teacher and the ``text`` mode.
+        """
+        if isinstance(content, str) or (content and isinstance(content[0], dict) and "role" not in content[0]):
+            messages = [{"role": "user", "content": content}]
+        else:
+            messages = list(content)
+        if system is not None and messages[0]["role"] != "system":
+            messages.insert(0, {"role": "system", "content": system})
+        prompt = self.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        if transcripts is not None:
+            prompt = self.fill_placeholders(prompt, transcripts)
+        return prompt
+
+    @staticmethod
+    def audio_with_text(prompt: str | None, text_position: str = "before") -> list[dict]:
+        """User-turn parts for one clip with an optional text ``prompt`` before or after it."""
+        if text_position not in ("before", "after"):
+            raise ValueError(f"text_position must be 'before' or 'after', got {text_position!r}.")
+        parts = [{"type": "audio"}]
+        if prompt:
+            text = {"type": "text", "text": prompt}
+            parts = [text] + parts if text_position == "before" else parts + [text]
+        return parts
+
+    def _flatten_content(self, content, where: str = "message") -> str:
+        return self.render_content(content, self.audio_token, where)
+
+    @staticmethod
+    def render_content(content, audio_token: str = DEFAULT_AUDIO_TOKEN, where: str = "message") -> str:
+        """The string the chat template sees for a message's content: text parts and one placeholder per audio
+        part, joined with newlines (the format the model was trained on; the data builder writes it too)."""
+        if isinstance(content, str):
+            return content
+        parts = []
+        for index, part in enumerate(content):
+            if not isinstance(part, dict):
+                raise ValueError(f"{where}, content part {index}: expected a dict with a 'type', got {type(part).__name__}.")
+            kind = part.get("type", "text")
+            if kind == "audio":
+                parts.append(audio_token)
+            elif kind == "text":
+                if "text" not in part:
+                    raise ValueError(f"{where}, content part {index}: a text part needs its 'text'.")
+                parts.append(part["text"])
+            else:
+                raise ValueError(
+                    f"{where}, content part {index}: unsupported content part type {kind!r}; expected 'text' or 'audio'."
+                )
+        return "\n".join(parts)
+
+    # ---- ProcessorMixin.apply_chat_template hooks ----------------------------------------------------
+    # ProcessorMixin.apply_chat_template normalizes the conversations, collects their audio (tokenize=True),
+    # renders the template and calls ``self(text=prompts, audio=clips, sampling_rate=...)``. Its hooks are
+    # used as follows: `_normalize_conversations` flattens each message's parts to the string the template
+    # renders (keeping the audio parts aside), `_multimodal_inputs_from_conversations` loads those parts with
+    # this module's `load_audio` (local files and arrays only; no network, no librosa), and
+    # `_resolve_audio_loading_params` makes the rate handed to `__call__` the model's.
+    def _normalize_conversations(self, conversation) -> tuple[list, bool]:
+        conversations, is_batched = super()._normalize_conversations(conversation)
+        flattened = _FlattenedConversations()
+        for c, chat in enumerate(conversations):
+            audio_parts, messages = [], []
+            for m, message in enumerate(chat):
+                where = (f"conversation {c}, " if is_batched else "") + f"message {m} ({message.get('role', '?')})"
+                content = message.get("content")
+                if isinstance(content, (list, tuple)):
+                    audio_parts.extend(
+                        (f"{where}, content part {p}", part)
+                        for p, part in enumerate(content)
+                        if isinstance(part, dict) and part.get("type") == "audio"
+                    )
+                    message = {**message, "content": self._flatten_content(content, where)}
+                messages.append(message)
+            flattened.append(messages)
+            flattened.audio_parts.append(audio_parts)
+        return flattened, is_batched
+
+    def _resolve_audio_loading_params(self, processor_kwargs: dict) -> dict:
+        # Clips are loaded at the model's rate, and that is the rate `__call__` is told. A `sampling_rate` the
+        # caller gives (processor_kwargs) is the rate of audio arrays whose part names none (as in transformers,
+        # where arrays are taken to be at that rate); without one they are taken to be at the model's rate.
+        audio_kwargs = processor_kwargs.get("audio_kwargs") or {}
+        declared = processor_kwargs.get("sampling_rate", audio_kwargs.get("sampling_rate"))
+        rate = self.layout.sampling_rate
+        return {"sampling_rate": rate, "array_sampling_rate": declared or rate}
+
+    def _multimodal_inputs_from_conversations(
+        self, conversations: list, audio_loading_params: dict, load_audio_from_video: bool = False
+    ):
+        if load_audio_from_video:
+            raise ValueError("AudioMiniChatProcessor takes no video: load_audio_from_video=True is not supported.")
+        if not isinstance(conversations, _FlattenedConversations):
+            conversations, _ = self._normalize_conversations(list(conversations))
+        array_rate = audio_loading_params.get("array_sampling_rate", self.layout.sampling_rate)
+        clips = [
+            self._load_audio_part(part, where, array_rate)
+            for parts in conversations.audio_parts
+            for where, part in parts
+        ]
+        no_images, no_videos = [[] for _ in conversations], [[] for _ in conversations]
+        return no_images, no_videos, clips, {}
+
+    def _load_audio_part(self, part: dict, where: str, array_rate: int) -> np.ndarray:
+        """The clip of one ``{"type": "audio", ...}`` part, at the model's sampling rate."""
+        key = next((k for k in AUDIO_PART_KEYS if part.get(k) is not None), None)
+        if key is None:
+            raise AudioInputError(
+                f"{where}: the audio part has no audio; give it under 'path' (a local file), 'audio' (an array, "
+                f"with 'sampling_rate', or a path) or 'url' (a local path). Its keys: {sorted(part)}."
+            )
+        source = part[key]
+        if isinstance(source, str):
+            source = _local_path(source, where, key)
+        return load_audio(source, part.get("sampling_rate", array_rate), self.layout.sampling_rate, name=where)
+
+    def fill_placeholders(self, prompt: str, transcripts: Sequence[str]) -> str:
+        """Replace the audio placeholders of ``prompt``, in order, with ``transcripts``."""
+        pieces = prompt.split(self.audio_token)
+        if len(pieces) - 1 != len(transcripts):
+            raise ValueError(
+                f"The prompt has {len(pieces) - 1} {self.audio_token} placeholder(s) but {len(transcripts)} transcript(s) were given."
+            )
+        out = [pieces[0]]
+        for transcript, piece in zip(transcripts, pieces[1:]):
+            out.extend([transcript.strip(), piece])
+        return "".join(out)
+
+    # ------------------------------------------------------------------------------------------------
+    # audio
+    # ------------------------------------------------------------------------------------------------
+    def num_audio_tokens(self, num_samples: int, num_spans: int | None = None) -> int:
+        """Placeholder tokens for a clip of ``num_samples`` samples (at the model's sampling rate)."""
+        return self.layout.num_embeddings(num_samples, num_spans)
+
+    def _features(self, clips: list[np.ndarray]) -> dict:
+        """Encoder inputs for every window of every clip, padded to the longest window."""
+        rate = self.layout.sampling_rate
+        windows, owners = [], []
+        for clip_index, clip in enumerate(clips):
+            if clip.shape[0] < self.layout.min_samples:
+                clip = np.pad(clip, (0, self.layout.min_samples - clip.shape[0]))
+            for start, end in self.layout.split_windows(clip.shape[0]):
+                windows.append(clip[start:end])
+                owners.append(clip_index)
+        feats = []
+        # pad_windows: every window is padded to the full window, as the encoder's ASR decoder was trained
+        padding = {"padding": "max_length", "max_length": self.layout.window_samples} if self.layout.pad_windows else {"padding": "longest"}
+        for window in windows:
+            out = self.feature_extractor(
+                window, sampling_rate=rate, return_attention_mask=False, return_tensors="np", **padding
+            )
+            key = "input_features" if "input_features" in out else "input_values"
+            array = out[key][0]
+            expected = self.layout.feature_frames(window.shape[0])
+            if array.shape[-1] != expected:
+                raise RuntimeError(
+                    f"Feature extractor gave {array.shape[-1]} frames for {window.shape[0]} samples; the layout expects {expected}."
+                )
+            feats.append(array)
+        longest = max(f.shape[-1] for f in feats)
+        padded = np.zeros((len(feats),) + feats[0].shape[:-1] + (longest,), dtype=np.float32)
+        mask = np.zeros((len(feats), longest), dtype=np.int64)
+        for i, (f, window) in enumerate(zip(feats, windows)):
+            padded[i, ..., : f.shape[-1]] = f
+            mask[i, : self.layout.audio_frames(window.shape[0])] = 1
+        return {
+            "input_features": torch.from_numpy(padded),
+            "input_features_mask": torch.from_numpy(mask),
+            "audio_window_clip": torch.tensor(owners, dtype=torch.long),
+        }
+
+    # ------------------------------------------------------------------------------------------------
+    # call
+    # ------------------------------------------------------------------------------------------------
+    def __call__(
+        self,
+        text: str | list[str] | None = None,
+        audio=None,
+        sampling_rate: int | None = None,
+        audio_spans: list | None = None,
+        responses: str | list[str] | None = None,
+        padding_side: str | None = None,
+        return_tensors: str = "pt",
+        add_special_tokens: bool = False,
+        audio_num_samples: list[int] | None = None,
+        images=None,
+        videos=None,
+        **kwargs,
+    ) -> BatchFeature:
+        """Tokenize prompts (already rendered by :meth:`apply_chat_template` / :meth:`build_prompt`) and prepare
+        their audio. ``apply_chat_template(..., tokenize=True)`` calls this with the rendered prompts and the
+        clips of their audio parts.
+
+        Args:
+            text: prompt string(s), each with as many ``<|audio|>`` placeholders as it has clips.
+            audio: the clips in placeholder order: a flat list for the whole batch (or one clip).
+                Each is a path, an array/tensor (with ``sampling_rate``) or a ``datasets`` audio dict.
+            audio_spans: for ``downsample="ctc_pool"``: per clip, a list of ``(start_s, end_s)`` spans
+                in seconds (e.g. CTC word spans); each span becomes one embedding.
+            responses: assistant responses for training; adds ``labels`` (-100 outside the response).
+            padding_side: ``"left"`` (default, for generation) or ``"right"`` (default with responses).
+            add_special_tokens: whether the tokenizer adds its special tokens to each prompt (the chat template
+                writes them, so off by default).
+            audio_num_samples: in place of ``audio``, each clip's sample count (at the model's rate): the prompts are
+                tokenized with the same placeholder counts, and no features are computed (training from cached
+                front-end features: the features come from the cache).
+        """
+        if kwargs:
+            raise TypeError(f"Unexpected argument(s) {sorted(kwargs)} for AudioMiniChatProcessor.")
+        if images is not None or videos is not None:
+            raise ValueError("AudioMiniChatProcessor takes text and audio only, not images or videos.")
+        if text is None:
+            raise ValueError("AudioMiniChatProcessor needs `text`: prompt(s) built with build_prompt().")
+        texts = [text] if isinstance(text, str) else list(text)
+        if responses is not None:
+            responses = [responses] if isinstance(responses, str) else list(responses)
+            if len(responses) != len(texts):
+                raise ValueError(f"Got {len(texts)} prompts but {len(responses)} responses.")
+        if padding_side is None:
+            padding_side = "right" if responses is not None else "left"
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}.")
+
+        if audio is None:
+            clips_in = []
+        elif isinstance(audio, (list, tuple)) and not (audio and isinstance(audio[0], (int, float, np.number))):
+            clips_in = list(audio)
+        else:
+            clips_in = [audio]
+        if audio_num_samples is not None:
+            if clips_in:
+                raise ValueError("Pass audio or audio_num_samples, not both.")
+            clips_in = [np.zeros(int(n), dtype=np.float32) for n in audio_num_samples]  # lengths only: never encoded
+        counts = [t.count(self.audio_token) for t in texts]
+        if sum(counts) != len(clips_in):
+            detail = ", ".join(f"prompt {i}: {c}" for i, c in enumerate(counts))
+            raise ValueError(
+                f"The prompts contain {sum(counts)} {self.audio_token} placeholder(s) ({detail}) but {len(clips_in)} "
+                f"audio clip(s) were given; pass one clip per placeholder, in order."
+            )
+        clips = [
+            load_audio(c, sampling_rate, self.layout.sampling_rate, name=f"audio clip {i}")
+            if audio_num_samples is None else c for i, c in enumerate(clips_in)
+        ]
+        if audio_spans is not None and len(audio_spans) != len(clips):
+            raise ValueError(f"Got {len(clips)} audio clips but spans for {len(audio_spans)}.")
+        if self.layout.needs_spans and clips and audio_spans is None:
+            raise ValueError(f"This model pools over frame spans (downsample={self.layout.downsample!r}): pass audio_spans.")
+
+        n_tokens = [
+            self.num_audio_tokens(c.shape[0], len(audio_spans[i]) if audio_spans is not None else None)
+            for i, c in enumerate(clips)
+        ]
+        sequences, label_masks, clip_iter = [], [], iter(n_tokens)
+        for row, prompt in enumerate(texts):
+            pieces = prompt.split(self.audio_token)
+            expanded = pieces[0] + "".join(self.audio_token * next(clip_iter) + p for p in pieces[1:])
+            ids = self.tokenizer(expanded, add_special_tokens=add_special_tokens)["input_ids"]
+            is_response = [0] * len(ids)
+            if responses is not None:
+                resp_ids = self.tokenizer(self._response_suffix(responses[row]), add_special_tokens=False)["input_ids"]
+                ids = ids + resp_ids
+                is_response += [1] * len(resp_ids)
+            if self.max_context_length is not None and len(ids) > self.max_context_length:
+                raise ValueError(
+                    f"Prompt {row} is {len(ids)} tokens long (audio included) but the LLM's context is "
+                    f"{self.max_context_length} tokens; shorten the audio or the text."
+                )
+            sequences.append(ids)
+            label_masks.append(is_response)
+
+        longest = max(len(s) for s in sequences)
+        pad_id = self.tokenizer.pad_token_id
+        input_ids = torch.full((len(sequences), longest), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(sequences), longest), dtype=torch.long)
+        labels = torch.full((len(sequences), longest), -100, dtype=torch.long)
+        for i, (ids, resp) in enumerate(zip(sequences, label_masks)):
+            sl = slice(longest - len(ids), longest) if padding_side == "left" else slice(0, len(ids))
+            input_ids[i, sl] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[i, sl] = 1
+            resp_t = torch.tensor(resp, dtype=torch.bool)
+            labels[i, sl] = torch.where(resp_t, torch.tensor(ids, dtype=torch.long), torch.tensor(-100))
+        data = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if responses is not None:
+            data["labels"] = labels
+        if clips and audio_num_samples is None:
+            data.update(self._features(clips))
+            if audio_spans is not None:
+                data["audio_spans"] = self._span_tensor(audio_spans)
+        return BatchFeature(data=data, tensor_type=return_tensors)
+
+    def _response_suffix(self, response: str) -> str:
+        """What the chat template writes after the generation prompt for an assistant turn ``response``."""
+        probe = [{"role": "user", "content": "x"}]
+        with_gen = self.apply_chat_template(probe, add_generation_prompt=True, tokenize=False)
+        full = self.apply_chat_template(
+            probe + [{"role": "assistant", "content": response}], add_generation_prompt=False, tokenize=False
+        )
+        if not full.startswith(with_gen):
+            raise ValueError("The chat template does not render a response as a continuation of the generation prompt.")
+        # Whitespace the template writes after the end-of-turn marker is not part of the response.
+        return full[len(with_gen) :].rstrip()
+
+    def _span_tensor(self, audio_spans) -> torch.Tensor:
+        """Spans in seconds -> (clips, max_spans, 2) encoder-frame indices, padded with -1."""
+        spf = self.layout.samples_per_frame / self.layout.sampling_rate
+        longest = max(len(s) for s in audio_spans)
+        out = torch.full((len(audio_spans), longest, 2), -1, dtype=torch.long)
+        for i, spans in enumerate(audio_spans):
+            if len(spans) == 0:
+                raise ValueError(f"audio_spans[{i}] is empty; each clip needs at least one span.")
+            for j, (start, end) in enumerate(spans):
+                if not (0 <= start < end):
+                    raise ValueError(f"audio_spans[{i}][{j}] = ({start}, {end}) is not a valid (start, end) in seconds.")
+                first = int(math.floor(start / spf))
+                out[i, j, 0] = first
+                out[i, j, 1] = max(first + 1, int(math.ceil(end / spf)))
+        return out
+
+    def batch_decode(self, *args, **kwargs):
+        return self.tokenizer.batch_decode(*args, **kwargs)
+
+    def decode(self, *args, **kwargs):
+        return self.tokenizer.decode(*args, **kwargs)
+
+    @property
+    def model_input_names(self):
+        return ["input_ids", "attention_mask", "input_features", "input_features_mask", "audio_window_clip", "audio_spans"]
+
+
+AudioMiniChatProcessor.register_for_auto_class("AutoProcessor")
+
+__all__ = ["AudioMiniChatProcessor", "load_audio", "AudioInputError", "MINICHAT_CHAT_TEMPLATE"]
