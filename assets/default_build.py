@@ -47,6 +47,8 @@ SHIPPED_PROJECTOR = WEIGHTS_DIR / "default_projector.safetensors"
 # DEFAULT_ENCODER]). "default" is what `audio-minichat` runs; "pool" is the paper's route (average pool 8/4 over
 # encoder frames), kept to compare.
 QFORMER_KWARGS: dict = {"downsample": "qformer", "qformer_queries": 100, "keep_asr_decoder": True}
+# the study's LLM adapter that is active only for prompts with audio (configs/study/qformer_dense_lora*.yaml)
+STUDY_AUDIO_LORA: dict = {"r": 16, "alpha": 32, "targets": ["q_proj", "v_proj"]}
 VARIANTS = {
     "default": (DEFAULT_MODEL_KWARGS, SHIPPED_PROJECTOR),
     "pool": ({"keep_asr_decoder": True}, WEIGHTS_DIR / "pool_stage2_projector.safetensors"),
@@ -55,10 +57,9 @@ VARIANTS = {
     "qformer": (QFORMER_KWARGS, WEIGHTS_DIR / "qformer_projector.safetensors"),
     # the study's best arm: the querying adapter plus a LoRA on the LLM that is active only for prompts with audio
     # (text prompts run the untouched LLM); trained by configs/study/qformer_dense_lora.yaml
-    "qformer_lora": ({**QFORMER_KWARGS, "audio_lora": {"r": 16, "alpha": 32, "targets": ["q_proj", "v_proj"]}},
-                     WEIGHTS_DIR / "qformer_lora_projector.safetensors"),
+    "qformer_lora": ({**QFORMER_KWARGS, "audio_lora": STUDY_AUDIO_LORA}, WEIGHTS_DIR / "qformer_lora_projector.safetensors"),
     # the same on the larger Whisper base encoder (multilingual, d_model 512): the study's encoder lever
-    "qformer_lora_base": ({**QFORMER_KWARGS, "audio_lora": {"r": 16, "alpha": 32, "targets": ["q_proj", "v_proj"]}},
+    "qformer_lora_base": ({**QFORMER_KWARGS, "audio_lora": STUDY_AUDIO_LORA},
                           WEIGHTS_DIR / "qformer_lora_base_projector.safetensors", "whisper-base"),
 }
 

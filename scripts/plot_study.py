@@ -8,8 +8,8 @@ run's log lines, training/budget.py).
 Reads each arm's ``final/log_history.json`` or its latest checkpoint's ``trainer_state.json``, whichever reaches the
 later step. ``--anchor``: the cascade's perplexity on the same rows (scripts/cascade_ppl.py) as a line.
 ``--fit ARM``: a third panel, log-log, with a power law ppl = a * minutes^-b fitted to that arm's evaluations (its
-longest run) after the first ``--fit-from`` minutes, extended to where it would reach the anchor; the projection is
-printed and written beside the plot (``.fit.json``).
+longest run) after the first ``--fit-from`` minutes, and a straight line through the last half of them, both extended
+towards the anchor; the projections are printed and written beside the plot (``.fit.json``).
 """
 
 from __future__ import annotations
