@@ -36,12 +36,17 @@ def cpu_minutes(entry: dict) -> float:
     return float(entry["cpu_s"]) / 60.0
 
 
-def power_fit(points: list[tuple[float, float]]) -> tuple[float, float]:
-    """Least squares of log ppl on log minutes: (a, b) with ppl = a * minutes ** -b."""
-    xs, ys = [math.log(t) for t, _ in points], [math.log(p) for _, p in points]
+def least_squares(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """(slope, intercept) of the least-squares line through the points."""
     mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
     slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
-    return math.exp(my - slope * mx), -slope
+    return slope, my - slope * mx
+
+
+def power_fit(points: list[tuple[float, float]]) -> tuple[float, float]:
+    """Least squares of log ppl on log minutes: (a, b) with ppl = a * minutes ** -b."""
+    slope, intercept = least_squares([math.log(t) for t, _ in points], [math.log(p) for _, p in points])
+    return math.exp(intercept), -slope
 
 
 def main() -> None:
@@ -99,7 +104,8 @@ def main() -> None:
 
 
 def fit_panel(ax, fit_points: dict, args, anchor: dict | None, text_ppl: float) -> dict:
-    """The fitted arm's evaluations and its power law, log-log, extended to the anchor (or 100x the minutes seen)."""
+    """The fitted arm's evaluations, its power law and its last half's straight line, log-log, extended to 10x the
+    minutes seen or past where the line would reach the anchor."""
     points = fit_points.get("points", [])
     used = [(t, p) for t, p in points if t >= args.fit_from]
     if len(used) < 3:
@@ -110,8 +116,7 @@ def fit_panel(ax, fit_points: dict, args, anchor: dict | None, text_ppl: float) 
     reach = (a / target) ** (1 / b) if target and b > 0 else None
     # the optimistic reading: the last half of the evaluations' straight-line fall, kept up
     half = used[len(used) // 2 :]
-    mt, mp = sum(t for t, _ in half) / len(half), sum(p for _, p in half) / len(half)
-    rate = sum((t - mt) * (p - mp) for t, p in half) / sum((t - mt) ** 2 for t, _ in half)  # ppl per CPU minute
+    rate, _ = least_squares([t for t, _ in half], [p for _, p in half])  # ppl per CPU minute
     line_reach = seen + (points[-1][1] - target) / -rate if target and rate < 0 else None
     end = max(seen * 10, (line_reach or 0) * 1.5)
     grid = [seen * (end / seen) ** (i / 50) for i in range(51)]
