@@ -8,7 +8,8 @@
 
 The text answers (the frozen LLM on the words) and the cascade (Whisper's transcript, then the LLM) are computed once
 with ``--reference`` (default: the offline default build) and reused. Outputs are appended per record to
-``OUT/records.jsonl`` (a rerun skips what is done) and summarized in ``OUT/summary.json`` / ``summary.md``.
+``OUT/records.jsonl`` (a rerun skips what is done) and summarized in ``OUT/summary.json`` / ``summary.md``: every
+model with records there, this run's and earlier ones'.
 
     python -m audio_minichat.eval.study --models runs/study/pool_baseline/final runs/study/qformer_dense/final \\
         --out benchmarks/study
@@ -91,6 +92,13 @@ def drop_stale(done: dict, key: str, system: str, weights: str | None) -> int:
     return len(stale)
 
 
+def recorded_models(done: dict, models: list[str]) -> list[str]:
+    """The e2e models a summary covers: every one with records in the run's folder, in the order first measured
+    (earlier sittings' arms included), then ``models`` not measured yet."""
+    keys = list(dict.fromkeys(k[0] for k in done if k[1] == "e2e"))
+    return keys + [m for m in (str(Path(m)) for m in models) if m not in keys]
+
+
 def _rouge(rouge, preds: list[str], refs: list[str], kinds=("rouge1", "rouge2", "rougeL")) -> dict[str, float]:
     if not preds:
         return {k: None for k in kinds}
@@ -155,7 +163,7 @@ def summarize(done: dict, docs: list[dict], sets: dict, args, out: Path) -> dict
     refs = {d["id"]: d["summary"] for d in docs}
     text = {(s, i): done[("reference", "text", s, i)]["output"] for s, items in sets.items() for i, *_ in items}
     rows = []
-    for key, system in [("reference", "text"), ("reference", "cascade")] + [(str(Path(m)), "e2e") for m in args.models]:
+    for key, system in [("reference", "text"), ("reference", "cascade")] + [(m, "e2e") for m in recorded_models(done, args.models)]:
         row = {"model": key, "system": system}
         for set_name, items in sets.items():
             ids = [i for i, *_ in items if (key, system, set_name, i) in done]

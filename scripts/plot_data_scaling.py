@@ -10,7 +10,9 @@ third sitting).
 ``--arm ROWS=FOLDER``: a run folder (its final log or latest checkpoint, as scripts/plot_study.py reads it) or one
 checkpoint folder (its ``trainer_state.json``). Samples seen = optimizer step x ``--samples-per-step`` (the study's
 batch 1 x 4 accumulated). An arm's best perplexity is the lowest mean of ``--smooth`` neighbouring evaluations
-(evaluation noise is about +-0.2). The fit and its projection are printed and written beside the plot (``.json``).
+(evaluation noise is about +-0.2) among those within ``--max-samples`` samples seen (default: the fewest any arm has
+seen, so every arm is compared on the same training samples). The fit and its projection are printed and written
+beside the plot (``.json``).
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ def main() -> None:
     ap.add_argument("--anchor", default=None, help="cascade_ppl.json (scripts/cascade_ppl.py)")
     ap.add_argument("--samples-per-step", type=int, default=4)
     ap.add_argument("--smooth", type=int, default=3)
+    ap.add_argument("--max-samples", type=int, default=None,
+                    help="compare the arms' best perplexities within this many samples seen (default: the fewest any arm saw)")
     ap.add_argument("--out", default="docs/hearing-study-data.png")
     args = ap.parse_args()
     arms = []
@@ -51,10 +55,12 @@ def main() -> None:
         rows, sep, folder = spec.partition("=")
         if not sep or not rows.isdigit():
             raise SystemExit(f"--arm {spec!r}: expected ROWS=FOLDER, e.g. 384=runs/study-data/n384")
-        evals = evaluations(Path(folder))
-        arms.append({"rows": int(rows), "folder": folder, "evals": evals,
-                     "best_ppl": best([h["eval_ppl_audio"] for h in evals], args.smooth)})
+        arms.append({"rows": int(rows), "folder": folder, "evals": evaluations(Path(folder))})
     arms.sort(key=lambda a: a["rows"])
+    seen = lambda h: h["step"] * args.samples_per_step  # noqa: E731
+    max_samples = args.max_samples or min(seen(arm["evals"][-1]) for arm in arms)
+    for arm in arms:
+        arm["best_ppl"] = best([h["eval_ppl_audio"] for h in arm["evals"] if seen(h) <= max_samples], args.smooth)
     anchor = json.loads(Path(args.anchor).read_text()) if args.anchor else None
     text_ppl = arms[0]["evals"][-1]["eval_ppl_text"]
     a, b = power_fit([(arm["rows"], arm["best_ppl"]) for arm in arms]) if len(arms) >= 2 else (None, None)
@@ -68,14 +74,14 @@ def main() -> None:
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.4))
     for arm in arms:
-        left.plot([h["step"] * args.samples_per_step for h in arm["evals"]], [h["eval_ppl_audio"] for h in arm["evals"]],
+        left.plot([seen(h) for h in arm["evals"]], [h["eval_ppl_audio"] for h in arm["evals"]],
                   marker="o", label=f"{arm['rows']:,} training rows")
-    for ax in (left, right):
-        ax.axhline(text_ppl, color="black", linestyle="--", label="text prompt (teacher)")
-        if target:
-            ax.axhline(target, color="grey", linestyle=":", label="Whisper transcript as prompt (cascade)")
-    left.set(xlabel="training samples seen", ylabel="validation response perplexity (audio prompt)", yscale="log",
-             title="The same arm on more rows (lower is better)")
+    left.axvline(max_samples, color="grey", linewidth=0.8, label=f"best compared within {max_samples:,} samples")
+    right.axhline(text_ppl, color="black", linestyle="--", label="text prompt (teacher)")
+    if target:
+        right.axhline(target, color="grey", linestyle=":", label="Whisper transcript as prompt (cascade)")
+    left.set(xlabel="training samples seen", ylabel="validation response perplexity (audio prompt)",
+             title=f"The same arm on more rows (lower is better; text prompt {text_ppl:.2f})")
     right.plot([arm["rows"] for arm in arms], [arm["best_ppl"] for arm in arms], marker="o", linestyle="none",
                color="C0", label=f"best (mean of {args.smooth} neighbouring evaluations)")
     if a is not None:
@@ -91,12 +97,14 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=110)
     report = {"arms": [{"rows": arm["rows"], "folder": arm["folder"], "evaluations": len(arm["evals"]),
-                        "samples_seen": arm["evals"][-1]["step"] * args.samples_per_step,
+                        "samples_seen": seen(arm["evals"][-1]),
+                        "passes": round(seen(arm["evals"][-1]) / arm["rows"], 2),
                         "ppl_last": round(arm["evals"][-1]["eval_ppl_audio"], 3), "best_ppl": round(arm["best_ppl"], 3)}
                        for arm in arms],
-              "smooth": args.smooth, "a": None if a is None else round(a, 4), "b": None if b is None else round(b, 5),
+              "smooth": args.smooth, "max_samples": max_samples, "a": None if a is None else round(a, 4), "b": None if b is None else round(b, 5),
               "ppl_text": round(text_ppl, 3), "ppl_cascade": target,
               "rows_to_cascade": None if rows_to_cascade is None else round(rows_to_cascade),
+              "ppl_at_10x_rows": None if a is None else round(a * (10 * arms[-1]["rows"]) ** -b, 2),
               "rows_to_cascade_note": "power law in rows through the arms' best perplexities; None: it never gets there"}
     Path(args.out).with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps(report))

@@ -5,7 +5,7 @@ from pathlib import Path
 from safetensors.torch import save_file
 import torch
 
-from audio_minichat.eval.study import _load, drop_stale, weights_id
+from audio_minichat.eval.study import _load, drop_stale, recorded_models, weights_id
 
 
 def _weights(folder: Path, name: str, value: float) -> None:
@@ -44,3 +44,18 @@ def test_records_of_other_weights_are_measured_again(tmp_path):
     assert ("runs/a/final", "e2e", "prompts", "p") in done
     assert ("runs/b/final", "e2e", "xsum", "1") in done and ("reference", "text", "xsum", "1") in done
     assert drop_stale(done, "runs/a/final", "e2e", "bbb") == 0
+
+
+def test_the_summary_covers_every_recorded_model(tmp_path):
+    lines = [
+        '{"model": "reference", "system": "text", "set": "xsum", "id": "1", "output": "text"}',
+        '{"model": "runs/study/a/final", "system": "e2e", "set": "xsum", "id": "1", "output": "a", "weights": "aaa"}',
+        '{"model": "runs/study/b/final", "system": "e2e", "set": "xsum", "id": "1", "output": "b", "weights": "bbb"}',
+        '{"model": "runs/study/a/final", "system": "e2e", "set": "prompts", "id": "p", "output": "a", "weights": "aaa"}',
+    ]
+    (tmp_path / "records.jsonl").write_text("\n".join(lines) + "\n")
+    done = _load(tmp_path / "records.jsonl")
+    # a later sitting measures one new model and one measured before: the earlier arms stay in the summary, in order
+    assert recorded_models(done, ["runs/new/c/final/", "runs/study/b/final"]) == [
+        "runs/study/a/final", "runs/study/b/final", "runs/new/c/final"]
+    assert recorded_models({}, ["x/final"]) == ["x/final"]
