@@ -57,7 +57,9 @@ def main() -> None:
             raise SystemExit(f"--arm {spec!r}: expected ROWS=FOLDER, e.g. 384=runs/study-data/n384")
         arms.append({"rows": int(rows), "folder": folder, "evals": evaluations(Path(folder))})
     arms.sort(key=lambda a: a["rows"])
-    seen = lambda h: h["step"] * args.samples_per_step  # noqa: E731
+    def seen(evaluation: dict) -> int:
+        return evaluation["step"] * args.samples_per_step
+
     max_samples = args.max_samples or min(seen(arm["evals"][-1]) for arm in arms)
     for arm in arms:
         arm["best_ppl"] = best([h["eval_ppl_audio"] for h in arm["evals"] if seen(h) <= max_samples], args.smooth)
