@@ -62,7 +62,11 @@ def main() -> None:
 
     max_samples = args.max_samples or min(seen(arm["evals"][-1]) for arm in arms)
     for arm in arms:
-        arm["best_ppl"] = best([h["eval_ppl_audio"] for h in arm["evals"] if seen(h) <= max_samples], args.smooth)
+        within = [h["eval_ppl_audio"] for h in arm["evals"] if seen(h) <= max_samples]
+        if not within:
+            raise SystemExit(f"{arm['folder']}: no evaluation within --max-samples {max_samples} "
+                             f"(its first is at {seen(arm['evals'][0])} samples)")
+        arm["best_ppl"] = best(within, args.smooth)
     anchor = json.loads(Path(args.anchor).read_text()) if args.anchor else None
     text_ppl = arms[0]["evals"][-1]["eval_ppl_text"]
     a, b = power_fit([(arm["rows"], arm["best_ppl"]) for arm in arms]) if len(arms) >= 2 else (None, None)
