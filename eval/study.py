@@ -24,8 +24,10 @@ import os
 import time
 from pathlib import Path
 
+from ..metrics.hearing import hearing_margin
 from ..utils.io import atomic_write, atomic_write_json, atomic_write_text
-from .benchmark import DEFAULT_CACHE, DEFAULT_PROMPT, load_documents, load_rouge, select_documents, synthesize_documents
+from .benchmark import (DEFAULT_CACHE, DEFAULT_PROMPT, _rouge_scorer, load_documents, load_rouge, select_documents,
+                        synthesize_documents)
 
 PROMPTS_FILE = Path(__file__).resolve().parent / "data" / "spoken_prompts.json"
 
@@ -97,6 +99,13 @@ def recorded_models(done: dict, models: list[str]) -> list[str]:
     (earlier sittings' arms included), then ``models`` not measured yet."""
     keys = list(dict.fromkeys(k[0] for k in done if k[1] == "e2e"))
     return keys + [m for m in (str(Path(m)) for m in models) if m not in keys]
+
+
+def _margin(rouge, preds: list[str], targets: list[str], kind: str) -> float | None:
+    """The hearing margin (metrics/hearing.py): own item's target minus the other items' targets."""
+    if len(preds) < 2:
+        return None
+    return round(hearing_margin(preds, targets, _rouge_scorer(rouge, kind))["margin"], 2)
 
 
 def _rouge(rouge, preds: list[str], refs: list[str], kinds=("rouge1", "rouge2", "rougeL")) -> dict[str, float]:
@@ -171,19 +180,28 @@ def summarize(done: dict, docs: list[dict], sets: dict, args, out: Path) -> dict
             if set_name == "xsum":
                 row.update({f"xsum_{k}": v for k, v in _rouge(rouge, preds, [refs[i] for i in ids]).items()})
                 row["xsum_rougeL_vs_text"] = _rouge(rouge, preds, [text[("xsum", i)] for i in ids], ("rougeL",))["rougeL"]
+                row["xsum_rouge1_margin"] = _margin(rouge, preds, [refs[i] for i in ids], "rouge1")
+                row["xsum_vs_text_margin"] = (None if system == "text" else
+                                              _margin(rouge, preds, [text[("xsum", i)] for i in ids], "rougeL"))
                 row["xsum_docs"] = len(ids)
             else:
                 row["agreement_rougeL"] = _rouge(rouge, preds, [text[("prompts", i)] for i in ids], ("rougeL",))["rougeL"]
+                row["agreement_margin"] = (None if system == "text" else
+                                           _margin(rouge, preds, [text[("prompts", i)] for i in ids], "rougeL"))
                 row["prompts"] = len(ids)
         rows.append(row)
     summary = {"voice": args.voice, "num_docs": args.num_docs, "seed": args.seed, "max_new_tokens": args.max_new_tokens,
                "prompt_max_new_tokens": args.prompt_max_new_tokens, "rows": rows}
     atomic_write_json(out / "summary.json", summary)
-    lines = ["| model | system | XSum R-1 | R-2 | R-L | R-L vs text | prompts: R-L vs text |", "|---|---|---|---|---|---|---|"]
+    lines = ["Margin: the hearing margin (score against the item's own target minus against the other items'; "
+             "metrics/hearing.py). ~0: the answers do not follow the speech, whatever their ROUGE.", "",
+             "| model | system | XSum R-1 | R-1 margin | R-2 | R-L | R-L vs text | vs-text margin | prompts: R-L vs text "
+             "| prompts margin |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         name = "reference" if r["model"] == "reference" else "/".join(Path(r["model"]).parts[-3:-1]) or r["model"]
-        lines.append(f"| {name} | {r['system']} | {r['xsum_rouge1']} | {r['xsum_rouge2']} | {r['xsum_rougeL']} | "
-                     f"{r['xsum_rougeL_vs_text']} | {r['agreement_rougeL']} |")
+        lines.append(f"| {name} | {r['system']} | {r['xsum_rouge1']} | {r.get('xsum_rouge1_margin')} | "
+                     f"{r['xsum_rouge2']} | {r['xsum_rougeL']} | {r['xsum_rougeL_vs_text']} | "
+                     f"{r.get('xsum_vs_text_margin')} | {r['agreement_rougeL']} | {r.get('agreement_margin')} |")
     atomic_write_text(out / "summary.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     return summary
@@ -202,11 +220,26 @@ def parse_args(argv=None):
     p.add_argument("--prompts", default=str(PROMPTS_FILE))
     p.add_argument("--cache-dir", default=str(DEFAULT_CACHE))
     p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--rescore", action="store_true",
+                   help="the summary again from OUT/records.jsonl with the current measures: no model, no speech")
     return p.parse_args(argv)
 
 
+def rescore(args) -> dict:
+    """summary.json / summary.md from the records alone: the items are those the reference's text records cover."""
+    out = Path(args.out)
+    done = _load(out / "records.jsonl")
+    if not done:
+        raise SystemExit(f"study: {out / 'records.jsonl'} has no records to rescore")
+    docs = select_documents(load_documents(80, 400), args.num_docs, args.seed)
+    sets = {name: [(i,) for (m, sysname, s, i) in done if m == "reference" and sysname == "text" and s == name]
+            for name in ("xsum", "prompts")}
+    return summarize(done, docs, sets, args, out)
+
+
 def main(argv=None) -> int:
-    run(parse_args(argv))
+    args = parse_args(argv)
+    rescore(args) if args.rescore else run(args)
     return 0
 
 

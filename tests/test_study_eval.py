@@ -59,3 +59,34 @@ def test_the_summary_covers_every_recorded_model(tmp_path):
     assert recorded_models(done, ["runs/new/c/final/", "runs/study/b/final"]) == [
         "runs/study/a/final", "runs/study/b/final", "runs/new/c/final"]
     assert recorded_models({}, ["x/final"]) == ["x/final"]
+
+
+def test_the_summary_reports_hearing_margins(tmp_path):
+    """summarize() beside each ROUGE figure: an e2e arm that writes one sentence whatever it hears has margin 0
+    while its ROUGE is well above 0; the cascade, which copies the text answers here, has a large margin."""
+    import json
+    from types import SimpleNamespace
+
+    from audio_minichat.eval.study import summarize
+
+    texts = {"1": "The council approved a new library in the town centre.",
+             "2": "Heavy rain flooded the main road near the river on Monday.",
+             "3": "The football club signed a young striker from Brazil."}
+    docs = [{"id": i, "summary": t, "document": t} for i, t in texts.items()]
+    recs = []
+    for set_name in ("xsum", "prompts"):
+        for i, t in texts.items():
+            recs.append({"model": "reference", "system": "text", "set": set_name, "id": i, "output": t})
+            recs.append({"model": "reference", "system": "cascade", "set": set_name, "id": i, "output": t})
+            recs.append({"model": "runs/arm/final", "system": "e2e", "set": set_name, "id": i,
+                         "output": "The town council said the new plan would help people.", "weights": "w"})
+    (tmp_path / "records.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+    sets = {name: [(i,) for i in texts] for name in ("xsum", "prompts")}
+    args = SimpleNamespace(voice="joe", num_docs=3, seed=0, max_new_tokens=60, prompt_max_new_tokens=96, models=[])
+    rows = {r["system"]: r for r in summarize(_load(tmp_path / "records.jsonl"), docs, sets, args, tmp_path)["rows"]}
+    assert rows["e2e"]["xsum_rougeL_vs_text"] > 5 and rows["e2e"]["agreement_rougeL"] > 5
+    assert rows["e2e"]["xsum_vs_text_margin"] == 0 and rows["e2e"]["agreement_margin"] == 0
+    assert rows["e2e"]["xsum_rouge1_margin"] == 0
+    assert rows["cascade"]["xsum_vs_text_margin"] > 50 and rows["cascade"]["agreement_margin"] > 50
+    assert rows["text"]["xsum_vs_text_margin"] is None
+    assert "| prompts margin |" in (tmp_path / "summary.md").read_text()
