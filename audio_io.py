@@ -25,8 +25,111 @@ AUDIO_EXTENSIONS = SNDFILE_EXTENSIONS + DECODER_EXTENSIONS
 DECODER_HINT = "pip install av (the audio extra: pip install 'audio-minichat[audio]'), or apt-get install ffmpeg"
 
 
+# The lowest sample rate accepted (speech is recorded at 8000 Hz or more; a header that claims under this is broken).
+MIN_SAMPLE_RATE = 1000
+
+
 class AudioDecodeError(ValueError):
     """An audio file that could not be decoded (the message names what failed; the caller names the file)."""
+
+
+def check_sample_rate(rate, name: str = "audio") -> int:
+    """``rate`` as an int, or a ValueError naming ``name`` when it is not a usable sample rate (a number of at least
+    MIN_SAMPLE_RATE Hz)."""
+    try:
+        value = float(rate)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: the sampling rate must be a number of Hz, got {rate!r}.") from None
+    if not (MIN_SAMPLE_RATE <= value < float("inf")) or value != int(value):
+        what = "must be > 0" if not value > 0 else f"must be a whole number of at least {MIN_SAMPLE_RATE} Hz"
+        raise ValueError(f"{name}: a sampling rate of {rate!r} Hz is not usable: it {what} "
+                         f"(speech is recorded at 8000 Hz or more).")
+    return int(value)
+
+
+# Is there speech? The energy part of the speech check (inference.speech_llm.SpeechLLM.check_speech adds Whisper's
+# no-speech probability for a steady signal; the pipeline uses this part alone). RMS over 25 ms frames every 10 ms;
+# a frame louder than the floor may be speech, and a clip needs MIN_SPEECH_SECONDS of such frames (a word is longer;
+# 0.1 s is one short syllable). -55 dBFS is ~10 dB under quiet speech recorded at 1 % gain (its loud frames reach
+# -49 dBFS) and above the hiss of a silent room recorded at normal gain (-60 dBFS).
+FRAME_SECONDS, HOP_SECONDS = 0.025, 0.010
+BLOCK_FRAMES = 1000  # frame_dbfs works through a clip 10 s at a time
+ENERGY_FLOOR_DBFS = -55.0
+MIN_SPEECH_SECONDS = 0.1
+
+
+def frame_dbfs(clip: np.ndarray, rate: int = 16000) -> np.ndarray:
+    """RMS level (dB re full scale) of each 25 ms frame every 10 ms; a clip shorter than a frame is one frame.
+    Digital silence is -inf. Computed BLOCK_FRAMES frames at a time: an hour's clip costs a few MB, not float64
+    copies of the whole (and each block's running sums stay exact to float64)."""
+    frame, hop = int(FRAME_SECONDS * rate), int(HOP_SECONDS * rate)
+    x = np.asarray(clip)
+    if x.size < frame:
+        x = np.pad(x.astype(np.float64), (0, frame - x.size))
+    n = 1 + (x.size - frame) // hop
+    rms = np.empty(n)
+    for first in range(0, n, BLOCK_FRAMES):
+        count = min(BLOCK_FRAMES, n - first)
+        block = np.asarray(x[first * hop : (first + count - 1) * hop + frame], dtype=np.float64)
+        squares = np.concatenate([[0.0], np.cumsum(block * block)])
+        starts = hop * np.arange(count)
+        rms[first : first + count] = np.sqrt(np.maximum(squares[starts + frame] - squares[starts], 0.0) / frame)
+    with np.errstate(divide="ignore"):
+        return 20 * np.log10(rms)
+
+
+def energy_check(clip: np.ndarray, rate: int = 16000) -> tuple[str | None, np.ndarray]:
+    """Why ``clip`` holds no speech by its energy alone (too short, digital silence, or too few frames over
+    ENERGY_FLOOR_DBFS), or None when it may; and its frame levels (:func:`frame_dbfs`)."""
+    levels = frame_dbfs(clip, rate)
+    loudest = float(levels.max())
+    active = float(np.sum(levels > ENERGY_FLOOR_DBFS) * HOP_SECONDS)
+    seconds = len(clip) / rate
+    if seconds < MIN_SPEECH_SECONDS:
+        return f"{seconds:.2f} s long, under the {MIN_SPEECH_SECONDS} s of a short word", levels
+    if not np.isfinite(loudest):
+        return "digital silence: every sample is 0", levels
+    if active < MIN_SPEECH_SECONDS:
+        return f"silent: {active:.2f} s louder than {ENERGY_FLOOR_DBFS:.0f} dBFS, the loudest 25 ms at {loudest:.1f} dBFS", levels
+    return None, levels
+
+
+def wav_truncation(path: str | os.PathLike) -> str | None:
+    """For a WAV file whose data is shorter than its header says (an interrupted copy or download): one line saying
+    so (what the header claims, what the file holds); None for a complete WAV or any other file. Reads the RIFF
+    chunk headers only."""
+    import struct
+
+    path = os.fspath(path)
+    if not path.lower().endswith(".wav"):
+        return None
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            byte_rate, offset = None, 12
+            while offset + 8 <= size:
+                fh.seek(offset)
+                chunk, length = struct.unpack("<4sI", fh.read(8))
+                if chunk == b"fmt ":
+                    fmt = fh.read(16)
+                    if len(fmt) == 16:
+                        byte_rate = struct.unpack("<HHIIHH", fmt)[3]
+                elif chunk == b"data":
+                    there = size - offset - 8
+                    if length in (0, 0xFFFFFFFF) or there >= length:  # (0 / all ones: a streamed WAV's placeholders)
+                        return None
+                    if byte_rate:
+                        return (f"audio file {path!r} is cut short: its header says {length / byte_rate:.2f} s, the file "
+                                f"holds {there / byte_rate:.2f} s (an interrupted copy?); answering what is there")
+                    return (f"audio file {path!r} is cut short: its header says {length} bytes of audio, the file holds "
+                            f"{there} (an interrupted copy?); answering what is there")
+                offset += 8 + length + (length & 1)
+    except (OSError, struct.error):
+        return None
+    return None
 
 
 def is_audio_file(path: str | os.PathLike) -> bool:
@@ -100,4 +203,5 @@ def read_audio_file(path: str | os.PathLike, target_rate: int = 16000) -> tuple[
 
 
 __all__ = ["AUDIO_EXTENSIONS", "SNDFILE_EXTENSIONS", "DECODER_EXTENSIONS", "DECODER_HINT", "AudioDecodeError",
-           "available_decoder", "is_audio_file", "read_audio_file"]
+           "available_decoder", "is_audio_file", "read_audio_file", "MIN_SAMPLE_RATE", "check_sample_rate", "wav_truncation",
+           "frame_dbfs", "energy_check", "FRAME_SECONDS", "HOP_SECONDS", "ENERGY_FLOOR_DBFS", "MIN_SPEECH_SECONDS"]

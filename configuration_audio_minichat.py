@@ -1,8 +1,10 @@
-"""Configuration of AudioMiniChat: a speech encoder, a downsampling projector and a frozen causal LLM.
+"""Configuration of AudioMiniChat: a speech encoder, an audio front end and a frozen causal LLM.
 
-The one place that decides how many LLM embeddings a clip of audio yields is :class:`AudioLayout`
-(built from the config by :meth:`AudioMiniChatConfig.audio_layout`).  The processor uses it to expand
-each ``<|audio|>`` placeholder and the model produces exactly that many embeddings; a test checks both.
+The ground floor of the model core: it imports no torch module and no modeling code, only the front ends' options
+classes (``frontend_<name>_config.py``). How many LLM embeddings a clip yields is decided by the front end's options
+(``config.frontend_options.num_embeddings(layout, ...)``) over the common :class:`AudioLayout` (windows, frames);
+the processor uses it to expand each ``<|audio|>`` placeholder and the model produces exactly that many
+embeddings; a test checks both.
 """
 
 from __future__ import annotations
@@ -13,19 +15,26 @@ from dataclasses import asdict, dataclass
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.models.auto import CONFIG_MAPPING
 
-from .frontend_base import ASR_DECODER_CLASSES
-from .frontends import AUDIO_FRONTENDS, frontend_class
+from .frontend_asr_tokens_config import AsrTokensConfig
+from .frontend_config import ASR_DECODER_TYPES, FrontEndConfig
+from .frontend_ctc_pool_config import CtcPoolConfig
+from .frontend_pool_config import PoolConfig
+from .frontend_qformer_config import QFormerConfig
+from .frontend_stack_config import StackConfig
 
-DOWNSAMPLE_METHODS = tuple(AUDIO_FRONTENDS)
+# The registry of the audio front ends' options (one line each; the modules' registry is frontends.py).
+FRONTEND_CONFIGS = {c.name: c for c in (PoolConfig, StackConfig, CtcPoolConfig, AsrTokensConfig, QFormerConfig)}
+DEFAULT_FRONTEND = "pool"
 DEFAULT_AUDIO_TOKEN = "<|audio|>"  # the placeholder written in prompts where audio goes
+PIPELINE_TASK = "audio-minichat"  # the pipeline's task (pipeline_audio_minichat.py; named in saved configs by the model)
 PROJECTOR_TYPES = ("linear", "mlp")
 
-# How each encoder family turns samples into frames.  Keyed by ``audio_config.model_type``: this is a
-# table of facts about architectures, read once here, not a branch on a checkpoint name.
-#   "mel":  log-mel frontend (hop ``mel_hop_length``) then the convolutions listed in ``convs``
+# How each encoder family turns samples into frames (its feature kind).  Keyed by ``audio_config.model_type``: this is
+# a table of facts about architectures, read once here, not a branch on a checkpoint name.
+#   "mel":  log-mel features (hop ``mel_hop_length``) then the convolutions listed in ``convs``
 #           (kernel, stride, padding) and a positional table of ``max_source_positions`` frames.
-#   "conv": raw-waveform convolutional frontend described by ``conv_kernel`` / ``conv_stride``.
-ENCODER_FRONTENDS = {
+#   "conv": the raw waveform (``input_values``) into convolutions described by ``conv_kernel`` / ``conv_stride``.
+ENCODER_FEATURE_KINDS = {
     "whisper": "mel",
     "hubert": "conv",
     "wav2vec2": "conv",
@@ -34,31 +43,65 @@ ENCODER_FRONTENDS = {
 }
 WHISPER_CONVS = ((3, 1, 1), (3, 2, 1))
 
+# Old names of keys in config.json / processor_config.json (before the front ends' options moved into
+# ``frontend_config``; a front end's own old names are its options class's ``legacy_keys``): read by
+# upgrade_legacy_keys, and only there. Old files also hold every front end's options as top-level keys.
+LEGACY_KEYS = {"downsample": "audio_frontend", "frontend": "feature_kind"}
+
+
+def frontend_config_class(name: str) -> type[FrontEndConfig]:
+    """The options class of the front end registered as ``name`` (a ValueError naming the choices otherwise)."""
+    if name not in FRONTEND_CONFIGS:
+        raise ValueError(f"audio_frontend must be one of {tuple(FRONTEND_CONFIGS)}, got {name!r}.")
+    return FRONTEND_CONFIGS[name]
+
+
+def upgrade_legacy_keys(values: dict) -> dict:
+    """``values`` (config kwargs or an audio layout dict) with old key names renamed and old top-level front-end
+    options gathered into ``frontend_config``. Options of another front end than the named one are dropped when
+    they hold their default (old files wrote every front end's options); otherwise they are refused."""
+    out = dict(values)
+    renames = {**LEGACY_KEYS, **{old: new for c in FRONTEND_CONFIGS.values() for old, new in c.legacy_keys.items()}}
+    for old, new in renames.items():
+        if old in out:
+            value = out.pop(old)
+            if out.get(new) is not None and out[new] != value:
+                raise ValueError(f"{old!r} (the old name of {new!r}) is {value!r} but {new!r} is {out[new]!r}.")
+            out[new] = value
+    all_options = {n for c in FRONTEND_CONFIGS.values() for n in c.option_names()}
+    flat = {k: out.pop(k) for k in list(out) if k in all_options}
+    if not flat:
+        return out
+    if out.get("frontend_config"):
+        raise ValueError(f"Front-end options {sorted(flat)} are given both as top-level keys and in frontend_config; "
+                         "give them in frontend_config.")
+    cls = frontend_config_class(out.get("audio_frontend") or DEFAULT_FRONTEND)
+    out["frontend_config"] = {k: v for k, v in flat.items() if k in cls.option_names()}
+    for key, value in flat.items():
+        if key in cls.option_names():
+            continue
+        owner = next(c for c in FRONTEND_CONFIGS.values() if key in c.option_names())
+        if owner.from_dict({key: value}).to_dict()[key] != owner().to_dict()[key]:
+            raise ValueError(f"{key} is an option of audio_frontend={owner.name!r}, not of {cls.name!r}.")
+    return out
+
 
 @dataclass(frozen=True)
 class AudioLayout:
-    """Pure arithmetic from a clip's sample count to its number of LLM embeddings.
+    """Pure arithmetic from a clip's sample count to its encoder windows and frames (what every front end shares).
 
-    A clip is split into ``ceil(n / window_samples)`` windows of nearly equal length (no tiny tail
-    window), each window is encoded on its own, the encoder frames of all windows of the clip are
-    concatenated, and the downsampler turns ``F`` frames into the embedding count below.
+    A clip is split into ``ceil(n / window_samples)`` windows of nearly equal length (no tiny tail window), each
+    window is encoded on its own, and the encoder frames of all windows of the clip are concatenated; the front end's
+    options turn that into the clip's embedding count (``FrontEndConfig.num_embeddings``).
     """
 
     sampling_rate: int
     window_samples: int
     min_samples: int
-    frontend: str  # "mel" or "conv"
+    feature_kind: str  # "mel" (log-mel features) or "conv" (the raw waveform): ENCODER_FEATURE_KINDS
     mel_hop_length: int = 160
-    convs: tuple = ()  # ((kernel, stride, padding), ...) applied after the frontend / as the frontend
+    convs: tuple = ()  # ((kernel, stride, padding), ...) applied after the mel features / to the waveform
     samples_per_frame: int = 320
-    downsample: str = "pool"
-    pool_kernel: int = 8
-    pool_stride: int = 4
-    stack_factor: int = 4
-    # downsample="asr_tokens": embedding slots per second of a window (frontend_asr_tokens.window_token_slots)
-    tokens_per_second: float = 6.0
-    # downsample="qformer": queries per full window (frontend_qformer.QFormerFrontEnd.queries_for)
-    queries_per_window: int = 100
     # Whether each window's features are padded to the full window (Whisper's decoder expects 30 s inputs).
     pad_windows: bool = False
 
@@ -82,7 +125,7 @@ class AudioLayout:
 
     def audio_frames(self, window_samples: int) -> int:
         """Feature frames that hold the window's audio (the processor's ``input_features_mask``)."""
-        if self.frontend == "mel":
+        if self.feature_kind == "mel":
             return window_samples // self.mel_hop_length
         return window_samples
 
@@ -96,21 +139,6 @@ class AudioLayout:
     def clip_frames(self, num_samples: int) -> int:
         return sum(self.encoder_frames(e - s) for s, e in self.split_windows(num_samples))
 
-    # ---- embeddings ------------------------------------------------------------------------------
-    @property
-    def needs_spans(self) -> bool:
-        """Whether each clip needs its frame spans (``audio_spans``) to be counted and embedded."""
-        return frontend_class(self.downsample).needs_spans
-
-    def num_embeddings(self, num_samples: int, num_spans: int | None = None) -> int:
-        """THE number of LLM embeddings (placeholder tokens) for a clip of ``num_samples`` samples.
-
-        The arithmetic belongs to the front end that ``downsample`` names (its ``num_embeddings``); for front ends
-        that fill fewer slots than they have (``asr_tokens``: one per decoded token), the model masks the rest out
-        of attention, so they change nothing.
-        """
-        return frontend_class(self.downsample).num_embeddings(self, num_samples, num_spans)
-
     def to_dict(self) -> dict:
         d = asdict(self)
         d["convs"] = [list(c) for c in self.convs]
@@ -123,6 +151,16 @@ class AudioLayout:
         return cls(**d)
 
 
+def read_audio_layout(layout: dict, audio_frontend: str | None = None, frontend_config: dict | None = None
+                      ) -> tuple[AudioLayout, FrontEndConfig]:
+    """The processor's saved audio layout and front end -> (:class:`AudioLayout`, the front end's options). An old
+    processor_config.json kept the front end and its options inside the layout (``downsample``, ``pool_kernel``...)."""
+    values = upgrade_legacy_keys({**layout, "audio_frontend": audio_frontend, "frontend_config": frontend_config})
+    name = values.pop("audio_frontend", None) or DEFAULT_FRONTEND
+    options = frontend_config_class(name).from_dict(values.pop("frontend_config", None))
+    return AudioLayout.from_dict(values), options
+
+
 class AudioMiniChatConfig(PreTrainedConfig):
     r"""Configuration of :class:`AudioMiniChatForConditionalGeneration`.
 
@@ -130,12 +168,14 @@ class AudioMiniChatConfig(PreTrainedConfig):
         audio_config: config (or dict) of the speech encoder: Whisper, HuBERT, wav2vec2 (WavLM and
             data2vec-audio work the same way). Defaults to a Whisper encoder config.
         text_config: config (or dict) of any Llama-family causal LM. Defaults to a Llama config.
-        downsample: ``"pool"`` (average pool, the paper's default), ``"stack"`` (concatenate
-            ``stack_factor`` frames), ``"ctc_pool"`` (mean over given frame spans, e.g. CTC words) or
-            ``"asr_tokens"`` (an encoder-decoder ASR model such as Whisper reads the audio greedily and the
-            decoder's hidden state at each token it writes becomes one embedding; no text is passed on).
-        pool_kernel, pool_stride: average-pool kernel and stride in encoder frames (paper: 8 and 4).
-        stack_factor: frames concatenated per embedding for ``downsample="stack"``.
+        audio_frontend: the front end that turns the encoder's windows into LLM embeddings (``FRONTEND_CONFIGS``):
+            ``"pool"`` (average pool, the paper's default), ``"stack"`` (concatenate frames), ``"ctc_pool"`` (mean
+            over given frame spans, e.g. CTC words), ``"asr_tokens"`` (Whisper's greedy decoding, one embedding per
+            token) or ``"qformer"`` (learned queries read the encoder through a copy of Whisper's decoder).
+        frontend_config: that front end's options as a dict (its ``frontend_<name>_config.py`` declares them, with
+            their defaults and checks); missing options take their defaults. Old files' top-level options
+            (``pool_kernel``, ``qformer_queries``, ...) and ``downsample`` are read into these two
+            (:func:`upgrade_legacy_keys`).
         projector_type: ``"linear"`` (the paper) or ``"mlp"`` (linear-GELU-linear).
         projector_hidden_size: hidden width of the MLP projector (defaults to the LLM hidden size).
         audio_token: the placeholder token written in prompts where audio goes.
@@ -144,28 +184,15 @@ class AudioMiniChatConfig(PreTrainedConfig):
             windows whose embeddings are concatenated. Defaults to the encoder's limit (30 s for
             Whisper) or 30 s for waveform encoders.
         min_audio_seconds: shorter (non-empty) clips are zero-padded to this length.
-        mel_hop_length: hop of the log-mel frontend (Whisper: 160 samples).
+        mel_hop_length: hop of the log-mel features (Whisper: 160 samples).
         sampling_rate: audio sampling rate the encoder expects.
         encoder_forward_batch: at most this many windows go through the encoder in one forward.
-        audio_tokens_per_second: ``"asr_tokens"`` only: embedding slots per second of audio (the most
-            tokens a window may decode; unfilled slots are masked out).
-        asr_prompt_ids, asr_eos_token_id, asr_suppress_tokens, asr_begin_suppress_tokens: ``"asr_tokens"``
-            only: how the ASR decoder is prompted and decoded (read from its generation config when the
-            model is assembled with :meth:`~AudioMiniChatForConditionalGeneration.from_components`).
-        asr_token_mixture: ``"asr_tokens"`` only: with k > 0, each audio embedding is the expected LLM input
-            embedding of the ASR decoder's top-k tokens at that step (softmax at a trained temperature, tokens
-            mapped by ``asr_token_map``) plus the projector's output (a trained correction, starting at zero).
-            0 (off): the projector's output alone.
-        asr_token_pieces: ``"asr_tokens"`` with the mixture: the most LLM pieces an ASR token's text is kept as (a token
-            of several pieces fills one slot per piece, so that e.g. numbers reach the LLM whole).
         keep_asr_decoder: keep the decoder of an encoder-decoder ASR encoder (Whisper) in the checkpoint, so that
             it transcribes for the cascade with its own weights (front ends that read the decoder always keep it).
         asr_generation_config: how that ASR model generates (its ``GenerationConfig`` as a dict).
         provenance: what the checkpoint was built / trained from and whether its audio path is trained (specs of
             the base models, trained-weights digest, training summary); kept in config.json so that every copy
             of a checkpoint carries it (read by the CLI and the model card).
-        qformer_queries: ``downsample="qformer"``: learned queries per full encoder window (30 s); a shorter window
-            gets its share (at least one).
         audio_lora: LoRA on the LLM active only for prompts that hold audio: ``{"r": 8, "alpha": 16, "targets":
             ["q_proj", "v_proj"]}`` (``audio_lora.py``); text prompts run the untouched LLM. None: no adapter.
     """
@@ -177,10 +204,8 @@ class AudioMiniChatConfig(PreTrainedConfig):
         self,
         audio_config=None,
         text_config=None,
-        downsample: str = "pool",
-        pool_kernel: int = 8,
-        pool_stride: int = 4,
-        stack_factor: int = 4,
+        audio_frontend: str | None = None,
+        frontend_config: dict | None = None,
         projector_type: str = "linear",
         projector_hidden_size: int | None = None,
         audio_token: str = DEFAULT_AUDIO_TOKEN,
@@ -190,20 +215,15 @@ class AudioMiniChatConfig(PreTrainedConfig):
         mel_hop_length: int = 160,
         sampling_rate: int = 16000,
         encoder_forward_batch: int = 8,
-        audio_tokens_per_second: float = 6.0,
-        asr_prompt_ids: list[int] | None = None,
-        asr_eos_token_id: int | None = None,
-        asr_suppress_tokens: list[int] | None = None,
-        asr_begin_suppress_tokens: list[int] | None = None,
-        asr_token_mixture: int = 0,
-        asr_token_pieces: int = 1,
         keep_asr_decoder: bool = False,
         asr_generation_config: dict | None = None,
         provenance: dict | None = None,
-        qformer_queries: int = 100,
         audio_lora: dict | None = None,
         **kwargs,
     ):
+        kwargs = upgrade_legacy_keys({**kwargs, "audio_frontend": audio_frontend, "frontend_config": frontend_config})
+        audio_frontend = kwargs.pop("audio_frontend") or DEFAULT_FRONTEND
+        options = frontend_config_class(audio_frontend).from_dict(kwargs.pop("frontend_config"))
         if isinstance(audio_config, dict):
             audio_config = CONFIG_MAPPING[audio_config.get("model_type", "whisper")](**audio_config)
         elif audio_config is None:
@@ -212,23 +232,16 @@ class AudioMiniChatConfig(PreTrainedConfig):
             text_config = CONFIG_MAPPING[text_config.get("model_type", "llama")](**text_config)
         elif text_config is None:
             text_config = CONFIG_MAPPING["llama"]()
-        if audio_config.model_type not in ENCODER_FRONTENDS:
+        if audio_config.model_type not in ENCODER_FEATURE_KINDS:
             raise ValueError(
-                f"Unsupported audio encoder model_type {audio_config.model_type!r}; supported: {sorted(ENCODER_FRONTENDS)}."
+                f"Unsupported audio encoder model_type {audio_config.model_type!r}; supported: {sorted(ENCODER_FEATURE_KINDS)}."
             )
-        frontend = frontend_class(downsample)
         if projector_type not in PROJECTOR_TYPES:
             raise ValueError(f"projector_type must be one of {PROJECTOR_TYPES}, got {projector_type!r}.")
-        if audio_tokens_per_second <= 0:
-            raise ValueError(f"audio_tokens_per_second must be positive, got {audio_tokens_per_second}.")
-        if min(pool_kernel, pool_stride, stack_factor) < 1:
-            raise ValueError("pool_kernel, pool_stride and stack_factor must be positive integers.")
         self.audio_config = audio_config
         self.text_config = text_config
-        self.downsample = downsample
-        self.pool_kernel = int(pool_kernel)
-        self.pool_stride = int(pool_stride)
-        self.stack_factor = int(stack_factor)
+        self.audio_frontend = audio_frontend
+        self.frontend_config = options.to_dict()
         self.projector_type = projector_type
         self.projector_hidden_size = projector_hidden_size
         self.audio_token = audio_token
@@ -238,42 +251,39 @@ class AudioMiniChatConfig(PreTrainedConfig):
         self.mel_hop_length = int(mel_hop_length)
         self.sampling_rate = int(sampling_rate)
         self.encoder_forward_batch = int(encoder_forward_batch)
-        self.audio_tokens_per_second = float(audio_tokens_per_second)
-        self.asr_prompt_ids = None if asr_prompt_ids is None else [int(t) for t in asr_prompt_ids]
-        self.asr_eos_token_id = asr_eos_token_id
-        self.asr_suppress_tokens = [int(t) for t in asr_suppress_tokens or []]
-        self.asr_begin_suppress_tokens = [int(t) for t in asr_begin_suppress_tokens or []]
-        if asr_token_mixture < 0:
-            raise ValueError(f"asr_token_mixture must be >= 0 (0: off), got {asr_token_mixture}.")
-        self.asr_token_mixture = int(asr_token_mixture)
-        self.asr_token_pieces = int(asr_token_pieces)
         self.keep_asr_decoder = bool(keep_asr_decoder)
         self.asr_generation_config = None if asr_generation_config is None else dict(asr_generation_config)
         self.provenance = dict(provenance or {})
-        self.qformer_queries = int(qformer_queries)
         # LoRA on the LLM that is active only for prompts holding audio ({"r", "alpha", "targets"}; None: none):
         # text prompts run the untouched LLM (audio_lora.py)
         self.audio_lora = None if not audio_lora else dict(audio_lora)
         super().__init__(**kwargs)
-        frontend.check_config(self)
-        if frontend.keeps_asr_decoder(self) and self.audio_config.model_type not in ASR_DECODER_CLASSES:
+        options.check(self)
+        if self.has_asr_decoder and self.audio_config.model_type not in ASR_DECODER_TYPES:
             raise ValueError(
                 f"keep_asr_decoder needs an encoder-decoder ASR model (Whisper); the audio encoder is {self.audio_config.model_type!r}."
             )
 
     # ---- derived facts ---------------------------------------------------------------------------
     @property
-    def encoder_frontend(self) -> str:
-        return ENCODER_FRONTENDS[self.audio_config.model_type]
+    def frontend_options(self) -> FrontEndConfig:
+        """The front end's options (its ``frontend_<name>_config.py`` class) from ``frontend_config``."""
+        return frontend_config_class(self.audio_frontend).from_dict(self.frontend_config)
 
     @property
-    def encoder_hidden_size(self) -> int:
-        return self.audio_config.hidden_size
+    def has_asr_decoder(self) -> bool:
+        """Whether the checkpoint holds the encoder's ASR decoder (kept for the cascade, or read by the front end)."""
+        return self.keep_asr_decoder or frontend_config_class(self.audio_frontend).reads_asr_decoder
+
+    @property
+    def feature_kind(self) -> str:
+        """What the encoder reads: ``"mel"`` features or the raw waveform (``"conv"``)."""
+        return ENCODER_FEATURE_KINDS[self.audio_config.model_type]
 
     def audio_layout(self) -> AudioLayout:
-        """The sample -> frame -> embedding arithmetic of this model (see :class:`AudioLayout`)."""
+        """The sample -> window -> frame arithmetic of this model (see :class:`AudioLayout`)."""
         sr = self.sampling_rate
-        if self.encoder_frontend == "mel":
+        if self.feature_kind == "mel":
             convs = WHISPER_CONVS
             stride_total = math.prod(s for _, s, _ in convs)
             max_frames = self.audio_config.max_source_positions * stride_total
@@ -293,18 +303,17 @@ class AudioMiniChatConfig(PreTrainedConfig):
             sampling_rate=sr,
             window_samples=window,
             min_samples=min_samples,
-            frontend=self.encoder_frontend,
+            feature_kind=self.feature_kind,
             mel_hop_length=self.mel_hop_length,
             convs=convs,
             samples_per_frame=samples_per_frame,
-            downsample=self.downsample,
-            pool_kernel=self.pool_kernel,
-            pool_stride=self.pool_stride,
-            stack_factor=self.stack_factor,
-            tokens_per_second=self.audio_tokens_per_second,
-            queries_per_window=self.qformer_queries,
-            pad_windows=frontend_class(self.downsample).pad_windows,
+            pad_windows=frontend_config_class(self.audio_frontend).pad_windows,
         )
 
 
-__all__ = ["AudioMiniChatConfig", "AudioLayout", "DEFAULT_AUDIO_TOKEN"]
+# A process that has this class knows the model type: a tokenizer or config loaded from a checkpoint folder then
+# needs no remote-code prompt (the package's own __init__ registers the model, processor and pipeline on first use).
+AutoConfig.register(AudioMiniChatConfig.model_type, AudioMiniChatConfig, exist_ok=True)
+
+__all__ = ["AudioMiniChatConfig", "AudioLayout", "DEFAULT_AUDIO_TOKEN", "FRONTEND_CONFIGS", "frontend_config_class",
+           "read_audio_layout", "upgrade_legacy_keys"]

@@ -1,4 +1,4 @@
-"""``downsample="asr_tokens"``: Whisper's greedy decoding inside the model, one embedding per token it writes.
+"""``audio_frontend="asr_tokens"``: Whisper's greedy decoding inside the model, one embedding per token it writes.
 
 Each window (padded to the full 30 s, as Whisper was trained) is decoded greedily, batched over windows with a
 KV cache. The embedding at a token is the projector's map of the decoder's hidden state, plus (with
@@ -8,19 +8,19 @@ slot with the expected LLM embedding under the decoder's top-k tokens at that st
 alternatives count by their first piece); a token of several pieces (SmolLM2 splits digits: " 2024" is " ", "2",
 "0", "2", "4") fills one slot per piece with that piece's embedding, so it reaches the LLM whole. A window of ``s``
 seconds has ``ceil(s * audio_tokens_per_second) + 1`` slots; its decoding stops when the next token's pieces would
-not fit, and the slots it leaves empty are unfilled.
+not fit, and the slots it leaves empty are unfilled. Options: ``frontend_asr_tokens_config.AsrTokensConfig``.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 
 import torch
 from torch import nn
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
-from .frontend_base import ASR_DECODER_CLASSES, AudioFrontEnd, AudioFrontEndOutput, AudioProjector, group_by_clip, whisper_window_states
+from .frontend_asr_tokens_config import AsrTokensConfig
+from .frontend_base import AudioFrontEnd, AudioFrontEndOutput, AudioProjector, group_by_clip, whisper_window_states
 
 
 logger = logging.getLogger(__name__)
@@ -48,63 +48,19 @@ class TokenMixtureProjector(AudioProjector):
         return torch.einsum("nk,nkd->nd", weights, table[mapped.clamp(min=0)].float())
 
 
-def window_token_slots(layout, audio_frames: int) -> int:
-    """The most tokens (embeddings) a window with ``audio_frames`` feature frames of audio yields."""
-    seconds = audio_frames * (layout.mel_hop_length if layout.frontend == "mel" else 1) / layout.sampling_rate
-    return math.ceil(seconds * layout.tokens_per_second) + 1
-
-
 class AsrTokensFrontEnd(AudioFrontEnd):
-    name = "asr_tokens"
-    pad_windows = True
+    config_class = AsrTokensConfig
     encoder_trainable = False  # greedy decoding passes no gradient to the encoder
-
-    @classmethod
-    def check_config(cls, config) -> None:
-        if config.asr_token_pieces < 1:
-            raise ValueError(f"asr_token_pieces must be >= 1, got {config.asr_token_pieces}.")
-        if config.audio_config.model_type not in ASR_DECODER_CLASSES:
-            raise ValueError(
-                f"downsample='asr_tokens' needs an encoder-decoder ASR model (Whisper); the audio encoder is {config.audio_config.model_type!r}."
-            )
-
-    @classmethod
-    def keeps_asr_decoder(cls, config) -> bool:
-        return True  # it reads the decoder
-
-    @classmethod
-    def num_embeddings(cls, layout, num_samples: int, num_spans: int | None = None) -> int:
-        return sum(window_token_slots(layout, layout.audio_frames(e - s)) for s, e in layout.split_windows(num_samples))
-
-    @classmethod
-    def options_from_asr_model(cls, asr_model) -> dict:
-        """How the ASR model decodes English without timestamps, from its generation config."""
-        gen = getattr(asr_model, "generation_config", None)
-        if gen is None or not hasattr(asr_model, "get_decoder"):
-            raise ValueError("downsample='asr_tokens' needs an encoder-decoder ASR model (e.g. WhisperForConditionalGeneration).")
-        prompt = [gen.decoder_start_token_id]
-        if getattr(gen, "is_multilingual", False):
-            prompt += [gen.lang_to_id["<|en|>"], gen.task_to_id["transcribe"]]
-        no_timestamps = getattr(gen, "no_timestamps_token_id", None)
-        if no_timestamps is not None:
-            prompt.append(no_timestamps)
-        eos = gen.eos_token_id[0] if isinstance(gen.eos_token_id, (list, tuple)) else gen.eos_token_id
-        return {
-            "asr_prompt_ids": prompt,
-            "asr_eos_token_id": eos,
-            "asr_suppress_tokens": list(getattr(gen, "suppress_tokens", None) or []),
-            "asr_begin_suppress_tokens": list(getattr(gen, "begin_suppress_tokens", None) or []),
-        }
 
     def __init__(self, config):
         super().__init__(config)
         # ASR token id -> the LLM token ids of its text's pieces, -1 padded (all -1: control token); attach_tokenizers
         self.register_buffer("asr_token_map", self.unmapped())
         in_dim = config.audio_config.d_model
-        self.projector = TokenMixtureProjector(config, in_dim) if config.asr_token_mixture > 0 else AudioProjector(config, in_dim)
+        self.projector = TokenMixtureProjector(config, in_dim) if self.options.asr_token_mixture > 0 else AudioProjector(config, in_dim)
 
     def unmapped(self) -> torch.Tensor:
-        return torch.full((self.config.audio_config.vocab_size, self.config.asr_token_pieces), -1, dtype=torch.long)
+        return torch.full((self.config.audio_config.vocab_size, self.options.asr_token_pieces), -1, dtype=torch.long)
 
     def adopt(self, asr_model) -> None:
         super().adopt(asr_model)
@@ -116,7 +72,7 @@ class AsrTokensFrontEnd(AudioFrontEnd):
         table = self.unmapped()
         width = table.shape[1]
         # control tokens (Whisper: specials, language and task tags, timestamps) are the tokenizer's added tokens
-        special = set(asr_tokenizer.all_special_ids) | set(asr_tokenizer.added_tokens_decoder) | set(self.config.asr_prompt_ids or [])
+        special = set(asr_tokenizer.all_special_ids) | set(asr_tokenizer.added_tokens_decoder) | set(self.options.asr_prompt_ids or [])
         truncated = []
         for token_id in range(min(table.shape[0], len(asr_tokenizer))):
             if token_id in special:
@@ -141,7 +97,7 @@ class AsrTokensFrontEnd(AudioFrontEnd):
 
     def window_slots(self, input_features_mask: torch.Tensor) -> list[int]:
         """Each window's token slots, from its audio frames (the processor's mask)."""
-        return [window_token_slots(self.layout, int(n)) for n in input_features_mask.sum(-1).tolist()]
+        return [self.options.window_token_slots(self.layout, int(n)) for n in input_features_mask.sum(-1).tolist()]
 
     @torch.no_grad()
     def decode(self, features: torch.Tensor, mask: torch.Tensor) -> tuple[list, list, list]:
@@ -151,9 +107,9 @@ class AsrTokensFrontEnd(AudioFrontEnd):
         head chose that token), those token ids, and the top-``asr_token_mixture`` (scores, ids) of each step
         (``None`` without the mixture). A window decodes at most ``window_slots`` tokens.
         """
-        config, decoder = self.config, self.asr_decoder
+        config, decoder = self.options, self.asr_decoder
         if not config.asr_prompt_ids or config.asr_eos_token_id is None:
-            raise ValueError("downsample='asr_tokens' needs config.asr_prompt_ids and asr_eos_token_id (see from_components).")
+            raise ValueError("audio_frontend='asr_tokens' needs frontend_config's asr_prompt_ids and asr_eos_token_id (see from_components).")
         dtype = next(self.encoder.parameters()).dtype
         windows = features.shape[0]
         slots = torch.tensor(self.window_slots(mask), device=features.device)
@@ -215,7 +171,8 @@ class AsrTokensFrontEnd(AudioFrontEnd):
         multi = (cost[slot_of] > 1).unsqueeze(-1)
         return embeddings + torch.where(multi, hard, soft).to(embeddings.dtype)
 
-    def forward(self, input_features, input_features_mask, audio_window_clip, audio_spans=None, token_table=None):
+    def forward(self, audio_inputs, audio_inputs_mask, audio_window_clip, audio_spans=None, token_table=None):
+        input_features, input_features_mask = audio_inputs, audio_inputs_mask
         step = max(1, self.config.encoder_forward_batch)
         states, tokens, tops = [], [], []
         for i in range(0, input_features.shape[0], step):
@@ -238,4 +195,4 @@ class AsrTokensFrontEnd(AudioFrontEnd):
         return AudioFrontEndOutput(embeddings=padded, fill_mask=fill, token_ids=tuple(per_clip_tokens))
 
 
-__all__ = ["AsrTokensFrontEnd", "TokenMixtureProjector", "window_token_slots"]
+__all__ = ["AsrTokensFrontEnd", "TokenMixtureProjector"]

@@ -2,9 +2,9 @@
 
 A front end turns the processor's encoder windows into, for every clip, exactly as many LLM-space embeddings as
 the processor wrote ``<|audio|>`` placeholders for (``AudioLayout.num_embeddings``, which asks the front end's
-own ``num_embeddings``), plus a fill mask: which of those slots hold audio (the model masks the others out of
-attention and position ids). The model picks one front end class from ``config.downsample`` (``frontends.py``)
-and never branches on it again.
+own options' ``num_embeddings``: ``frontend_<name>_config.py``), plus a fill mask: which of those slots hold audio
+(the model masks the others out of attention and position ids). The model picks one front end class from
+``config.audio_frontend`` (``frontends.py``) and never branches on it again.
 """
 
 from __future__ import annotations
@@ -17,12 +17,15 @@ from transformers import AutoModel
 from transformers.modeling_outputs import ModelOutput
 from transformers.models.whisper.modeling_whisper import WhisperDecoder, WhisperEncoder, WhisperForConditionalGeneration
 
+from .frontend_config import ASR_DECODER_TYPES, FrontEndConfig
+
 # Facts about encoder architectures, by the audio config's model_type (tables, not branches on checkpoint names):
 # the bare encoder stack of "mel" encoders, the decoder of encoder-decoder ASR models, and the ASR model class
 # that holds both (the cascade's transcriber, rebuilt around this checkpoint's own encoder and decoder).
 MEL_ENCODER_CLASSES = {"whisper": WhisperEncoder}
 ASR_DECODER_CLASSES = {"whisper": WhisperDecoder}
 ASR_MODEL_CLASSES = {"whisper": WhisperForConditionalGeneration}
+assert set(ASR_DECODER_CLASSES) == set(ASR_DECODER_TYPES) == set(ASR_MODEL_CLASSES)  # the options' table, by name
 
 
 @dataclass
@@ -118,40 +121,25 @@ def group_by_clip(parts: list[torch.Tensor], audio_window_clip: torch.Tensor) ->
 class AudioFrontEnd(nn.Module):
     """The interface: a speech encoder plus whatever turns its windows into the LLM's audio embeddings.
 
-    Subclasses set ``name`` (the ``config.downsample`` value that picks them), implement ``num_embeddings``
-    (pure arithmetic: the processor calls it through ``AudioLayout.num_embeddings``) and ``forward``.
+    Subclasses set ``config_class`` (their options class, ``frontend_<name>_config.py``: its ``name`` is the
+    ``config.audio_frontend`` value that picks them and its ``num_embeddings`` the count the processor writes) and
+    implement ``forward``. ``self.options`` holds the model's options of this front end.
     """
 
-    name: str = ""
-    pad_windows: bool = False  # the processor pads every window's features to the full window
-    needs_spans: bool = False  # the processor needs ``audio_spans`` for each clip
+    config_class: type[FrontEndConfig] = FrontEndConfig
     encoder_trainable: bool = True  # whether a gradient reaches the encoder (training may adapt it)
 
-    @classmethod
-    def check_config(cls, config) -> None:
-        """Raise ValueError when ``config`` cannot be served by this front end."""
-
-    @classmethod
-    def keeps_asr_decoder(cls, config) -> bool:
-        """Whether the front end holds the ASR decoder of an encoder-decoder encoder (``config.keep_asr_decoder``:
-        so that the checkpoint can transcribe for the cascade)."""
-        return bool(config.keep_asr_decoder)
-
-    @classmethod
-    def num_embeddings(cls, layout, num_samples: int, num_spans: int | None = None) -> int:
-        raise NotImplementedError
-
-    @classmethod
-    def options_from_asr_model(cls, asr_model) -> dict:
-        """Config options this front end reads from a pretrained ASR model (e.g. how it decodes)."""
-        return {}
+    @property
+    def name(self) -> str:
+        return self.config_class.name
 
     def __init__(self, config):
         super().__init__()
         self.config = config
+        self.options = config.frontend_options
         self.layout = config.audio_layout()
         self.encoder = build_encoder(config.audio_config)
-        if self.keeps_asr_decoder(config):
+        if config.has_asr_decoder:
             self.asr_decoder = ASR_DECODER_CLASSES[config.audio_config.model_type](config.audio_config)
 
     def adopt(self, asr_model) -> None:
@@ -162,7 +150,7 @@ class AudioFrontEnd(nn.Module):
         elif getattr(encoder, "base_model", None) is not None and encoder.base_model is not encoder:
             encoder = encoder.base_model  # CTC heads (HuBERT / wav2vec2)
         self.encoder = encoder
-        if self.keeps_asr_decoder(self.config):
+        if self.config.has_asr_decoder:
             if not hasattr(asr_model, "get_decoder"):
                 raise ValueError(f"{self.name}: keeping the ASR decoder needs an encoder-decoder ASR model (e.g. WhisperForConditionalGeneration).")
             self.asr_decoder = asr_model.get_decoder()
@@ -174,23 +162,26 @@ class AudioFrontEnd(nn.Module):
         """A fresh projector (pretrained parts are loaded, never initialised here)."""
         self.projector.init_weights(std)
 
-    def forward(self, input_features, input_features_mask, audio_window_clip, audio_spans=None,
+    def forward(self, audio_inputs, audio_inputs_mask, audio_window_clip, audio_spans=None,
                 token_table: torch.Tensor | None = None) -> AudioFrontEndOutput:
+        """``audio_inputs``: the processor's windows (``input_features``: mel features, or ``input_values``: the raw
+        waveform; see ``AudioLayout.feature_kind``) with their mask (``input_features_mask``)."""
         raise NotImplementedError
 
-    # ---- two stages, for training from cached features (training/feature_cache.py) ------------------
-    # A front end whose work splits into a parameter-free-after-the-encoder stage (``audio_features``) and a
-    # trainable stage (``embed_features``) sets ``cacheable``: with a frozen encoder, stage 1 is computed once per
-    # clip and stored, and training runs stage 2 only. ``forward`` is exactly stage 2 of stage 1.
+    # ---- two stages, for training from cached encoder states (training/feature_cache.py) ---------------
+    # A front end whose work splits into a stage without trainable parameters after the encoder
+    # (``encoder_states``) and a trainable stage (``embed_encoder_states``) sets ``cacheable``: with a frozen
+    # encoder, stage 1 is computed once per clip and stored, and training runs stage 2 only. ``forward`` is exactly
+    # stage 2 of stage 1.
     cacheable: bool = False
 
-    def audio_features(self, input_features, input_features_mask, audio_window_clip, audio_spans=None) -> list[torch.Tensor]:
+    def encoder_states(self, audio_inputs, audio_inputs_mask, audio_window_clip, audio_spans=None) -> list[torch.Tensor]:
         """Stage 1: per clip, a (steps, dim) tensor that depends only on the encoder and the audio."""
-        raise NotImplementedError(f"downsample={self.name!r} does not split into cacheable stages")
+        raise NotImplementedError(f"audio_frontend={self.name!r} does not split into cacheable stages")
 
-    def embed_features(self, features: list[torch.Tensor], num_samples: list[int]) -> AudioFrontEndOutput:
-        """Stage 2: per-clip stage-1 features (and each clip's sample count) -> the front end's output."""
-        raise NotImplementedError(f"downsample={self.name!r} does not split into cacheable stages")
+    def embed_encoder_states(self, states: list[torch.Tensor], num_samples: list[int]) -> AudioFrontEndOutput:
+        """Stage 2: per-clip stage-1 states (and each clip's sample count) -> the front end's output."""
+        raise NotImplementedError(f"audio_frontend={self.name!r} does not split into cacheable stages")
 
     adapter_lora_scope: str | None = None  # a pretrained module between encoder and LLM that LoRA may adapt
 
@@ -203,12 +194,12 @@ class AudioFrontEnd(nn.Module):
         """The modules stage 1 runs (a cache of its output is valid only while none of them trains)."""
         return [self.encoder]
 
-    def encoder_frames(self, input_features, input_features_mask, audio_window_clip) -> list[torch.Tensor]:
+    def encoder_frames(self, audio_inputs, audio_inputs_mask, audio_window_clip) -> list[torch.Tensor]:
         """Per window (window order), the encoder's valid frames."""
         step = max(1, self.config.encoder_forward_batch)
         parts = []
-        for i in range(0, input_features.shape[0], step):
-            hidden, n = self.encode_windows(input_features[i : i + step], input_features_mask[i : i + step])
+        for i in range(0, audio_inputs.shape[0], step):
+            hidden, n = self.encode_windows(audio_inputs[i : i + step], audio_inputs_mask[i : i + step])
             parts.extend(hidden[j, : int(n[j])] for j in range(hidden.shape[0]))
         return parts
 
@@ -216,10 +207,10 @@ class AudioFrontEnd(nn.Module):
         """Encoder frames for a batch of padded windows: (windows, frames, dim) and valid frame counts."""
         layout, encoder = self.layout, self.encoder
         sample_lengths = mask.sum(-1)
-        scale = layout.mel_hop_length if layout.frontend == "mel" else 1
+        scale = layout.mel_hop_length if layout.feature_kind == "mel" else 1
         frame_lengths = torch.tensor([layout.encoder_frames(int(n) * scale) for n in sample_lengths.tolist()], device=features.device)
         dtype = next(encoder.parameters()).dtype
-        if layout.frontend == "mel":
+        if layout.feature_kind == "mel":
             return whisper_window_states(encoder, features.to(dtype), mask.to(dtype), frame_lengths, self.training), frame_lengths
         if getattr(encoder.config, "feat_extract_norm", "layer") == "group":
             # Group norm spans time: padding would change the result, so such encoders see each window alone.
@@ -232,7 +223,9 @@ class AudioFrontEnd(nn.Module):
 
 
 class EncoderFramesFrontEnd(AudioFrontEnd):
-    """The paper's route: encoder frames of each clip (windows concatenated), downsampled, linearly projected."""
+    """The paper's route: encoder frames of each clip (windows concatenated), downsampled, linearly projected.
+
+    Subclasses give their options class (a ``FramesConfig``: ``downsampled_length``) and ``downsample``."""
 
     def __init__(self, config):
         super().__init__(config)
@@ -242,39 +235,31 @@ class EncoderFramesFrontEnd(AudioFrontEnd):
     def projector_input_size(cls, config) -> int:
         return config.audio_config.hidden_size
 
-    @classmethod
-    def num_embeddings(cls, layout, num_samples: int, num_spans: int | None = None) -> int:
-        return cls.downsampled_length(layout, layout.clip_frames(num_samples), num_spans)
-
-    @classmethod
-    def downsampled_length(cls, layout, frames: int, num_spans: int | None) -> int:
-        raise NotImplementedError
-
     def downsample(self, frames: torch.Tensor, lengths: torch.Tensor, counts: list[int], spans) -> torch.Tensor:
         """(clips, frames, dim) with valid ``lengths`` -> (clips, max(counts), dim')."""
         raise NotImplementedError
 
     cacheable = True
 
-    def audio_features(self, input_features, input_features_mask, audio_window_clip, audio_spans=None):
+    def encoder_states(self, audio_inputs, audio_inputs_mask, audio_window_clip, audio_spans=None):
         """Stage 1: each clip's encoder frames (windows concatenated), downsampled (parameter-free)."""
-        per_clip = group_by_clip(self.encoder_frames(input_features, input_features_mask, audio_window_clip), audio_window_clip)
-        lengths = torch.tensor([p.shape[0] for p in per_clip], device=input_features.device)
+        per_clip = group_by_clip(self.encoder_frames(audio_inputs, audio_inputs_mask, audio_window_clip), audio_window_clip)
+        lengths = torch.tensor([p.shape[0] for p in per_clip], device=audio_inputs.device)
         frames = nn.utils.rnn.pad_sequence(per_clip, batch_first=True)
-        counts = [self.downsampled_length(self.layout, int(n), None if audio_spans is None else int((audio_spans[i, :, 0] >= 0).sum()))
+        counts = [self.options.downsampled_length(self.layout, int(n), None if audio_spans is None else int((audio_spans[i, :, 0] >= 0).sum()))
                   for i, n in enumerate(lengths.tolist())]
         down = self.downsample(frames, lengths, counts, audio_spans)
         return [down[i, :n] for i, n in enumerate(counts)]
 
-    def embed_features(self, features, num_samples=None):
+    def embed_encoder_states(self, states, num_samples=None):
         """Stage 2: the projector."""
-        projected = self.projector(nn.utils.rnn.pad_sequence(list(features), batch_first=True))
-        counts = [f.shape[0] for f in features]
+        projected = self.projector(nn.utils.rnn.pad_sequence(list(states), batch_first=True))
+        counts = [f.shape[0] for f in states]
         return AudioFrontEndOutput(embeddings=tuple(projected[i, :n] for i, n in enumerate(counts)),
                                    fill_mask=tuple(torch.ones(n, dtype=torch.bool, device=projected.device) for n in counts))
 
-    def forward(self, input_features, input_features_mask, audio_window_clip, audio_spans=None, token_table=None):
-        return self.embed_features(self.audio_features(input_features, input_features_mask, audio_window_clip, audio_spans))
+    def forward(self, audio_inputs, audio_inputs_mask, audio_window_clip, audio_spans=None, token_table=None):
+        return self.embed_encoder_states(self.encoder_states(audio_inputs, audio_inputs_mask, audio_window_clip, audio_spans))
 
 
 __all__ = ["AudioFrontEnd", "AudioFrontEndOutput", "AudioProjector", "EncoderFramesFrontEnd", "span_means", "whisper_window_states"]

@@ -1,4 +1,4 @@
-"""``downsample="qformer"``: a querying transformer initialised from Whisper's decoder (after DiVA, Held et al. 2025).
+"""``audio_frontend="qformer"``: a querying transformer initialised from Whisper's decoder (after DiVA, Held et al. 2025).
 
 Whisper's decoder has learned to read Whisper's encoder through cross-attention. Here a fixed set of learned query
 vectors takes the place of its text tokens: in one non-autoregressive pass (all queries at once, the decoder's
@@ -7,52 +7,32 @@ at every query is projected into the LLM. Nothing is decoded from the audio: the
 
 A window gets ``max(1, ceil(qformer_queries * f / F))`` queries, ``f`` its feature frames and ``F`` a full window's
 (``qformer_queries`` per full 30 s window: the count follows the audio's length, as the pooled routes' does); a
-clip's embeddings are its windows' in order.
+clip's embeddings are its windows' in order. Options: ``frontend_qformer_config.QFormerConfig``.
 """
 
 from __future__ import annotations
 
 import copy
-import math
 
 import torch
 from torch import nn
 
 from .frontend_base import ASR_DECODER_CLASSES, AudioFrontEnd, AudioFrontEndOutput, AudioProjector, group_by_clip
+from .frontend_qformer_config import QFormerConfig
 
 # Seed of the queries' initialisation when the decoder is adopted from a pretrained ASR model (same build, same model).
 QUERY_INIT_SEED = 0
 
 
 class QFormerFrontEnd(AudioFrontEnd):
-    name = "qformer"
+    config_class = QFormerConfig
     cacheable = True
-
-    @classmethod
-    def check_config(cls, config) -> None:
-        if config.audio_config.model_type not in ASR_DECODER_CLASSES:
-            raise ValueError(
-                f"downsample='qformer' reads the encoder with its ASR decoder (Whisper); the audio encoder is "
-                f"{config.audio_config.model_type!r}."
-            )
-        most = int(getattr(config.audio_config, "max_target_positions", 448))
-        if not 1 <= config.qformer_queries <= most:
-            raise ValueError(f"qformer_queries must be between 1 and the decoder's {most} positions, got {config.qformer_queries}.")
-
-    @classmethod
-    def queries_for(cls, layout, audio_frames: int) -> int:
-        """Queries of a window whose audio fills ``audio_frames`` feature frames (the processor's feature mask)."""
-        return max(1, math.ceil(layout.queries_per_window * audio_frames / layout.audio_frames(layout.window_samples)))
-
-    @classmethod
-    def num_embeddings(cls, layout, num_samples: int, num_spans: int | None = None) -> int:
-        return sum(cls.queries_for(layout, layout.audio_frames(end - start)) for start, end in layout.split_windows(num_samples))
 
     def __init__(self, config):
         super().__init__(config)
         d = config.audio_config.d_model
         self.qformer = self._strip(ASR_DECODER_CLASSES[config.audio_config.model_type](config.audio_config))
-        self.queries = nn.Parameter(torch.randn(config.qformer_queries, d) * 0.02)
+        self.queries = nn.Parameter(torch.randn(self.options.qformer_queries, d) * 0.02)
         self.projector = AudioProjector(config, d)
 
     @staticmethod
@@ -65,12 +45,12 @@ class QFormerFrontEnd(AudioFrontEnd):
         decoder's mean token embedding plus noise at the embeddings' own spread (seeded)."""
         super().adopt(asr_model)
         if not hasattr(asr_model, "get_decoder"):
-            raise ValueError("downsample='qformer' needs an encoder-decoder ASR model (e.g. WhisperForConditionalGeneration).")
+            raise ValueError("audio_frontend='qformer' needs an encoder-decoder ASR model (e.g. WhisperForConditionalGeneration).")
         decoder = asr_model.get_decoder()
         tokens = decoder.embed_tokens.weight.detach()
         self.qformer = self._strip(copy.deepcopy(decoder))
         generator = torch.Generator().manual_seed(QUERY_INIT_SEED)
-        noise = torch.randn(self.config.qformer_queries, tokens.shape[1], generator=generator)
+        noise = torch.randn(self.options.qformer_queries, tokens.shape[1], generator=generator)
         init = tokens.float().mean(0) + noise * tokens.float().std(0)
         self.queries = nn.Parameter(init.to(device=tokens.device, dtype=tokens.dtype))
 
@@ -103,28 +83,28 @@ class QFormerFrontEnd(AudioFrontEnd):
                                    fill_mask=tuple(torch.ones(p.shape[0], dtype=torch.bool, device=p.device) for p in projected))
 
     # ---- stages ---------------------------------------------------------------------------------------
-    def audio_features(self, input_features, input_features_mask, audio_window_clip, audio_spans=None):
+    def encoder_states(self, audio_inputs, audio_inputs_mask, audio_window_clip, audio_spans=None):
         """Stage 1: each clip's encoder frames, its windows concatenated in order."""
-        return group_by_clip(self.encoder_frames(input_features, input_features_mask, audio_window_clip), audio_window_clip)
+        return group_by_clip(self.encoder_frames(audio_inputs, audio_inputs_mask, audio_window_clip), audio_window_clip)
 
-    def embed_features(self, features, num_samples):
+    def embed_encoder_states(self, states, num_samples):
         """Stage 2: the queries read each window of each clip (window bounds from the clip's sample count)."""
         layout, per_clip = self.layout, []
-        for frames, n in zip(features, num_samples):
+        for frames, n in zip(states, num_samples):
             parts, at = [], 0
             for start, end in layout.split_windows(int(n)):
                 count = layout.encoder_frames(end - start)
-                parts.append(self.read_window(frames[at : at + count], self.queries_for(layout, layout.audio_frames(end - start))))
+                parts.append(self.read_window(frames[at : at + count], self.options.queries_for(layout, layout.audio_frames(end - start))))
                 at += count
             if at != frames.shape[0]:
                 raise ValueError(f"A clip of {int(n)} samples has {frames.shape[0]} encoder frames; its windows hold {at}.")
             per_clip.append(torch.cat(parts))
         return self._project(per_clip)
 
-    def forward(self, input_features, input_features_mask, audio_window_clip, audio_spans=None, token_table=None):
-        windows = self.encoder_frames(input_features, input_features_mask, audio_window_clip)
-        read = [self.read_window(frames, self.queries_for(self.layout, int(n)))
-                for frames, n in zip(windows, input_features_mask.sum(-1).tolist())]
+    def forward(self, audio_inputs, audio_inputs_mask, audio_window_clip, audio_spans=None, token_table=None):
+        windows = self.encoder_frames(audio_inputs, audio_inputs_mask, audio_window_clip)
+        read = [self.read_window(frames, self.options.queries_for(self.layout, int(n)))
+                for frames, n in zip(windows, audio_inputs_mask.sum(-1).tolist())]
         return self._project(group_by_clip(read, audio_window_clip))
 
 

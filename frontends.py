@@ -1,24 +1,28 @@
-"""The registry of audio front ends: ``config.downsample`` -> the class that hears (one line each).
+"""The registry of audio front-end modules: ``config.audio_frontend`` -> the class that hears (one line each).
 
-Adding a front end: one new ``frontend_<name>.py`` with an :class:`~frontend_base.AudioFrontEnd` subclass, and
-its line here. The configuration (validation, embedding counts) and the model read only this table.
+A front end is two flat files at the root: ``frontend_<name>_config.py`` (its options class: fields, defaults,
+checks, the ``num_embeddings`` arithmetic; no torch), registered in ``FRONTEND_CONFIGS``
+(``configuration_audio_minichat.py``), and ``frontend_<name>.py`` (the ``nn.Module``, whose ``config_class`` is that
+options class), registered here. The model reads only this table.
 """
 
 from __future__ import annotations
 
+from .configuration_audio_minichat import frontend_config_class
 from .frontend_asr_tokens import AsrTokensFrontEnd
 from .frontend_ctc_pool import CtcPoolFrontEnd
 from .frontend_pool import PoolFrontEnd
 from .frontend_qformer import QFormerFrontEnd
 from .frontend_stack import StackFrontEnd
 
-AUDIO_FRONTENDS = {cls.name: cls for cls in (PoolFrontEnd, StackFrontEnd, CtcPoolFrontEnd, AsrTokensFrontEnd, QFormerFrontEnd)}
+AUDIO_FRONTENDS = {cls.config_class.name: cls for cls in (PoolFrontEnd, StackFrontEnd, CtcPoolFrontEnd, AsrTokensFrontEnd, QFormerFrontEnd)}
 
 
 def frontend_class(name: str):
-    """The front end class registered as ``name`` (a ValueError naming the choices otherwise)."""
+    """The front-end module class registered as ``name`` (a ValueError naming the choices otherwise)."""
+    frontend_config_class(name)  # an unknown name: the options registry's error
     if name not in AUDIO_FRONTENDS:
-        raise ValueError(f"downsample must be one of {tuple(AUDIO_FRONTENDS)}, got {name!r}.")
+        raise ValueError(f"audio_frontend {name!r} has options (FRONTEND_CONFIGS) but no module in frontends.py.")
     return AUDIO_FRONTENDS[name]
 
 

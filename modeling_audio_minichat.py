@@ -1,6 +1,6 @@
 """AudioMiniChat: an audio front end -> embeddings in a frozen causal LLM's prompt.
 
-The model follows Kang & Roy (Interspeech 2024): a front end (``config.downsample``, one class each, see
+The model follows Kang & Roy (Interspeech 2024): a front end (``config.audio_frontend``, one class each, see
 ``frontends.py``) turns speech into LLM-space embeddings — encoder frames average-pooled, stacked or pooled over
 spans and projected (the paper), or Whisper's decoding read as token embeddings — and the model writes them into
 the positions of the ``<|audio|>`` placeholder tokens of a chat prompt.
@@ -18,16 +18,16 @@ from transformers.generation.logits_process import NoRepeatNGramLogitsProcessor
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .audio_lora import AudioGate, AudioLoRA
-from .configuration_audio_minichat import AudioMiniChatConfig
+from .configuration_audio_minichat import (DEFAULT_FRONTEND, PIPELINE_TASK, AudioMiniChatConfig, frontend_config_class,
+                                           upgrade_legacy_keys)
 from .frontend_base import ASR_MODEL_CLASSES, AudioFrontEnd, AudioFrontEndOutput
 from .frontends import frontend_class
 
-AUDIO_INPUT_NAMES = ("input_features", "input_features_mask", "audio_window_clip", "audio_spans",
-                     "audio_features", "audio_feature_lengths", "audio_num_samples")
+# the processor's audio inputs: mel features (input_features) or, for waveform encoders, the raw samples (input_values)
+AUDIO_INPUT_NAMES = ("input_features", "input_features_mask", "input_values", "input_values_mask", "audio_window_clip", "audio_spans")
 # Remote-code files the model's own imports do not reach but a checkpoint needs: the pipeline
 # (``pipeline(model=dir, trust_remote_code=True)``). Copied beside the model's code on save, never imported here.
 EXTRA_REMOTE_CODE = ("pipeline_audio_minichat.py",)
-PIPELINE_TASK = "audio-minichat"
 
 
 class AnswerNoRepeatNGram(LogitsProcessor):
@@ -71,7 +71,7 @@ class AudioMiniChatForConditionalGeneration(AudioMiniChatPreTrainedModel, Genera
 
     def __init__(self, config: AudioMiniChatConfig):
         super().__init__(config)
-        self.audio_frontend = frontend_class(config.downsample)(config)
+        self.audio_frontend = frontend_class(config.audio_frontend)(config)
         self.language_model = AutoModelForCausalLM.from_config(config.text_config)
         self.audio_gate = AudioGate()
         self.audio_lora = None
@@ -114,40 +114,56 @@ class AudioMiniChatForConditionalGeneration(AudioMiniChatPreTrainedModel, Genera
         self.language_model.set_output_embeddings(value)
 
     # ---- audio ------------------------------------------------------------------------------------
-    def get_audio_features(self, input_features, input_features_mask, audio_window_clip, audio_spans=None) -> AudioFrontEndOutput:
+    def _audio_inputs(self, input_features, input_features_mask, input_values, input_values_mask):
+        """The processor's encoder windows and their mask: ``input_features`` (mel features) or, for encoders that
+        read the waveform, ``input_values`` (``config.feature_kind``); ``(None, None)`` without audio."""
+        name, other = ("input_features", "input_values") if self.config.feature_kind == "mel" else ("input_values", "input_features")
+        given = {"input_features": (input_features, input_features_mask), "input_values": (input_values, input_values_mask)}
+        if given[other][0] is not None:
+            raise ValueError(f"This model's encoder ({self.config.audio_config.model_type}) reads {name}, not {other}: build "
+                             "inputs with the processor of this model.")
+        return given[name]
+
+    def get_audio_features(self, input_features=None, input_features_mask=None, audio_window_clip=None, audio_spans=None,
+                           input_values=None, input_values_mask=None) -> AudioFrontEndOutput:
         """The front end's output: per clip as many embeddings as the clip has placeholders, and which hold audio."""
-        if input_features_mask is None or audio_window_clip is None:
-            raise ValueError("input_features need input_features_mask and audio_window_clip (use AudioMiniChatProcessor).")
-        return self.audio_frontend(input_features, input_features_mask, audio_window_clip, audio_spans,
-                                   token_table=self.get_input_embeddings().weight)
+        audio, mask = self._audio_inputs(input_features, input_features_mask, input_values, input_values_mask)
+        if audio is None or mask is None or audio_window_clip is None:
+            raise ValueError("Audio inputs need their mask and audio_window_clip (use AudioMiniChatProcessor).")
+        return self.audio_frontend(audio, mask, audio_window_clip, audio_spans, token_table=self.get_input_embeddings().weight)
 
     def embed_inputs(self, input_ids, input_features=None, input_features_mask=None, audio_window_clip=None, audio_spans=None,
-                     attention_mask=None, audio_features=None, audio_feature_lengths=None, audio_num_samples=None,
+                     attention_mask=None, input_values=None, input_values_mask=None,
                      ) -> tuple[torch.Tensor, torch.Tensor | None, AudioFrontEndOutput | None]:
         """Token embeddings with each run of audio placeholders replaced by its clip's embeddings.
 
         Returns ``(inputs_embeds, attention_mask, audio)``: the mask is the given one with the slots the front end
         left unfilled masked out (their positions are then skipped by the position ids too, so the LLM sees exactly
         the filled embeddings); ``audio`` is the front end's output (None without audio).
-
-        ``audio_features`` (clips, steps, dim) with ``audio_feature_lengths`` and ``audio_num_samples`` (clips,) take
-        the place of ``input_features``: the front end's stage-1 output computed once and cached (training from
-        cached features, ``training/feature_cache.py``); only its trainable stage runs here.
         """
+        audio = None
+        if input_features is not None or input_values is not None:
+            audio = self.get_audio_features(input_features, input_features_mask, audio_window_clip, audio_spans,
+                                            input_values, input_values_mask)
+        return self._place_audio(input_ids, attention_mask, audio)
+
+    def _embed_encoder_states(self, input_ids, attention_mask, encoder_states, encoder_state_lengths, audio_num_samples):
+        """For training from cached encoder states (``training/feature_cache.py``): :meth:`embed_inputs` with the
+        front end's stage 1 computed once and stored: ``encoder_states`` (clips, steps, dim) with
+        ``encoder_state_lengths`` and ``audio_num_samples`` (clips,); only the trainable stage 2 runs here."""
+        per_clip = [encoder_states[i, : int(n)] for i, n in enumerate(encoder_state_lengths.tolist())]
+        audio = self.audio_frontend.embed_encoder_states(per_clip, [int(n) for n in audio_num_samples.tolist()])
+        return self._place_audio(input_ids, attention_mask, audio)
+
+    def _place_audio(self, input_ids, attention_mask, audio: AudioFrontEndOutput | None):
+        """The prompt's token embeddings with the placeholders holding ``audio``'s embeddings (see embed_inputs)."""
         placeholder = input_ids == self.config.audio_token_id
         embeds = self.get_input_embeddings()(input_ids.masked_fill(placeholder, 0))
         n_placeholders = int(placeholder.sum())
-        if audio_features is not None:
-            if audio_feature_lengths is None or audio_num_samples is None:
-                raise ValueError("audio_features need audio_feature_lengths and audio_num_samples (training.feature_cache).")
-            per_clip = [audio_features[i, : int(n)] for i, n in enumerate(audio_feature_lengths.tolist())]
-            audio = self.audio_frontend.embed_features(per_clip, [int(n) for n in audio_num_samples.tolist()])
-        elif input_features is None:
+        if audio is None:
             if n_placeholders:
                 raise ValueError(f"input_ids hold {n_placeholders} audio placeholder tokens but no audio features were given.")
             return embeds, attention_mask, None
-        else:
-            audio = self.get_audio_features(input_features, input_features_mask, audio_window_clip, audio_spans)
         values, filled = torch.cat(audio.embeddings), torch.cat(audio.fill_mask)
         if values.shape[0] != n_placeholders:
             raise ValueError(
@@ -173,29 +189,24 @@ class AudioMiniChatForConditionalGeneration(AudioMiniChatPreTrainedModel, Genera
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         output_audio_embeddings: bool = False,
-        audio_features: torch.Tensor | None = None,
-        audio_feature_lengths: torch.Tensor | None = None,
-        audio_num_samples: torch.Tensor | None = None,
+        input_values: torch.Tensor | None = None,
+        input_values_mask: torch.Tensor | None = None,
         **kwargs,
     ):
         """The LLM's output on the prompt with audio embedded; ``output_audio_embeddings=True`` adds each clip's
-        filled audio embeddings (``audio_embeddings``, clip order) and ASR tokens where the front end reads them."""
+        filled audio embeddings (``audio_embeddings``, clip order) and ASR tokens where the front end reads them.
+        Audio comes as the processor gives it: ``input_features`` (mel) or ``input_values`` (waveform encoders)."""
+        audio = dict(input_features=input_features, input_features_mask=input_features_mask, input_values=input_values,
+                     input_values_mask=input_values_mask, audio_window_clip=audio_window_clip, audio_spans=audio_spans)
         with self.audio_gate.open(self._audio_rows(input_ids)):
-            return self._forward(input_ids, attention_mask, input_features, input_features_mask, audio_window_clip, audio_spans,
-                                 inputs_embeds, labels, output_audio_embeddings, audio_features, audio_feature_lengths,
-                                 audio_num_samples, **kwargs)
+            return self._forward(input_ids, attention_mask, audio, inputs_embeds, labels, output_audio_embeddings, **kwargs)
 
-    def _forward(self, input_ids, attention_mask, input_features, input_features_mask, audio_window_clip, audio_spans,
-                 inputs_embeds, labels, output_audio_embeddings, audio_features, audio_feature_lengths, audio_num_samples,
-                 **kwargs):
+    def _forward(self, input_ids, attention_mask, audio_inputs: dict, inputs_embeds, labels, output_audio_embeddings, **kwargs):
         audio = None
         if inputs_embeds is None:
             if input_ids is None:
                 raise ValueError("Pass input_ids (from AudioMiniChatProcessor) or inputs_embeds.")
-            inputs_embeds, attention_mask, audio = self.embed_inputs(
-                input_ids, input_features, input_features_mask, audio_window_clip, audio_spans, attention_mask=attention_mask,
-                audio_features=audio_features, audio_feature_lengths=audio_feature_lengths, audio_num_samples=audio_num_samples,
-            )
+            inputs_embeds, attention_mask, audio = self.embed_inputs(input_ids, attention_mask=attention_mask, **audio_inputs)
         num_items_in_batch = kwargs.pop("num_items_in_batch", None)
         context = getattr(self.config.text_config, "max_position_embeddings", None)
         if context is not None and attention_mask is not None and attention_mask.shape[-1] > context:
@@ -216,10 +227,19 @@ class AudioMiniChatForConditionalGeneration(AudioMiniChatPreTrainedModel, Genera
                                           audio_token_ids=None if audio is None else audio.token_ids)
         return outputs
 
+    def prompt_for_generation(self, input_ids, attention_mask=None, **audio_inputs) -> tuple[dict, AudioFrontEndOutput | None]:
+        """What :meth:`generate` starts from: ``{"input_ids", "attention_mask"}`` plus, for a prompt with audio (the
+        processor's ``AUDIO_INPUT_NAMES``), its ``inputs_embeds`` (the audio embedded once, unfilled slots masked
+        out); and the front end's output (None without audio: e.g. the ASR tokens it read)."""
+        if audio_inputs.get("input_features") is None and audio_inputs.get("input_values") is None:
+            return {"input_ids": input_ids, "attention_mask": attention_mask}, None
+        inputs_embeds, attention_mask, audio = self.embed_inputs(input_ids, attention_mask=attention_mask, **audio_inputs)
+        return {"input_ids": input_ids, "inputs_embeds": inputs_embeds, "attention_mask": attention_mask}, audio
+
     def generate(self, input_ids=None, attention_mask=None, input_features=None, input_features_mask=None,
-                 audio_window_clip=None, audio_spans=None, **kwargs):
-        """``GenerationMixin.generate`` on prompts with audio: the prompt is embedded here, once, and generation
-        keeps the attention mask that hides unfilled audio slots.
+                 audio_window_clip=None, audio_spans=None, input_values=None, input_values_mask=None, **kwargs):
+        """``GenerationMixin.generate`` on prompts with audio: the prompt is embedded here, once
+        (:meth:`prompt_for_generation`), and generation keeps the attention mask that hides unfilled audio slots.
 
         ``answer_no_repeat_ngram_size`` (a call argument or a field of the generation config): no n-gram repeats
         within the answer itself. Unlike ``no_repeat_ngram_size`` it leaves the prompt out, so an answer may still
@@ -230,12 +250,11 @@ class AudioMiniChatForConditionalGeneration(AudioMiniChatPreTrainedModel, Genera
                 [*kwargs.get("logits_processor", []), AnswerNoRepeatNGram(int(size), input_ids.shape[1])])
         # the audio adapter (if any) stays on for the rows whose prompt holds audio, for every step of the answer
         with self.audio_gate.open(self._audio_rows(input_ids)):
-            if input_features is None:
-                return super().generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-            inputs_embeds, attention_mask, _ = self.embed_inputs(
-                input_ids, input_features, input_features_mask, audio_window_clip, audio_spans, attention_mask=attention_mask
-            )
-            return super().generate(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs)
+            prompt, _ = self.prompt_for_generation(
+                input_ids, attention_mask, input_features=input_features, input_features_mask=input_features_mask,
+                input_values=input_values, input_values_mask=input_values_mask, audio_window_clip=audio_window_clip,
+                audio_spans=audio_spans)
+            return super().generate(**prompt, **kwargs)
 
     def prepare_inputs_for_generation(self, *args, inputs_embeds=None, is_first_iteration: bool | None = False, **kwargs):
         """Audio goes in with the prompt only (``inputs_embeds``, embedded once by :meth:`generate`)."""
@@ -271,8 +290,9 @@ class AudioMiniChatForConditionalGeneration(AudioMiniChatPreTrainedModel, Genera
         ``audio_encoder`` may be a full ASR model (e.g. ``WhisperForConditionalGeneration`` or ``HubertForCTC``):
         the front end takes the parts it reads. The projector is freshly initialised.
         """
-        frontend = frontend_class(config_kwargs.get("downsample", "pool"))
-        config_kwargs = {**frontend.options_from_asr_model(audio_encoder), **config_kwargs}
+        config_kwargs = upgrade_legacy_keys(config_kwargs)
+        options = frontend_config_class(config_kwargs.get("audio_frontend") or DEFAULT_FRONTEND)
+        config_kwargs["frontend_config"] = {**options.from_asr_model(audio_encoder), **(config_kwargs.get("frontend_config") or {})}
         if getattr(audio_encoder, "generation_config", None) is not None and hasattr(audio_encoder, "get_decoder"):
             config_kwargs.setdefault("asr_generation_config", audio_encoder.generation_config.to_dict())
         encoder = audio_encoder.get_encoder() if hasattr(audio_encoder, "get_encoder") else getattr(audio_encoder, "base_model", audio_encoder)

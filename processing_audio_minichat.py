@@ -5,23 +5,26 @@ One place decides each thing:
   tokenizer's chat template, or a MiniChat-style template the processor supplies when the tokenizer has none,
   after each message's content parts are flattened: text parts and one ``<|audio|>`` per audio part, joined
   with newlines); :meth:`AudioMiniChatProcessor.build_prompt` is a thin layer over it;
-- the number of ``<|audio|>`` tokens a clip gets is ``AudioLayout.num_embeddings`` (configuration module);
+- the number of ``<|audio|>`` tokens a clip gets is the front end's ``num_embeddings`` over the ``AudioLayout``
+  (``frontend_<name>_config.py``, read through the configuration module);
 - the text version of an audio prompt (the distillation teacher's input) is the same prompt with each
   placeholder replaced by its transcript (:meth:`AudioMiniChatProcessor.build_prompt` with ``transcripts``).
 """
 
 from __future__ import annotations
 
-import math
 import os
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 from transformers import BatchFeature, ProcessorMixin
 
-from .configuration_audio_minichat import DEFAULT_AUDIO_TOKEN, AudioLayout
-from .audio_io import AudioDecodeError, read_audio_file
+from .configuration_audio_minichat import DEFAULT_AUDIO_TOKEN, read_audio_layout
+from .processor_kwargs import standard_call_kwargs
+from .audio_io import AudioDecodeError, check_sample_rate, read_audio_file, wav_truncation
+from .audio_spans import span_frames
 
 # MiniChat-3B's format: "<s> [|User|] {prompt} </s>[|Assistant|] {response}</s>"; given to tokenizers with no template.
 MINICHAT_CHAT_TEMPLATE = (
@@ -39,7 +42,11 @@ AUDIO_FILE_HINT = "expected WAV, FLAC, OGG/Opus or MP3, or M4A/AAC with PyAV or 
 
 
 class AudioInputError(ValueError):
-    """Audio that cannot be used (empty, not finite, unreadable, wrong shape)."""
+    """Audio that cannot be used (empty, not finite, unreadable, wrong shape, an unusable sampling rate)."""
+
+
+class AudioTruncatedWarning(UserWarning):
+    """A WAV file whose data is shorter than its header says: what is there is used."""
 
 
 def _describe(source) -> str:
@@ -70,6 +77,9 @@ def load_audio(audio, sampling_rate: int | None = None, target_rate: int = 16000
             audio, sampling_rate = read_audio_file(path, target_rate)
         except AudioDecodeError as exc:
             raise AudioInputError(f"{name}: cannot read audio file {path!r} ({AUDIO_FILE_HINT}): {exc}") from None
+        cut = wav_truncation(path)
+        if cut is not None:
+            warnings.warn(cut, AudioTruncatedWarning, stacklevel=2)
     if isinstance(audio, torch.Tensor):
         audio = audio.detach().cpu().numpy()
     if isinstance(audio, (list, tuple)):
@@ -78,6 +88,11 @@ def load_audio(audio, sampling_rate: int | None = None, target_rate: int = 16000
         raise AudioInputError(f"{name}: unsupported audio type {type(audio).__name__}; expected a path, array or tensor.")
     if sampling_rate is None:
         raise AudioInputError(f"{name}: an audio array needs its sampling_rate.")
+    try:
+        sampling_rate = check_sample_rate(sampling_rate, f"{name}: audio file {os.fspath(source)!r}"
+                                          if isinstance(source, (str, os.PathLike)) else name)
+    except ValueError as exc:
+        raise AudioInputError(str(exc)) from None
     if audio.dtype.kind in "iu":
         info = np.iinfo(audio.dtype)
         scale = 32768.0 if audio.dtype == np.int16 else float(max(abs(info.min), info.max))
@@ -146,7 +161,9 @@ class AudioMiniChatProcessor(ProcessorMixin):
         tokenizer: the LLM's tokenizer; the audio token is added to it if missing.
         chat_template: prompt template; defaults to the tokenizer's, or MiniChat's format if it has none.
         audio_token: the placeholder written where audio goes.
-        audio_layout: ``AudioLayout.to_dict()`` of the model (``config.audio_layout()``); decides how
+        audio_layout: ``AudioLayout.to_dict()`` of the model (``config.audio_layout()``: windows and frames).
+        audio_frontend, frontend_config: the model's front end and its options (``config.audio_frontend``,
+            ``config.frontend_config``); with the layout they decide how
             many placeholder tokens each clip gets.
         max_context_length: the LLM's context length; longer prompts raise a clear error.
     """
@@ -159,6 +176,8 @@ class AudioMiniChatProcessor(ProcessorMixin):
         audio_token: str = DEFAULT_AUDIO_TOKEN,
         audio_layout: dict | None = None,
         max_context_length: int | None = None,
+        audio_frontend: str | None = None,
+        frontend_config: dict | None = None,
     ):
         if tokenizer is None or feature_extractor is None:
             raise ValueError("AudioMiniChatProcessor needs both a feature_extractor and a tokenizer.")
@@ -170,8 +189,10 @@ class AudioMiniChatProcessor(ProcessorMixin):
             tokenizer.pad_token = tokenizer.eos_token
         self.audio_token = audio_token
         self.audio_token_id = tokenizer.convert_tokens_to_ids(audio_token)
-        self.audio_layout = dict(audio_layout)
-        self.layout = AudioLayout.from_dict(self.audio_layout)
+        # an old processor_config.json holds the front end and its options inside audio_layout: read_audio_layout
+        self.layout, self.frontend = read_audio_layout(audio_layout, audio_frontend, frontend_config)
+        self.audio_layout = self.layout.to_dict()
+        self.audio_frontend, self.frontend_config = self.frontend.name, self.frontend.to_dict()
         self.max_context_length = max_context_length
         # The cascade's ASR tokenizer (Whisper's), when the checkpoint transcribes; saved in ASR_TOKENIZER_DIR. Not an
         # __init__ argument: ProcessorMixin would make it a required attribute of every processor.
@@ -188,12 +209,18 @@ class AudioMiniChatProcessor(ProcessorMixin):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        processor = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-        folder = os.path.join(os.fspath(pretrained_model_name_or_path), ASR_TOKENIZER_DIR)
-        if os.path.isdir(folder):
-            from transformers import AutoTokenizer
+        from transformers import AutoTokenizer
 
-            processor.asr_tokenizer = AutoTokenizer.from_pretrained(folder)
+        processor = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        source = os.fspath(pretrained_model_name_or_path)
+        if os.path.isdir(os.path.join(source, ASR_TOKENIZER_DIR)):
+            processor.asr_tokenizer = AutoTokenizer.from_pretrained(os.path.join(source, ASR_TOKENIZER_DIR))
+        elif not os.path.isdir(source):  # a hub id: the cascade's tokenizer is the repository's subfolder, if it has one
+            hub = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only") if k in kwargs}
+            try:
+                processor.asr_tokenizer = AutoTokenizer.from_pretrained(source, subfolder=ASR_TOKENIZER_DIR, **hub)
+            except (OSError, ValueError):
+                processor.asr_tokenizer = None  # a checkpoint that does not transcribe has none
         return processor
 
     @classmethod
@@ -205,6 +232,8 @@ class AudioMiniChatProcessor(ProcessorMixin):
             chat_template=chat_template,
             audio_token=config.audio_token,
             audio_layout=config.audio_layout().to_dict(),
+            audio_frontend=config.audio_frontend,
+            frontend_config=config.frontend_config,
             max_context_length=getattr(config.text_config, "max_position_embeddings", None),
         )
 
@@ -354,7 +383,7 @@ class AudioMiniChatProcessor(ProcessorMixin):
     # ------------------------------------------------------------------------------------------------
     def num_audio_tokens(self, num_samples: int, num_spans: int | None = None) -> int:
         """Placeholder tokens for a clip of ``num_samples`` samples (at the model's sampling rate)."""
-        return self.layout.num_embeddings(num_samples, num_spans)
+        return self.frontend.num_embeddings(self.layout, num_samples, num_spans)
 
     def _features(self, clips: list[np.ndarray]) -> dict:
         """Encoder inputs for every window of every clip, padded to the longest window."""
@@ -387,11 +416,17 @@ class AudioMiniChatProcessor(ProcessorMixin):
         for i, (f, window) in enumerate(zip(feats, windows)):
             padded[i, ..., : f.shape[-1]] = f
             mask[i, : self.layout.audio_frames(window.shape[0])] = 1
+        key = self.audio_input_name  # as transformers names them: mel features, or the waveform's samples
         return {
-            "input_features": torch.from_numpy(padded),
-            "input_features_mask": torch.from_numpy(mask),
+            key: torch.from_numpy(padded),
+            f"{key}_mask": torch.from_numpy(mask),
             "audio_window_clip": torch.tensor(owners, dtype=torch.long),
         }
+
+    @property
+    def audio_input_name(self) -> str:
+        """``input_features`` (mel features) or ``input_values`` (the raw waveform, for HuBERT / wav2vec2 encoders)."""
+        return "input_features" if self.layout.feature_kind == "mel" else "input_values"
 
     # ------------------------------------------------------------------------------------------------
     # call
@@ -419,6 +454,8 @@ class AudioMiniChatProcessor(ProcessorMixin):
             text: prompt string(s), each with as many ``<|audio|>`` placeholders as it has clips.
             audio: the clips in placeholder order: a flat list for the whole batch (or one clip).
                 Each is a path, an array/tensor (with ``sampling_rate``) or a ``datasets`` audio dict.
+            sampling_rate: the arrays' rate in Hz, or a list of one rate per clip (each is resampled to the
+                model's rate).
             audio_spans: for ``downsample="ctc_pool"``: per clip, a list of ``(start_s, end_s)`` spans
                 in seconds (e.g. CTC word spans); each span becomes one embedding.
             responses: assistant responses for training; adds ``labels`` (-100 outside the response).
@@ -429,8 +466,11 @@ class AudioMiniChatProcessor(ProcessorMixin):
                 tokenized with the same placeholder counts, and no features are computed (training from cached
                 front-end features: the features come from the cache).
         """
-        if kwargs:
-            raise TypeError(f"Unexpected argument(s) {sorted(kwargs)} for AudioMiniChatProcessor.")
+        given = {"sampling_rate": sampling_rate, "padding_side": padding_side, "return_tensors": return_tensors,
+                 "add_special_tokens": add_special_tokens}
+        given = standard_call_kwargs(kwargs, given)
+        sampling_rate, padding_side = given["sampling_rate"], given["padding_side"]
+        return_tensors, add_special_tokens = given["return_tensors"], given["add_special_tokens"]
         if images is not None or videos is not None:
             raise ValueError("AudioMiniChatProcessor takes text and audio only, not images or videos.")
         if text is None:
@@ -462,14 +502,21 @@ class AudioMiniChatProcessor(ProcessorMixin):
                 f"The prompts contain {sum(counts)} {self.audio_token} placeholder(s) ({detail}) but {len(clips_in)} "
                 f"audio clip(s) were given; pass one clip per placeholder, in order."
             )
+        if isinstance(sampling_rate, (list, tuple, np.ndarray)):  # one rate per clip: each resampled from its own
+            rates = list(sampling_rate)
+            if len(rates) != len(clips_in):
+                raise ValueError(f"sampling_rate is a list of {len(rates)} rates for {len(clips_in)} audio clip(s): "
+                                 "give one rate for all clips, or one per clip, in order.")
+        else:
+            rates = [sampling_rate] * len(clips_in)
         clips = [
-            load_audio(c, sampling_rate, self.layout.sampling_rate, name=f"audio clip {i}")
+            load_audio(c, rates[i], self.layout.sampling_rate, name=f"audio clip {i}")
             if audio_num_samples is None else c for i, c in enumerate(clips_in)
         ]
         if audio_spans is not None and len(audio_spans) != len(clips):
             raise ValueError(f"Got {len(clips)} audio clips but spans for {len(audio_spans)}.")
-        if self.layout.needs_spans and clips and audio_spans is None:
-            raise ValueError(f"This model pools over frame spans (downsample={self.layout.downsample!r}): pass audio_spans.")
+        if self.frontend.needs_spans and clips and audio_spans is None:
+            raise ValueError(f"This model pools over frame spans (audio_frontend={self.frontend.name!r}): pass audio_spans.")
 
         n_tokens = [
             self.num_audio_tokens(c.shape[0], len(audio_spans[i]) if audio_spans is not None else None)
@@ -510,7 +557,7 @@ class AudioMiniChatProcessor(ProcessorMixin):
         if clips and audio_num_samples is None:
             data.update(self._features(clips))
             if audio_spans is not None:
-                data["audio_spans"] = self._span_tensor(audio_spans)
+                data["audio_spans"] = span_frames(audio_spans, self.layout.samples_per_frame / self.layout.sampling_rate)
         return BatchFeature(data=data, tensor_type=return_tensors)
 
     def _response_suffix(self, response: str) -> str:
@@ -525,22 +572,6 @@ class AudioMiniChatProcessor(ProcessorMixin):
         # Whitespace the template writes after the end-of-turn marker is not part of the response.
         return full[len(with_gen) :].rstrip()
 
-    def _span_tensor(self, audio_spans) -> torch.Tensor:
-        """Spans in seconds -> (clips, max_spans, 2) encoder-frame indices, padded with -1."""
-        spf = self.layout.samples_per_frame / self.layout.sampling_rate
-        longest = max(len(s) for s in audio_spans)
-        out = torch.full((len(audio_spans), longest, 2), -1, dtype=torch.long)
-        for i, spans in enumerate(audio_spans):
-            if len(spans) == 0:
-                raise ValueError(f"audio_spans[{i}] is empty; each clip needs at least one span.")
-            for j, (start, end) in enumerate(spans):
-                if not (0 <= start < end):
-                    raise ValueError(f"audio_spans[{i}][{j}] = ({start}, {end}) is not a valid (start, end) in seconds.")
-                first = int(math.floor(start / spf))
-                out[i, j, 0] = first
-                out[i, j, 1] = max(first + 1, int(math.ceil(end / spf)))
-        return out
-
     def batch_decode(self, *args, **kwargs):
         return self.tokenizer.batch_decode(*args, **kwargs)
 
@@ -549,7 +580,7 @@ class AudioMiniChatProcessor(ProcessorMixin):
 
     @property
     def model_input_names(self):
-        return ["input_ids", "attention_mask", "input_features", "input_features_mask", "audio_window_clip", "audio_spans"]
+        return ["input_ids", "attention_mask", self.audio_input_name, f"{self.audio_input_name}_mask", "audio_window_clip", "audio_spans"]
 
 
 AudioMiniChatProcessor.register_for_auto_class("AutoProcessor")

@@ -2,7 +2,10 @@
 
 - :func:`expand_inputs`: the files a command line names (files as given; a folder's audio files, sorted);
 - :class:`JsonlLog`: ``--jsonl OUT``, one JSON record per file appended as a whole line, and the files a
-  previous run already answered (same path, mode and prompt), which a rerun skips;
+  previous run already answered with the same settings (path, mode, prompt, model and max_new_tokens), which a
+  rerun skips;
+- :func:`display_path`: a file name as text that can be printed and written to JSON (a name that is not UTF-8
+  keeps its bytes as backslash escapes);
 - :class:`StreamPrinter`: the answer's pieces as they come, printed as the answer (no leading or trailing blanks);
 - :func:`default_threads` / :func:`set_threads`: ``--threads``.
 """
@@ -11,16 +14,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
-
-from ..audio_io import AUDIO_EXTENSIONS, is_audio_file
 
 
 def expand_inputs(inputs: list[str], recursive: bool = False, text_mode: bool = False) -> tuple[list[str], bool]:
     """The files to answer, in order, and whether a folder was among the inputs. A file is kept as given; a folder
     gives its audio files (``.txt`` files in text mode), sorted by path, its subfolders too when ``recursive``.
     A folder with none is a ValueError."""
+    from ..audio_io import AUDIO_EXTENSIONS, is_audio_file  # (numpy: not for --help)
+
     files, folder = [], False
     for item in inputs:
         path = Path(item)
@@ -38,8 +42,22 @@ def expand_inputs(inputs: list[str], recursive: bool = False, text_mode: bool = 
     return files, folder
 
 
-def record_key(path: str, mode: str, prompt: str | None) -> tuple[str, str, str | None]:
-    return os.path.abspath(path), mode, prompt
+def display_path(path: str | os.PathLike) -> str:
+    """``path`` as printable, JSON-writable text: a name that is not UTF-8 (os.listdir gives its bytes as lone
+    surrogates) keeps each such byte as a ``\\xNN`` escape."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def record_key(path: str, mode: str, prompt: str | None, model: str | None = None,
+               max_new_tokens: int | None = None) -> tuple:
+    """What makes two records the same job: the file (absolute), mode, prompt, model folder (absolute) and
+    max_new_tokens (records of earlier versions have neither: None)."""
+    return (display_path(os.path.abspath(path)), mode, prompt, None if model is None else display_path(os.path.abspath(model)),
+            max_new_tokens)
+
+
+class JsonlError(ValueError):
+    """``--jsonl OUT`` cannot be read or written (one line naming OUT and why)."""
 
 
 class JsonlLog:
@@ -47,32 +65,62 @@ class JsonlLog:
 
     Each record is appended with one ``write`` of the whole line on a file opened for appending, then flushed and
     synced: a reader (or a rerun after a kill) sees whole lines; a line cut short by a crash is ignored when the log
-    is read and the next record starts on a line of its own. A record with ``error: null`` marks its (path, mode,
-    prompt) as done."""
+    is read and the next record starts on a line of its own. A record with ``error: null`` marks its settings
+    (:func:`record_key`: path, mode, prompt, model, max_new_tokens) as done: a rerun with other settings answers
+    again. OUT is checked at once (it must be a file that can be appended to, or one that can be created), so a
+    run never learns after its first answer that it cannot record it."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         if self.path.is_dir():
-            raise ValueError(f"--jsonl {str(self.path)!r} is a folder: give a file path (records are appended to it)")
+            raise JsonlError(f"--jsonl {str(self.path)!r} is a folder: give a file path (records are appended to it)")
         if not self.path.parent.is_dir():
-            raise ValueError(f"--jsonl {str(self.path)!r}: folder {str(self.path.parent)!r} does not exist")
+            raise JsonlError(f"--jsonl {str(self.path)!r}: folder {str(self.path.parent)!r} does not exist")
+        self._check_writable()
         self.done: set[tuple] = set()
         self.skipped_lines = 0
         if self.path.is_file():
-            for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                text = self.path.read_text(encoding="utf-8", errors="replace")
+            except OSError as exc:
+                raise JsonlError(f"--jsonl {str(self.path)!r} cannot be read ({exc.strerror})") from None
+            for line in text.splitlines():
                 try:
                     record = json.loads(line)
-                    key = record_key(record["file"], record["mode"], record.get("prompt"))
+                    key = _key_of(record)
                 except (ValueError, KeyError, TypeError):
                     self.skipped_lines += bool(line.strip())
                     continue
                 if record.get("error") is None:
                     self.done.add(key)
 
-    def is_done(self, path: str, mode: str, prompt: str | None) -> bool:
-        return record_key(path, mode, prompt) in self.done
+    def _check_writable(self) -> None:
+        existed = self.path.exists()
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | (0 if existed else os.O_CREAT | os.O_EXCL), 0o666)
+        except FileExistsError:  # created meanwhile (another run on the same OUT): appended to all the same
+            return
+        except OSError as exc:
+            raise JsonlError(f"--jsonl {str(self.path)!r} cannot be written ({exc.strerror})") from None
+        os.close(fd)
+        if not existed:  # created to try: the first record creates it again
+            try:
+                self.path.unlink()
+            except OSError:
+                pass
+
+    def is_done(self, path: str, mode: str, prompt: str | None, model: str | None = None,
+                max_new_tokens: int | None = None) -> bool:
+        return record_key(path, mode, prompt, model, max_new_tokens) in self.done
 
     def append(self, record: dict) -> None:
+        try:
+            self._append(record)
+        except OSError as exc:
+            raise JsonlError(f"--jsonl {str(self.path)!r} cannot be written ({exc.strerror or exc}): stopped after the "
+                             f"answers above") from None
+
+    def _append(self, record: dict) -> None:
         line = json.dumps(record, ensure_ascii=False) + "\n"
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
         try:
@@ -89,18 +137,46 @@ class JsonlLog:
         finally:
             os.close(fd)
         if record.get("error") is None:
-            self.done.add(record_key(record["file"], record["mode"], record.get("prompt")))
+            self.done.add(_key_of(record))
+
+
+def _key_of(record: dict) -> tuple:
+    return record_key(record["file"], record["mode"], record.get("prompt"), record.get("model"), record.get("max_new_tokens"))
+
+
+# A sentence ends at . ! ? or an ellipsis, with any closing quotes or brackets after it, before a blank or the end.
+_SENTENCE_END = re.compile(r"[.!?\u2026]+[\"'\u2019\u201d)\]]*(?=\s|$)")
+
+
+def trim_to_sentence(text: str) -> str:
+    """``text`` up to the end of its last complete sentence (the whole text when it has none): what is shown of an
+    answer that the token limit cut (``finish_reason == "length"``) unless ``--raw``."""
+    text = text.rstrip()
+    ends = [m.end() for m in _SENTENCE_END.finditer(text)]
+    return text[: ends[-1]] if ends else text
 
 
 class StreamPrinter:
     """``on_text`` for a terminal: prints each piece as it comes, so that what is printed is exactly the stripped
-    answer (blanks before it dropped, blanks at its end held back until more text follows), then a newline."""
+    answer (blanks before it dropped, blanks at its end held back until more text follows), then a newline.
 
-    def __init__(self, stream=None, before=None):
+    ``trim=True`` (the CLI unless ``--raw``): what follows the last complete sentence is held back until the answer
+    is finished; ``finish(cut=True)`` (the token limit cut it) then drops it where a complete sentence was
+    printed, so that what is printed is :func:`trim_to_sentence` of the answer; otherwise it is printed."""
+
+    def __init__(self, stream=None, before=None, trim: bool = False):
         self.stream = stream or sys.stdout
         self.before = before  # () -> text printed once, before the first piece (a header line)
+        self.trim = trim
         self.started = False
-        self.pending = ""
+        self.text = ""  # the answer so far, blanks before it dropped
+        self.printed = 0  # how much of it is printed
+
+    def _show(self, upto: int) -> None:
+        if upto > self.printed:
+            self.stream.write(self.text[self.printed : upto])
+            self.stream.flush()
+            self.printed = upto
 
     def __call__(self, piece: str) -> None:
         if not self.started:
@@ -110,15 +186,16 @@ class StreamPrinter:
             self.started = True
             if self.before is not None:
                 self.stream.write(self.before())
-        body = piece.rstrip()
-        if body:
-            self.stream.write(self.pending + body)
-            self.stream.flush()
-            self.pending = piece[len(body):]
+        self.text += piece
+        if self.trim:  # up to the last sentence end followed by a blank (one at the very end may go on: "3." "5")
+            ends = [m.end() for m in _SENTENCE_END.finditer(self.text) if m.end() < len(self.text)]
+            self._show(ends[-1] if ends else 0)
         else:
-            self.pending += piece
+            self._show(len(self.text.rstrip()))
 
-    def finish(self) -> None:
+    def finish(self, cut: bool = False) -> None:
+        answer = self.text.rstrip()
+        self._show(len(trim_to_sentence(answer) if cut and self.trim else answer))
         self.stream.write("\n")
         self.stream.flush()
 
@@ -156,4 +233,5 @@ def set_threads(threads: int) -> int:
     return torch.get_num_threads()
 
 
-__all__ = ["expand_inputs", "JsonlLog", "StreamPrinter", "default_threads", "set_threads", "record_key"]
+__all__ = ["expand_inputs", "JsonlLog", "JsonlError", "StreamPrinter", "default_threads", "set_threads", "record_key",
+           "display_path", "trim_to_sentence"]

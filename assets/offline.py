@@ -247,9 +247,10 @@ def _marker_ok(directory: Path, marker: dict[str, Any]) -> bool:
         return False
 
 
-#: A temporary build directory untouched (nothing in it written) for this long is a killed build's leftover. A live
-#: build writes into its directory within a minute or two (the longest silent phase, converting the GGUF LLM inside
-#: the block, takes seconds to a minute on a slow machine); leftovers younger than this are kept.
+#: A temporary build directory names its writer's process (utils.io.OWNER_FILE): the next build removes it at once
+#: when that process is gone and keeps it while it runs. Only a leftover that names no process on this host (the old
+#: naming; a build on another machine sharing the cache) is judged by age: untouched (nothing in it written) for this
+#: long, it is a killed build's; a live build writes into its directory within a minute or two.
 STALE_BUILD_SECONDS = 600
 
 

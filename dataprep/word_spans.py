@@ -49,6 +49,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ..audio_spans import check_spans
 from .shards import _shard_dir, shard_stage
 
 SOURCES = ("whisper", "ctc")
@@ -188,29 +189,6 @@ def spread_boundaries(bounds: Sequence[float], duration: float, min_width: float
     for i in range(len(b) - 2, -1, -1):
         b[i] = min(b[i], b[i + 1] - min_width)
     return b if b[0] >= 0.0 else None
-
-
-def check_spans(spans, duration: float, ordered: bool = True, slack: float = 1e-6) -> Optional[str]:
-    """Why ``spans`` is not a valid span list for a clip of ``duration`` seconds (None when it is): a non-empty
-    list of ``[start_s, end_s]`` with ``0 <= start < end <= duration + slack``, each starting where the one before
-    ends or later when ``ordered``."""
-    if hasattr(spans, "tolist"):
-        spans = spans.tolist()
-    if not isinstance(spans, (list, tuple)) or not spans:
-        return f"expected a non-empty list of [start_s, end_s] spans, got {spans!r}"
-    prev_end = 0.0
-    for j, span in enumerate(spans):
-        if not isinstance(span, (list, tuple)) or len(span) != 2:
-            return f"span {j} is not a [start_s, end_s] pair: {span!r}"
-        start, end = span
-        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (start, end)):
-            return f"span {j} has a non-finite or non-numeric time: {span!r}"
-        if not 0.0 <= start < end <= duration + slack:
-            return f"span {j} = {list(span)} is empty or outside the clip [0, {duration:.3f}] s"
-        if ordered and start < prev_end - 1e-6:
-            return f"span {j} = {list(span)} starts before the previous span ends ({prev_end:.3f} s)"
-        prev_end = end
-    return None
 
 
 def finish_spans(spans, duration: float) -> tuple[list[list[float]], Optional[str], str]:

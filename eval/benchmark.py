@@ -46,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..metrics.hearing import hearing_margin
+from ..metrics.hearing import hearing_margin, rouge_pairs
 from ..metrics.wer import DEFAULT_NORMALIZER, word_error_rate
 from ..utils.io import atomic_write, atomic_write_text
 
@@ -218,26 +218,17 @@ def compute_metrics(records: list[dict], docs: dict, rouge) -> list[dict]:
     return rows
 
 
-def _rouge_scorer(rouge, key: str):
-    def score(preds, refs):
-        return [100 * v for v in rouge.compute(predictions=preds, references=refs, use_stemmer=True, rouge_types=[key],
-                                               use_aggregator=False)[key]]
-    return score
-
-
 def _margins(recs: list[dict], refs: list[str], text_answers: list | None, rouge) -> dict:
-    """The hearing margins (metrics/hearing.py) of one (system, voice) group: R-1 against its own document's
-    reference minus against the other documents' references, and (speech systems) R-L against the text system's
-    summary of its own document minus of the other documents. ~0: the answers do not follow the input."""
+    """Hearing margins (metrics/hearing.py): R-1 vs references, and R-L vs the text system's summaries (speech)."""
     out = {"rouge1_others": None, "rouge1_margin": None, "rougeL_vs_text_others": None, "rougeL_vs_text_margin": None}
     if len(recs) < 2:
         return out
-    m = hearing_margin([r["output"] for r in recs], refs, _rouge_scorer(rouge, "rouge1"))
+    m = hearing_margin([r["output"] for r in recs], refs, rouge_pairs(rouge, "rouge1"))
     out["rouge1_others"], out["rouge1_margin"] = m["others"], m["margin"]
     if text_answers is not None:
         pairs = [(r["output"], t) for r, t in zip(recs, text_answers) if t is not None]
         if len(pairs) >= 2:
-            m = hearing_margin([a for a, _ in pairs], [t for _, t in pairs], _rouge_scorer(rouge, "rougeL"))
+            m = hearing_margin([a for a, _ in pairs], [t for _, t in pairs], rouge_pairs(rouge, "rougeL"))
             out["rougeL_vs_text_others"], out["rougeL_vs_text_margin"] = m["others"], m["margin"]
     return out
 
@@ -321,7 +312,6 @@ def markdown_table(rows: list[dict], config: dict, ppl: dict | None) -> str:
 
 def bar_chart(rows: list[dict], path: Path) -> None:
     import matplotlib
-
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -24,9 +24,9 @@ import os
 import time
 from pathlib import Path
 
-from ..metrics.hearing import hearing_margin
+from ..metrics.hearing import hearing_margin, rouge_pairs
 from ..utils.io import atomic_write, atomic_write_json, atomic_write_text
-from .benchmark import (DEFAULT_CACHE, DEFAULT_PROMPT, _rouge_scorer, load_documents, load_rouge, select_documents,
+from .benchmark import (DEFAULT_CACHE, DEFAULT_PROMPT, load_documents, load_rouge, select_documents,
                         synthesize_documents)
 
 PROMPTS_FILE = Path(__file__).resolve().parent / "data" / "spoken_prompts.json"
@@ -105,7 +105,7 @@ def _margin(rouge, preds: list[str], targets: list[str], kind: str) -> float | N
     """The hearing margin (metrics/hearing.py): own item's target minus the other items' targets."""
     if len(preds) < 2:
         return None
-    return round(hearing_margin(preds, targets, _rouge_scorer(rouge, kind))["margin"], 2)
+    return round(hearing_margin(preds, targets, rouge_pairs(rouge, kind))["margin"], 2)
 
 
 def _rouge(rouge, preds: list[str], refs: list[str], kinds=("rouge1", "rouge2", "rougeL")) -> dict[str, float]:

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..audio_io import MIN_SAMPLE_RATE
 from ..processing_audio_minichat import load_audio
 from .speech_llm import DEFAULT_SUMMARY_PROMPT, FRAME_SECONDS, HOP_SECONDS, MODES, Answer, SpeechLLM, frame_dbfs
 
@@ -178,7 +179,7 @@ class _AudioSource:
 
             try:
                 info = sf.info(os.fspath(audio))
-                if info.frames > 0 and info.samplerate > 0:
+                if info.frames > 0 and info.samplerate >= MIN_SAMPLE_RATE:  # (else load_audio says what is wrong)
                     self.path, self.rate, self.frames = os.fspath(audio), int(info.samplerate), int(info.frames)
             except Exception:  # a format soundfile cannot open: load_audio reads it (or says why not)
                 pass
@@ -425,7 +426,7 @@ def summarize_long(llm: SpeechLLM, mode: str, audio=None, content: str | None = 
         final = _combine(llm, [c["text"] for c in chapters], prompt, text_position, max_new_tokens, on_text, noun)
     timings.update(final.timings)
     return Answer(mode, final.text, transcript="\n".join(transcripts), audio_seconds=source.seconds, timings=timings,
-                  warning=warning, chapters=chapters)
+                  warning=warning, chapters=chapters, finish_reason=final.finish_reason)
 
 
 def _summarize_long_text(llm, content, capacity, segment_prompt, kwargs, segment_seconds, segment_tokens,
@@ -457,7 +458,8 @@ def _summarize_long_text(llm, content, capacity, segment_prompt, kwargs, segment
         final = _combine(llm, [c["text"] for c in chapters], kwargs["prompt"], kwargs["text_position"],
                          kwargs["max_new_tokens"], kwargs.get("on_text"), "text")
     timings.update(final.timings)
-    return Answer("text", final.text, transcript=content, timings=timings, chapters=chapters)
+    return Answer("text", final.text, transcript=content, timings=timings, chapters=chapters,
+                  finish_reason=final.finish_reason)
 
 
 __all__ = ["plan_segments", "plan_from_levels", "frame_levels", "summarize_long", "format_time_range", "format_chapters",

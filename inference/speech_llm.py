@@ -15,6 +15,7 @@ probability); a clip without any gives an empty answer with a ``no speech detect
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 import warnings
@@ -25,7 +26,16 @@ import numpy as np
 import torch
 from transformers import TextStreamer
 
-from ..assets.default_build import read_build_info
+from ..assets.default_build import checkpoint_problem, read_build_info
+from ..audio_io import (  # noqa: F401 - FRAME_SECONDS, HOP_SECONDS, BLOCK_FRAMES: also read from here
+    BLOCK_FRAMES,
+    ENERGY_FLOOR_DBFS,
+    FRAME_SECONDS,
+    HOP_SECONDS,
+    MIN_SPEECH_SECONDS,
+    energy_check,
+    frame_dbfs,
+)
 from ..modeling_audio_minichat import AudioMiniChatForConditionalGeneration
 from ..processing_audio_minichat import AudioMiniChatProcessor, load_audio
 from ..utils.dtypes import parse_dtype
@@ -40,21 +50,17 @@ UNTRAINED_WARNING = (
     "this model's audio projector is untrained: end-to-end answers do not reflect the speech yet "
     "(use --mode cascade or a trained checkpoint)"
 )
-# The speech check (check_speech). Energy: RMS over 25 ms frames every 10 ms; a frame louder than the floor may be
-# speech, and a clip needs MIN_SPEECH_SECONDS of such frames (a word is longer; 0.1 s is one short syllable).
-# -55 dBFS is ~10 dB under quiet speech recorded at 1 % gain (its loud frames reach -49 dBFS) and above the hiss
-# of a silent room recorded at normal gain (-60 dBFS). Whisper: the probability of its no-speech token
-# (<|nocaptions|> / <|nospeech|>) after <|startoftranscript|>, on 30 s windows; 0.6 is Whisper's own threshold
-# (the generation config's no_speech_threshold where it sets one). Whisper's vote counts only for a steady signal:
-# its no-speech token also wins on clear synthetic speech (0.80 on an espeak-ng XSum document), so a clip whose loud
-# frames' levels spread (10th to 90th percentile) over STEADY_SPREAD_DB or more is speech whatever Whisper says
-# (measured: steady noise 0.8 dB, mains hum 0 dB; speech 20-27 dB; speech at 1 % gain 3.9 dB, which Whisper passes).
-FRAME_SECONDS, HOP_SECONDS = 0.025, 0.010
-BLOCK_FRAMES = 1000  # frame_dbfs works through a clip 10 s at a time
-ENERGY_FLOOR_DBFS = -55.0
-MIN_SPEECH_SECONDS = 0.1
+# The speech check (check_speech). Energy (audio_io.energy_check, shared with the pipeline): RMS over 25 ms frames
+# every 10 ms, MIN_SPEECH_SECONDS of frames louder than ENERGY_FLOOR_DBFS (see audio_io). Whisper: the probability of
+# its no-speech token (<|nocaptions|> / <|nospeech|>) after <|startoftranscript|>, on 30 s windows; 0.6 is Whisper's
+# own threshold (the generation config's no_speech_threshold where it sets one). Whisper's vote counts only for a
+# steady signal: its no-speech token also wins on clear synthetic speech (0.80 on an espeak-ng XSum document), so a
+# clip whose loud frames' levels spread (10th to 90th percentile) over STEADY_SPREAD_DB or more is speech whatever
+# Whisper says (measured: steady noise 0.8 dB, mains hum 0 dB; speech 20-27 dB; speech at 1 % gain 3.9 dB, which
+# Whisper passes).
 NO_SPEECH_THRESHOLD = 0.6
 STEADY_SPREAD_DB = 6.0
+ASR_WINDOW_TOKENS = 224  # the cascade's cap on the tokens Whisper writes per 30 s window
 
 
 @dataclass
@@ -86,6 +92,9 @@ class Answer:
     # a long recording's segments, in order (inference.longform.summarize_long): {"start_s", "end_s", "text",
     # "transcript"}; None for an answer from one prompt
     chapters: list[dict] | None = None
+    # why the LLM stopped writing: "stop" (it ended the answer: end-of-sequence), "length" (max_new_tokens cut it);
+    # None where no LLM wrote (no speech, a transcription)
+    finish_reason: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -118,26 +127,6 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
-def frame_dbfs(clip: np.ndarray, rate: int = 16000) -> np.ndarray:
-    """RMS level (dB re full scale) of each 25 ms frame every 10 ms; a clip shorter than a frame is one frame.
-    Digital silence is -inf. Computed BLOCK_FRAMES frames at a time: an hour's clip costs a few MB, not float64
-    copies of the whole (and each block's running sums stay exact to float64)."""
-    frame, hop = int(FRAME_SECONDS * rate), int(HOP_SECONDS * rate)
-    x = np.asarray(clip)
-    if x.size < frame:
-        x = np.pad(x.astype(np.float64), (0, frame - x.size))
-    n = 1 + (x.size - frame) // hop
-    rms = np.empty(n)
-    for first in range(0, n, BLOCK_FRAMES):
-        count = min(BLOCK_FRAMES, n - first)
-        block = np.asarray(x[first * hop : (first + count - 1) * hop + frame], dtype=np.float64)
-        squares = np.concatenate([[0.0], np.cumsum(block * block)])
-        starts = hop * np.arange(count)
-        rms[first : first + count] = np.sqrt(np.maximum(squares[starts + frame] - squares[starts], 0.0) / frame)
-    with np.errstate(divide="ignore"):
-        return 20 * np.log10(rms)
-
-
 def _no_speech(mode: str, audio, clip: np.ndarray, reason: str, timings: dict, stacklevel: int = 3) -> Answer:
     """The answer to a clip with no speech: empty, with a warning naming the audio and the reason."""
     where = str(audio) if isinstance(audio, (str, Path)) else "the audio"
@@ -153,6 +142,15 @@ def _checked(answer: Answer, check: SpeechCheck | None) -> Answer:
         answer.speech = answer.speech or check.to_dict()
         answer.timings = {"speech_check_s": check.check_s, **answer.timings}
     return answer
+
+
+def finish_reason(new_tokens: list[int], max_new_tokens: int, eos_token_id) -> str:
+    """Why generation stopped: "stop" when the model ended its answer (its last token is an end-of-sequence token,
+    or it wrote fewer than ``max_new_tokens``: another stopping rule), "length" when ``max_new_tokens`` cut it."""
+    eos = {int(t) for t in (eos_token_id if isinstance(eos_token_id, (list, tuple)) else [eos_token_id]) if t is not None}
+    if new_tokens and int(new_tokens[-1]) in eos:
+        return "stop"
+    return "length" if len(new_tokens) >= max_new_tokens else "stop"
 
 
 class _PieceStreamer(TextStreamer):
@@ -181,6 +179,9 @@ class SpeechLLM:
         self.device = resolve_device(device)
         self.dtype = parse_dtype(dtype)
         self.speech_check = check_speech
+        problem = checkpoint_problem(self.model_dir) if (self.model_dir / "config.json").is_file() else None
+        if problem is not None:  # a cut or missing file: one line, not a traceback from deep in loading
+            raise ValueError(f"{str(self.model_dir)!r} is not a complete checkpoint: {problem}")
         self.info = read_build_info(self.model_dir)
         self.model = AudioMiniChatForConditionalGeneration.from_pretrained(self.model_dir, dtype=self.dtype)
         self.model.to(self.device).eval()
@@ -204,28 +205,25 @@ class SpeechLLM:
                          f"{limit - prompt_tokens} or less, or shorten the audio or the text")
 
     @torch.no_grad()
-    def _generate(self, inputs, max_new_tokens: int, on_text=None) -> tuple[str, float, str | None]:
-        """The answer, the seconds it took, and what the model read from the audio when its front end reads ASR
-        tokens (their text; None otherwise). Audio is embedded once, here, and generation starts from it.
-        ``on_text(piece)``: called with each newly decoded piece of the answer as it is generated."""
+    def _generate(self, inputs, max_new_tokens: int, on_text=None) -> tuple[str, float, str | None, str]:
+        """The answer, the seconds it took, what the model read from the audio when its front end reads ASR
+        tokens (their text; None otherwise), and why generation stopped (:func:`finish_reason`). Audio is embedded
+        once, here, and generation starts from it. ``on_text(piece)``: called with each newly decoded piece of the
+        answer as it is generated."""
         self._check_context(int(inputs["input_ids"].shape[1]), max_new_tokens)
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         start = time.perf_counter()
         read = None
-        if "input_features" in inputs:
-            embeds, mask, audio = self.model.embed_inputs(
-                inputs["input_ids"], inputs["input_features"].to(self.dtype), inputs["input_features_mask"],
-                inputs["audio_window_clip"], inputs.get("audio_spans"), attention_mask=inputs["attention_mask"],
-            )
-            if audio.token_ids is not None and self.processor.asr_tokenizer is not None:
-                read = self.processor.asr_tokenizer.decode(torch.cat(audio.token_ids).tolist(), skip_special_tokens=True).strip()
-            inputs = {"input_ids": inputs["input_ids"], "inputs_embeds": embeds, "attention_mask": mask}
+        inputs, audio = self.model.prompt_for_generation(**inputs)  # what generate() does, keeping the front end's output
+        if audio is not None and audio.token_ids is not None and self.processor.asr_tokenizer is not None:
+            read = self.processor.asr_tokenizer.decode(torch.cat(audio.token_ids).tolist(), skip_special_tokens=True).strip()
         # decoding follows the checkpoint's generation_config.json (the same for all three modes)
         streamer = None if on_text is None else _PieceStreamer(self.processor.tokenizer, on_text)
         out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, streamer=streamer)
         elapsed = time.perf_counter() - start
+        new_tokens = out[0, inputs["input_ids"].shape[1] :].tolist()
         text = self.processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)[0]
-        return text.strip(), elapsed, read
+        return text.strip(), elapsed, read, finish_reason(new_tokens, max_new_tokens, self.model.generation_config.eos_token_id)
 
     # ---- is there speech? -----------------------------------------------------------------------------
     def _whisper_detector(self):
@@ -264,20 +262,12 @@ class SpeechLLM:
         whose no-speech probability is under the threshold."""
         start = time.perf_counter()
         rate = self.processor.layout.sampling_rate
-        levels = frame_dbfs(clip, rate)
+        reason, levels = energy_check(clip, rate)
         loudest = float(levels.max())
         active = float(np.sum(levels > ENERGY_FLOOR_DBFS) * HOP_SECONDS)
-        seconds = len(clip) / rate
-        check = SpeechCheck(True, None, round(seconds, 3), round(loudest, 1) if math.isfinite(loudest) else None,
-                            round(active, 2))
-        if seconds < MIN_SPEECH_SECONDS:
-            check.speech, check.reason = False, f"{seconds:.2f} s long, under the {MIN_SPEECH_SECONDS} s of a short word"
-        elif not math.isfinite(loudest):
-            check.speech, check.reason = False, "digital silence: every sample is 0"
-        elif active < MIN_SPEECH_SECONDS:
-            check.speech, check.reason = False, (
-                f"silent: {active:.2f} s louder than {ENERGY_FLOOR_DBFS:.0f} dBFS, the loudest 25 ms at {loudest:.1f} dBFS")
-        else:
+        check = SpeechCheck(reason is None, reason, round(len(clip) / rate, 3),
+                            round(loudest, 1) if math.isfinite(loudest) else None, round(active, 2))
+        if reason is None:
             loud = levels[levels > ENERGY_FLOOR_DBFS]
             check.level_spread_db = round(float(np.percentile(loud, 90) - np.percentile(loud, 10)), 1)
         if check.speech and check.level_spread_db < STEADY_SPREAD_DB and (detector := self._whisper_detector()) is not None:
@@ -317,22 +307,22 @@ class SpeechLLM:
             return silent
         inputs = self.processor(text=self.processor.build_prompt(self.processor.audio_with_text(prompt, text_position)), audio=[clip],
                                 sampling_rate=self.processor.layout.sampling_rate)
-        text, elapsed, read = self._generate(inputs, max_new_tokens, on_text)
+        text, elapsed, read, finished = self._generate(inputs, max_new_tokens, on_text)
         # an untrained projector, or a trained one whose build records a known limitation
         warning = self.info.get("projector_note") or (None if self.projector_trained else UNTRAINED_WARNING)
         if warning:
             warnings.warn(warning, stacklevel=2)
         # transcript: what the model read from the speech (its internal ASR decoding as text), where it reads tokens
         return _checked(Answer("e2e", text, transcript=read, audio_seconds=len(clip) / 16000,
-                               timings={"generate_s": elapsed}, warning=warning), check)
+                               timings={"generate_s": elapsed}, warning=warning, finish_reason=finished), check)
 
     def text(self, content: str, prompt: str | None = None, text_position: str = "before",
              max_new_tokens: int = 128, on_text=None) -> Answer:
         if not content or not content.strip():
             raise ValueError("text mode needs non-empty content text.")
         built = self.processor.build_prompt(self.processor.audio_with_text(prompt, text_position), transcripts=[content])
-        text, elapsed, _ = self._generate(self.processor(text=built), max_new_tokens, on_text)
-        return Answer("text", text, transcript=content, timings={"generate_s": elapsed})
+        text, elapsed, _, finished = self._generate(self.processor(text=built), max_new_tokens, on_text)
+        return Answer("text", text, transcript=content, timings={"generate_s": elapsed}, finish_reason=finished)
 
     def cascade(self, audio, prompt: str | None = None, text_position: str = "before", max_new_tokens: int = 128,
                 sampling_rate: int | None = None, on_text=None) -> Answer:
@@ -377,6 +367,11 @@ class SpeechLLM:
                 )
             detector = self._whisper_detector()
             asr = detector[0] if detector else self.model.asr_model()
+            # The cap per 30 s window as the decoder's max_length (its prompt, <|startoftranscript|> ... <|notimestamps|>,
+            # plus ASR_WINDOW_TOKENS): passing max_new_tokens makes transformers warn "Both `max_new_tokens` and
+            # `max_length` seem to have been set" on every call (Whisper fills in a max_length itself)
+            gen = asr.generation_config = copy.deepcopy(asr.generation_config)
+            gen.max_length = ASR_WINDOW_TOKENS + 2 + (2 if getattr(gen, "is_multilingual", False) else 0)
             self._asr = (asr, WhisperProcessor(feature_extractor=self.processor.feature_extractor, tokenizer=self.processor.asr_tokenizer))
         return self._asr
 
@@ -385,10 +380,11 @@ class SpeechLLM:
 
         model, processor = self._load_asr()
         start = time.perf_counter()
-        # A cap per 30 s window stops rare Whisper loops on digit strings ("19-0-0-0...") from running away.
-        text = transcribe(model, processor, clip, max_new_tokens=224)
+        # A cap per 30 s window (ASR_WINDOW_TOKENS, the generation config's max_length: _load_asr) stops rare Whisper
+        # loops on digit strings ("19-0-0-0...") from running away.
+        text = transcribe(model, processor, clip)
         return text, time.perf_counter() - start
 
 
 __all__ = ["SpeechLLM", "Answer", "SpeechCheck", "MODES", "DEFAULT_MODE", "DEFAULT_SUMMARY_PROMPT", "UNTRAINED_WARNING", "resolve_device",
-           "frame_dbfs"]
+           "frame_dbfs", "finish_reason"]

@@ -43,4 +43,12 @@ def hearing_margin(answers: Sequence[str], targets: Sequence[str], score: Score)
     return {"own": mean(own), "others": mean(others), "margin": mean(own) - mean(others), "n": n, "per_item": per_item}
 
 
-__all__ = ["hearing_margin"]
+def rouge_pairs(rouge, key: str) -> Score:
+    """A pairwise ``Score`` from an ``evaluate`` ROUGE module: F1 x100 of ``key`` (rouge1, rougeL, ...), stemmed."""
+    def score(preds, refs):
+        out = rouge.compute(predictions=preds, references=refs, use_stemmer=True, rouge_types=[key], use_aggregator=False)
+        return [100 * v for v in out[key]]
+    return score
+
+
+__all__ = ["hearing_margin", "rouge_pairs"]

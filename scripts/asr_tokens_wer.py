@@ -33,7 +33,7 @@ def main() -> None:
     model_dir = args.model or str(build_default())
     model = AudioMiniChatForConditionalGeneration.from_pretrained(model_dir, dtype=torch.bfloat16).eval()
     if not hasattr(model.audio_frontend, "asr_decoder"):
-        raise SystemExit(f"{model_dir}: downsample is {model.config.downsample!r}: its front end decodes no ASR tokens")
+        raise SystemExit(f"{model_dir}: audio_frontend is {model.config.audio_frontend!r}: its front end decodes no ASR tokens")
     processor = AudioMiniChatProcessor.from_pretrained(model_dir)
     asr_tokenizer = processor.asr_tokenizer
     docs = select_documents(load_documents(), args.num_docs, args.seed)

@@ -100,7 +100,7 @@ def bench_cached(args, model, processor, collator, rows, device, run, model_dir)
         model.train()
         uncached = statistics.median(run_loop(model, collator, rows, 1, n, device, run.losses))
         cc = CachedCollator(processor, data_cfg, run.losses.feature_layers)
-        step = lambda batch: cached_distillation_step(model, batch, run.losses)[0]  # noqa: E731
+        step = lambda batch: cached_distillation_step(model, model, batch, run.losses)[0]  # noqa: E731
         one = statistics.median(run_loop(model, cc, cached, 1, n, device, run.losses, step))
         many = statistics.median(run_loop(model, cc, cached, args.batch_size, args.steps, device, run.losses, step))
     result = {

@@ -91,8 +91,8 @@ def encoder_config(kind: str):
 
 # A tiny asr_tokens model's options (Whisper's decoding of 2 s windows, a top-2 token mixture) for tests that
 # run a shared check on both kinds of model; give it a token map with ``fill_token_map``.
-ASR_TOKENS_TINY = dict(downsample="asr_tokens", encoder_window_seconds=2.0, asr_prompt_ids=[3], asr_eos_token_id=2,
-                       asr_suppress_tokens=[0, 1], asr_token_mixture=2)
+ASR_TOKENS_TINY = dict(audio_frontend="asr_tokens", encoder_window_seconds=2.0, frontend_config=dict(
+    asr_prompt_ids=[3], asr_eos_token_id=2, asr_suppress_tokens=[0, 1], asr_token_mixture=2))
 
 
 def fill_token_map(model, modulo: int = 40) -> None:
@@ -107,8 +107,8 @@ def audio_only(model, inputs):
     """The audio embeddings a batch yields (filled slots, per clip) and their ASR tokens, without the LLM."""
     from types import SimpleNamespace
 
-    out = model.get_audio_features(inputs["input_features"], inputs["input_features_mask"], inputs["audio_window_clip"],
-                                   inputs.get("audio_spans"))
+    names = ("input_features", "input_features_mask", "input_values", "input_values_mask", "audio_window_clip", "audio_spans")
+    out = model.get_audio_features(**{k: inputs[k] for k in names if k in inputs})
     return SimpleNamespace(audio_embeddings=out.filled_embeddings(), audio_token_ids=out.token_ids)
 
 

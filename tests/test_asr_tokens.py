@@ -1,4 +1,4 @@
-"""downsample="asr_tokens": the ASR decoder's state at each token it writes becomes one LLM embedding.
+"""audio_frontend="asr_tokens": the ASR decoder's state at each token it writes becomes one LLM embedding.
 
 Tiny random Whisper + Llama: greedy decoding with the KV cache equals decoding without it, the processor and
 the model agree on each clip's slot count, unfilled slots change nothing (logits and generations equal those
@@ -15,18 +15,22 @@ import torch
 from conftest import audio_only, fill_token_map, make_model, make_tokenizer, tolerances
 
 from audio_minichat import AudioMiniChatConfig
-from audio_minichat.frontend_asr_tokens import window_token_slots
 from audio_minichat.frontend_base import whisper_window_states
 from audio_minichat.training import TrainableConfig, configure_trainable
 
-ASR_KWARGS = dict(
-    downsample="asr_tokens", encoder_window_seconds=2.0, audio_tokens_per_second=4.0,
-    asr_prompt_ids=[3, 4], asr_eos_token_id=2, asr_suppress_tokens=[0, 1], asr_begin_suppress_tokens=[2],
+ASR_OPTIONS = dict(  # frontend_config
+    audio_tokens_per_second=4.0, asr_prompt_ids=[3, 4], asr_eos_token_id=2, asr_suppress_tokens=[0, 1], asr_begin_suppress_tokens=[2],
 )
 
 
-def asr_model(seed: int = 0, **kwargs):
-    return make_model("whisper", seed=seed, **{**ASR_KWARGS, **kwargs})
+def asr_model(seed: int = 0, **options):
+    """A tiny asr_tokens model with ASR_OPTIONS updated by ``options`` (its front end's options)."""
+    return make_model("whisper", seed=seed, audio_frontend="asr_tokens", encoder_window_seconds=2.0,
+                      frontend_config={**ASR_OPTIONS, **options})
+
+
+def window_token_slots(model, audio_frames: int) -> int:
+    return model.config.frontend_options.window_token_slots(model.audio_frontend.layout, audio_frames)
 
 
 def varied_asr_model(**kwargs):
@@ -56,7 +60,7 @@ def prompt_inputs(processor, clips, responses=None):
 
 def reference_decode(model, features: torch.Tensor, slots: int):
     """Greedy decoding of one full window without a KV cache: the whole prefix through the decoder each step."""
-    cfg, layout, decoder = model.config, model.audio_frontend.layout, model.audio_frontend.asr_decoder
+    cfg, layout, decoder = model.config.frontend_options, model.audio_frontend.layout, model.audio_frontend.asr_decoder
     frames = layout.encoder_frames(layout.window_samples)
     encoded = whisper_window_states(model.audio_encoder, features[None], torch.ones(1, features.shape[-1]), torch.tensor([frames]))
     prefix, states, tokens = list(cfg.asr_prompt_ids), [], []
@@ -64,7 +68,7 @@ def reference_decode(model, features: torch.Tensor, slots: int):
     for step in range(slots):
         hidden = decoder(input_ids=torch.tensor([prefix]), encoder_hidden_states=encoded).last_hidden_state[0, -1]
         logits = hidden @ head.T
-        blocked = cfg.asr_suppress_tokens + (cfg.asr_begin_suppress_tokens if step == 0 else [])
+        blocked = list(cfg.asr_suppress_tokens) + (list(cfg.asr_begin_suppress_tokens) if step == 0 else [])
         logits[blocked] = float("-inf")
         token = int(logits.argmax())
         if token == cfg.asr_eos_token_id:
@@ -100,12 +104,12 @@ def test_cached_batched_greedy_decoding_equals_uncached_per_window():
         assert len(states) == batch["input_features"].shape[0] == 4
         layout = model.audio_frontend.layout
         for w in range(4):
-            slots = window_token_slots(layout, int(batch["input_features_mask"][w].sum()))
+            slots = window_token_slots(model, int(batch["input_features_mask"][w].sum()))
             ref_tokens, ref_states = reference_decode(model, batch["input_features"][w], slots)
             assert tokens[w].tolist() == ref_tokens
             assert len(ref_tokens) <= slots
             torch.testing.assert_close(states[w], ref_states, **tolerances(reduction=model.config.audio_config.decoder_ffn_dim))
-    slots = [window_token_slots(model.audio_frontend.layout, int(n)) for n in batch["input_features_mask"].sum(-1)]
+    slots = [window_token_slots(model, int(n)) for n in batch["input_features_mask"].sum(-1)]
     assert any(len(t) < n for t, n in zip(tokens, slots)) and any(len(t) == n for t, n in zip(tokens, slots))
     assert len({int(x) for t in tokens for x in t}) > 2  # varied tokens: the check has content
 
@@ -198,7 +202,7 @@ def test_token_map_keeps_each_tokens_llm_pieces_and_skips_control_tokens(pieces)
         expected = [llm_tok.convert_tokens_to_ids(c) for c in word[:pieces]]
         assert table[asr_tok.convert_tokens_to_ids(word)].tolist() == expected + [-1] * (pieces - len(expected)), word
     # the spelling tokenizer gives one piece per character: the tokens cut are those longer than `pieces`
-    controls = set(asr_tok.all_special_ids) | set(asr_tok.added_tokens_decoder) | set(model.config.asr_prompt_ids)
+    controls = set(asr_tok.all_special_ids) | set(asr_tok.added_tokens_decoder) | set(model.config.frontend_options.asr_prompt_ids)
     mapped = [asr_tok.decode([i]) for i in range(table.shape[0]) if i not in controls]
     assert truncated == sum(len(text) > pieces for text in mapped) > 0
     for special in ("<unk>", "<pad>", "<|im_end|>", "<s>"):
@@ -247,11 +251,11 @@ def test_asr_tokens_errors_name_the_problem():
     from conftest import encoder_config
 
     with pytest.raises(ValueError, match="needs an encoder-decoder ASR model.*'hubert'"):
-        AudioMiniChatConfig(audio_config=encoder_config("hubert"), downsample="asr_tokens")
+        AudioMiniChatConfig(audio_config=encoder_config("hubert"), audio_frontend="asr_tokens")
     with pytest.raises(ValueError, match="audio_tokens_per_second must be positive"):
-        AudioMiniChatConfig(downsample="asr_tokens", audio_tokens_per_second=0)
+        AudioMiniChatConfig(audio_frontend="asr_tokens", frontend_config={"audio_tokens_per_second": 0})
     bare, bare_processor = asr_model(asr_prompt_ids=None)
-    with pytest.raises(ValueError, match="needs config.asr_prompt_ids"):
+    with pytest.raises(ValueError, match="needs frontend_config's asr_prompt_ids"):
         audio_only(bare, prompt_inputs(bare_processor, [clip(0.5, 1)]))
 
 
@@ -278,7 +282,7 @@ def test_token_mixture_is_the_expected_llm_embedding_under_the_asr_posterior():
         assert len(tokens) > 0
         for i, state in enumerate(states[0, : len(tokens)]):
             logits = state @ head.T
-            logits[mixing.config.asr_suppress_tokens] = float("-inf")
+            logits[list(mixing.config.frontend_options.asr_suppress_tokens)] = float("-inf")
             scores, ids = logits.topk(4)
             assert int(ids[0]) == int(tokens[i])
             mapped = token_map[ids]
@@ -290,7 +294,7 @@ def test_token_mixture_is_the_expected_llm_embedding_under_the_asr_posterior():
         cold = audio_only(mixing, batch).audio_embeddings[0]
         for i, state in enumerate(states[0, : len(tokens)]):
             logits = state @ head.T
-            logits[mixing.config.asr_suppress_tokens] = float("-inf")
+            logits[list(mixing.config.frontend_options.asr_suppress_tokens)] = float("-inf")
             ids = logits.topk(4).indices
             best = next((int(token_map[j]) for j in ids if token_map[j] >= 0), None)
             if best is None:
@@ -325,7 +329,7 @@ def test_lr_multipliers_give_matching_parameters_their_own_rate():
         apply_lr_multipliers(torch.optim.AdamW(params, lr=1e-4), model.named_parameters(), {"encoder": 2.0})
 
 
-def test_weights_trained_for_another_downsampling_are_refused(tmp_path):
+def test_weights_trained_for_another_front_end_are_refused(tmp_path):
     from safetensors.torch import save_file
 
     from audio_minichat.assets.default_build import apply_trained_weights
@@ -333,10 +337,13 @@ def test_weights_trained_for_another_downsampling_are_refused(tmp_path):
     model, _ = asr_model(asr_token_mixture=2)
     tensors = {f"projector.{k}": v.clone() for k, v in model.projector.state_dict().items()}
     path = tmp_path / "pool.safetensors"
-    save_file(tensors, str(path), metadata={"format": "pt", "downsample": "pool"})
-    with pytest.raises(ValueError, match=r"pool.safetensors: these weights were trained for downsample='pool' but the model uses downsample='asr_tokens'"):
+    save_file(tensors, str(path), metadata={"format": "pt", "audio_frontend": "pool"})
+    with pytest.raises(ValueError, match=r"pool.safetensors: these weights were trained for audio_frontend='pool' but the model uses audio_frontend='asr_tokens'"):
+        apply_trained_weights(model, path)
+    save_file(tensors, str(path), metadata={"format": "pt", "downsample": "pool"})  # the key of files written before
+    with pytest.raises(ValueError, match=r"trained for audio_frontend='pool' but the model uses audio_frontend='asr_tokens'"):
         apply_trained_weights(model, path)
     tensors["projector.log_temperature"] = torch.tensor(-0.5)
-    save_file(tensors, str(path), metadata={"format": "pt", "downsample": "asr_tokens"})
+    save_file(tensors, str(path), metadata={"format": "pt", "audio_frontend": "asr_tokens"})
     apply_trained_weights(model, path)
     assert float(model.projector.log_temperature.detach()) == -0.5

@@ -92,7 +92,8 @@ def test_default_model_three_modes_on_short_example(tmp_path):
     cmd = [sys.executable, "-m", "audio_minichat.app.cli"]
     results = {}
     for mode, target in (("cascade", wav), ("text", txt), ("e2e", wav)):
-        run = subprocess.run(cmd + ["summarize", str(target), "--mode", mode, "--json", "--quiet", "--max-new-tokens", "24"],
+        # --raw: all 24 tokens (a cut answer is otherwise trimmed to its last whole sentence: tests/test_reliability.py)
+        run = subprocess.run(cmd + ["summarize", str(target), "--mode", mode, "--json", "--quiet", "--max-new-tokens", "24", "--raw"],
                              capture_output=True, text=True, timeout=900)
         assert run.returncode == 0, run.stderr[-2000:]
         results[mode] = json.loads(run.stdout)

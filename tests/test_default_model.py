@@ -77,7 +77,7 @@ def test_default_reads_whisper_decoding_and_writes_the_llms_own_tokens():
     info = read_build_info(model_dir)
     model = AudioMiniChatForConditionalGeneration.from_pretrained(model_dir).eval()
     processor = AudioMiniChatProcessor.from_pretrained(model_dir)
-    assert model.config.downsample == "asr_tokens"
+    assert model.config.audio_frontend == "asr_tokens"
     audio, rate = sf.read(Path(__file__).resolve().parents[1] / "examples" / "short.wav", dtype="float32")
     inputs = processor(text=processor.build_prompt(processor.audio_with_text("Summarize:")), audio=audio, sampling_rate=rate)
     with torch.no_grad():
@@ -226,6 +226,6 @@ def test_a_variant_may_name_its_encoder():
     assert info["encoder"] == "whisper-base" and info["projector_trained"] is False
     config = json.loads((built / "config.json").read_text())
     assert config["audio_config"]["d_model"] == 512 and config["audio_config"]["decoder_layers"] == 6
-    assert config["audio_lora"]["r"] == 16 and config["downsample"] == "qformer"
+    assert config["audio_lora"]["r"] == 16 and config["audio_frontend"] == "qformer"
     assert build_default(variant="qformer_lora_base", untrained=True) == built  # cached: no second build
     assert read_build_info(build_default(variant="qformer", untrained=True))["encoder"] == "whisper-tiny.en"

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -347,10 +348,12 @@ build_model(sys.argv[1], sys.argv[2], sys.argv[3], projector_type="mlp", project
 
 def test_a_killed_build_keeps_the_previous_build_and_the_next_build_removes_its_leftovers(parts, tmp_path):
     """SIGKILL in the middle of saving: the previous build is intact and its temporary directory is left; the next
-    build removes it, and leftovers of the old naming, once nothing was written in them for STALE_BUILD_SECONDS,
-    but keeps a fresh one (a concurrent build still writing) and other names."""
+    build removes it at once (its writer's process is gone: docs/recordings.md says "by the next build"), and
+    leftovers of the old naming once nothing was written in them for STALE_BUILD_SECONDS, but keeps a fresh one
+    without an owner (a concurrent build still writing), one however old whose writer still runs, and other names."""
     from audio_minichat.assets.default_build import build_model
     from audio_minichat.assets.offline import STALE_BUILD_SECONDS
+    from audio_minichat.utils.io import OWNER_FILE
 
     cache = tmp_path / "cache"
     out = build_model(*parts, cache / "audio-minichat-default")
@@ -369,6 +372,7 @@ def test_a_killed_build_keeps_the_previous_build_and_the_next_build_removes_its_
         proc.wait()
     killed = Path(started.read_text())
     assert killed.is_dir() and killed.parent == cache and killed.name.startswith(".audio-minichat-default.")
+    assert json.loads((killed / OWNER_FILE).read_text())["pid"] == proc.pid
     assert _tree(out) == before and _complete(out)
 
     old_style = [cache / ".audio-minichat-default.1a2b3c.k2j3h4ab", cache / ".audio-minichat-default.tmp-x7y8z9ab",
@@ -382,15 +386,29 @@ def test_a_killed_build_keeps_the_previous_build_and_the_next_build_removes_its_
             cache / ".audio-minichat-default.notes", cache / "audio-minichat-default.bak"]
     for path in keep:
         path.mkdir()
-    for path in [killed, *old_style, stray_file, *keep]:
+    for path in [*old_style, stray_file, *keep]:
         _age(path, STALE_BUILD_SECONDS + 60)
     live = cache / ".audio-minichat-default.5e6f7a8b.tmpqrstuvwx"  # a concurrent build writing right now
     live.mkdir()
     (live / "model.safetensors").write_bytes(b"1")
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:  # a slow build whose writer runs (here: a sleeping process), untouched for longer than STALE_BUILD_SECONDS
+        held = cache / ".audio-minichat-default.6a7b8c9d.tmpheldheld"
+        held.mkdir()
+        own = {"pid": sleeper.pid, "host": socket.gethostname()}
+        stat = Path(f"/proc/{sleeper.pid}/stat")
+        if stat.exists():
+            own["start"] = stat.read_text().rsplit(")", 1)[1].split()[19]
+        (held / OWNER_FILE).write_text(json.dumps(own))
+        _age(held, STALE_BUILD_SECONDS + 60)
 
-    build_model(*parts, out, projector_type="mlp", projector_hidden_size=8)
-    assert _complete(out) and _tree(out) != before
-    assert sorted(p.name for p in cache.iterdir()) == sorted(["audio-minichat-default", live.name, *(p.name for p in keep)])
+        build_model(*parts, out, projector_type="mlp", projector_hidden_size=8)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert _complete(out) and _tree(out) != before and not (out / OWNER_FILE).exists()
+    assert sorted(p.name for p in cache.iterdir()) == sorted(["audio-minichat-default", live.name, held.name,
+                                                               *(p.name for p in keep)])
 
 
 def test_a_fresh_build_is_readable_by_everyone_under_umask_022(parts, tmp_path):

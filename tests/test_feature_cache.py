@@ -33,7 +33,7 @@ def _grads(model):
 
 @pytest.mark.parametrize("config_kwargs,trainable", [
     ({}, None),
-    ({"downsample": "qformer", "qformer_queries": 30}, TrainableConfig(llm="audio_lora", lora_r=2, lora_alpha=4)),
+    ({"audio_frontend": "qformer", "frontend_config": {"qformer_queries": 30}}, TrainableConfig(llm="audio_lora", lora_r=2, lora_alpha=4)),
 ], ids=["pool", "qformer+audio_lora"])
 def test_cached_step_equals_uncached_step_loss_and_gradients(tmp_path, config_kwargs, trainable):
     model, processor, rows = _setup(tmp_path, trainable, **config_kwargs)
@@ -50,7 +50,7 @@ def test_cached_step_equals_uncached_step_loss_and_gradients(tmp_path, config_kw
     loss.backward()
     expected = _grads(model)
     model.zero_grad(set_to_none=True)
-    c_loss, c_terms, _ = cached_distillation_step(model, CachedCollator(processor, DataConfig(), LOSS.feature_layers)(
+    c_loss, c_terms, _ = cached_distillation_step(model, model, CachedCollator(processor, DataConfig(), LOSS.feature_layers)(
         [cached[i] for i in range(4)]), LOSS)
     c_loss.backward()
     got = _grads(model)
@@ -96,7 +96,7 @@ def test_cache_refuses_a_trainable_encoder(tmp_path):
 
 
 def test_train_from_cache_with_the_trainer(tmp_path):
-    model, processor = make_model("whisper", downsample="qformer", qformer_queries=30)
+    model, processor = make_model("whisper", audio_frontend="qformer", frontend_config={"qformer_queries": 30})
     model.save_pretrained(tmp_path / "base")
     processor.save_pretrained(tmp_path / "base")
     make_dataset(tmp_path / "data")

@@ -23,14 +23,19 @@ def _prompts(processor):
     ]
 
 
-@pytest.mark.parametrize("kind", ["whisper", "hubert", "wav2vec2"])
-@pytest.mark.parametrize("downsample", ["pool", "stack", "ctc_pool"])
+# (encoder, front end, its options, the second clip's seconds: qformer's spans two windows)
+PADDING_CASES = [(kind, frontend, {}, 5.1) for kind in ("whisper", "hubert", "wav2vec2") for frontend in ("pool", "stack", "ctc_pool")]
+PADDING_CASES.append(("whisper", "qformer", {"qformer_queries": 12}, 35.0))
+
+
+@pytest.mark.parametrize("kind,audio_frontend,options,seconds", PADDING_CASES, ids=lambda v: v if isinstance(v, str) else "")
 @pytest.mark.parametrize("padding_side", ["left", "right"])
-def test_padded_batch_matches_each_sample_alone(kind, downsample, padding_side):
-    model, processor = make_model(kind, downsample=downsample, projector_type="mlp" if kind == "hubert" else "linear")
-    clips = [speechlike(2.3, 1), speechlike(5.1, 2), speechlike(0.7, 3)]
+def test_padded_batch_matches_each_sample_alone(kind, audio_frontend, options, seconds, padding_side):
+    model, processor = make_model(kind, audio_frontend=audio_frontend, frontend_config=options,
+                                  projector_type="mlp" if kind == "hubert" else "linear")
+    clips = [speechlike(2.3, 1), speechlike(seconds, 2), speechlike(0.7, 3)]
     spans = [[(0.0, 0.5), (0.5, 1.2), (1.3, 2.2)], [(0.1, 0.3)], [(0.0, 0.6), (0.6, 0.7)]]
-    spans = spans if downsample == "ctc_pool" else None
+    spans = spans if audio_frontend == "ctc_pool" else None
     prompts = _prompts(processor)
     batch = processor(text=prompts, audio=clips, sampling_rate=16000, audio_spans=spans, padding_side=padding_side)
     singles = [
@@ -134,7 +139,7 @@ def test_from_components_keeps_pretrained_parts():
 
     asr = WhisperForConditionalGeneration(WhisperConfig(**model.config.audio_config.to_dict()))
     built = AudioMiniChatForConditionalGeneration.from_components(
-        model.language_model, asr, audio_token_id=processor.audio_token_id, downsample="stack", stack_factor=2
+        model.language_model, asr, audio_token_id=processor.audio_token_id, audio_frontend="stack", frontend_config={"stack_factor": 2}
     )
     assert built.audio_encoder is asr.get_encoder()
     assert built.language_model is model.language_model
@@ -164,22 +169,22 @@ SUBPROCESS = textwrap.dedent(
 )
 
 
-FRONT_END_KWARGS = [{}, {"downsample": "stack", "stack_factor": 3}, {"downsample": "ctc_pool"}, ASR_TOKENS_TINY,
-                    {"downsample": "qformer", "qformer_queries": 12}]
+FRONT_END_KWARGS = [{}, {"audio_frontend": "stack", "frontend_config": {"stack_factor": 3}}, {"audio_frontend": "ctc_pool"},
+                    ASR_TOKENS_TINY, {"audio_frontend": "qformer", "frontend_config": {"qformer_queries": 12}}]
 
 
 def test_every_registered_front_end_is_round_tripped():
     from audio_minichat import AUDIO_FRONTENDS
 
-    assert sorted(kw.get("downsample", "pool") for kw in FRONT_END_KWARGS) == sorted(AUDIO_FRONTENDS)
+    assert sorted(kw.get("audio_frontend", "pool") for kw in FRONT_END_KWARGS) == sorted(AUDIO_FRONTENDS)
 
 
-@pytest.mark.parametrize("config_kwargs", FRONT_END_KWARGS, ids=lambda kw: kw.get("downsample", "pool"))
+@pytest.mark.parametrize("config_kwargs", FRONT_END_KWARGS, ids=lambda kw: kw.get("audio_frontend", "pool"))
 def test_save_then_load_with_remote_code_and_pipeline(tmp_path, config_kwargs):
     model, processor = make_model("whisper", **config_kwargs)
     if hasattr(model.audio_frontend, "asr_token_map"):
         fill_token_map(model)
-    spans = [[(0.0, 0.4), (0.4, 1.1), (1.1, 2.0)]] if processor.layout.needs_spans else None
+    spans = [[(0.0, 0.4), (0.4, 1.1), (1.1, 2.0)]] if processor.frontend.needs_spans else None
     save = tmp_path / "ckpt"
     model.save_pretrained(save)
     processor.save_pretrained(save)

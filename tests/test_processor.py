@@ -34,42 +34,46 @@ def _runs(ids, token_id):
 
 
 @pytest.mark.parametrize("kind", ["whisper", "hubert", "wav2vec2"])
-@pytest.mark.parametrize("downsample", ["pool", "stack"])
-def test_placeholder_count_is_exact_and_matches_model(kind, downsample):
-    model, processor = make_model(kind, downsample=downsample)
+@pytest.mark.parametrize("audio_frontend", ["pool", "stack"])
+def test_placeholder_count_is_exact_and_matches_model(kind, audio_frontend):
+    model, processor = make_model(kind, audio_frontend=audio_frontend)
     layout = processor.layout
     for seconds in (0.05, 0.5, 1.0, 1.37, 3.01, 7.9):
         clip = speechlike(seconds, seed=3)
         inputs = processor(text=processor.build_prompt("<|audio|>"), audio=clip, sampling_rate=16000)
         # The feature extractor's real frame count equals the layout's arithmetic.
-        valid = int(inputs["input_features_mask"].sum())
+        key = "input_features" if kind == "whisper" else "input_values"  # mel features, or the waveform itself
+        assert processor.audio_input_name == key and key in inputs and f"{key}_mask" in inputs
+        valid = int(inputs[f"{key}_mask"].sum())
         assert valid == layout.feature_frames(max(len(clip), layout.min_samples))
         expected = processor.num_audio_tokens(len(clip))
         assert _count(inputs, processor) == expected
         with torch.no_grad():
-            feats = model.get_audio_features(
-                inputs["input_features"], inputs["input_features_mask"], inputs["audio_window_clip"]
-            )
+            feats = model.get_audio_features(audio_window_clip=inputs["audio_window_clip"], **{k: inputs[k] for k in (key, f"{key}_mask")})
         assert [f.shape[0] for f in feats.embeddings] == [expected]
+    other = "input_values" if key == "input_features" else "input_features"  # the other kind's name is refused
+    with pytest.raises(ValueError, match=rf"^This model's encoder \({kind}\) reads {key}, not {other}: build inputs with"):
+        model.get_audio_features(audio_window_clip=inputs["audio_window_clip"], **{other: inputs[key], f"{other}_mask": inputs[f"{key}_mask"]})
         assert feats.embeddings[0].shape[1] == model.config.text_config.hidden_size
 
 
 def test_layout_formulas_by_method():
     base = dict(audio_config={"model_type": "whisper"}, text_config={"model_type": "llama"})
     frames = 1 * 16000 // 160  # 1 s -> 100 mel frames -> 50 encoder frames
-    pool = AudioMiniChatConfig(**base).audio_layout()
-    assert pool.clip_frames(16000) == (frames - 1) // 2 + 1 == 50
-    assert pool.num_embeddings(16000) == (50 - 8 + 3) // 4 + 1 == 12  # ceil((50-8)/4)+1
-    stack = AudioMiniChatConfig(**base, downsample="stack", stack_factor=3).audio_layout()
-    assert stack.num_embeddings(16000) == 17  # ceil(50/3)
-    ctc = AudioMiniChatConfig(**base, downsample="ctc_pool").audio_layout()
-    assert ctc.num_embeddings(16000, num_spans=5) == 5
+    pool = AudioMiniChatConfig(**base)
+    layout = pool.audio_layout()
+    assert layout.clip_frames(16000) == (frames - 1) // 2 + 1 == 50
+    assert pool.frontend_options.num_embeddings(layout, 16000) == (50 - 8 + 3) // 4 + 1 == 12  # ceil((50-8)/4)+1
+    stack = AudioMiniChatConfig(**base, audio_frontend="stack", frontend_config={"stack_factor": 3})
+    assert stack.frontend_options.num_embeddings(stack.audio_layout(), 16000) == 17  # ceil(50/3)
+    ctc = AudioMiniChatConfig(**base, audio_frontend="ctc_pool").frontend_options
+    assert ctc.num_embeddings(layout, 16000, num_spans=5) == 5
     with pytest.raises(ValueError, match="ctc_pool"):
-        ctc.num_embeddings(16000)
+        ctc.num_embeddings(layout, 16000)
 
 
 def test_ctc_pool_gives_one_embedding_per_span_and_means_frames():
-    model, processor = make_model("whisper", downsample="ctc_pool")
+    model, processor = make_model("whisper", audio_frontend="ctc_pool")
     clip = speechlike(2.0)
     spans = [(0.0, 0.4), (0.4, 1.0), (1.2, 1.9)]
     prompt = processor.build_prompt("<|audio|>")
@@ -79,7 +83,8 @@ def test_ctc_pool_gives_one_embedding_per_span_and_means_frames():
     assert inputs["audio_spans"][0].tolist() == [[0, 20], [20, 50], [60, 95]]
     with pytest.raises(ValueError, match="audio_spans"):
         processor(text=prompt, audio=clip, sampling_rate=16000)
-    with pytest.raises(ValueError, match=r"audio_spans\[0\]\[0\]"):
+    # the one span check (audio_spans.check_spans, as the data builder and the training collator)
+    with pytest.raises(ValueError, match=r"^audio_spans\[0\]: span 0 = \[0.5, 0.2\] is empty or outside the clip\.$"):
         processor(text=prompt, audio=clip, sampling_rate=16000, audio_spans=[[(0.5, 0.2)]])
 
 
@@ -415,3 +420,54 @@ def test_generation_from_chat_template_inputs_equals_direct_inputs(templated):
         out_direct = model.generate(**direct, do_sample=False, max_new_tokens=5)
     assert out_template.shape[-1] > 0
     assert torch.equal(out_template, out_direct)
+
+
+def test_transformers_usual_call_arguments(tiny):
+    _, processor = tiny
+    clip, prompt = speechlike(1.0, 1), processor.build_prompt("summarize <|audio|>")
+    plain = processor(text=prompt, audio=clip, sampling_rate=16000)
+    for kwargs in ({"padding": True}, {"padding": "longest", "return_tensors": "pt"}, {"truncation": False},
+                   {"return_attention_mask": True}, {"common_kwargs": {"return_tensors": "pt"}, "text_kwargs": {"padding": True}}):
+        same = processor(text=prompt, audio=clip, sampling_rate=16000, **kwargs)
+        assert same.keys() == plain.keys() and all(torch.equal(same[k], plain[k]) for k in plain), kwargs
+    grouped = processor(text=prompt, audio=clip, audio_kwargs={"sampling_rate": 16000})  # the rate in its group
+    assert torch.equal(grouped["input_features"], plain["input_features"])
+    with pytest.raises(ValueError, match=r"^padding='max_length': AudioMiniChatProcessor pads each batch to its longest prompt"):
+        processor(text=prompt, audio=clip, sampling_rate=16000, padding="max_length")
+    with pytest.raises(ValueError, match=r"^truncation: AudioMiniChatProcessor never truncates a prompt"):
+        processor(text=prompt, audio=clip, sampling_rate=16000, truncation=True)
+    with pytest.raises(ValueError, match=r"^sampling_rate is given twice with different values \(16000 and audio_kwargs's 8000\)\.$"):
+        processor(text=prompt, audio=clip, text_kwargs={"sampling_rate": 16000}, audio_kwargs={"sampling_rate": 8000})
+    with pytest.raises(TypeError, match=r"^Unexpected argument\(s\) \['max_lenght'\] for AudioMiniChatProcessor\.$"):
+        processor(text=prompt, audio=clip, sampling_rate=16000, max_lenght=10)
+
+
+def test_a_hub_id_loads_the_cascade_tokenizer_too(tmp_path, tiny):
+    """``from_pretrained(hub id)``: the asr_tokenizer subfolder comes from the repository as the rest does (here a
+    local hub cache, offline), and a repository without one gives no cascade tokenizer."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    model, processor = tiny
+    hub = tmp_path / "hub"
+    for name, asr in (("with", make_tokenizer()), ("without", None)):
+        snapshot = hub / f"models--local--{name}" / "snapshots" / ("0" * 40)
+        processor.asr_tokenizer = asr
+        processor.save_pretrained(snapshot)
+        model.config.save_pretrained(snapshot)
+        (hub / f"models--local--{name}" / "refs").mkdir()
+        (hub / f"models--local--{name}" / "refs" / "main").write_text("0" * 40)
+        # the hub answers 404 for a subfolder's config.json; its cache records that as a .no_exist entry
+        missing = hub / f"models--local--{name}" / ".no_exist" / ("0" * 40) / "asr_tokenizer" / "config.json"
+        missing.parent.mkdir(parents=True)
+        missing.touch()
+    processor.asr_tokenizer = None
+    code = ("import json; from audio_minichat import AudioMiniChatProcessor as P; "
+            "print(json.dumps([None if p.asr_tokenizer is None else len(p.asr_tokenizer) "
+            "for p in (P.from_pretrained('local/with'), P.from_pretrained('local/without'))]))")
+    env = {**os.environ, "HF_HUB_CACHE": str(hub), "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [len(make_tokenizer()), None]

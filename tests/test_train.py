@@ -68,7 +68,7 @@ make_model_processor_cache: dict = {}
 
 def tiny(seed=0, trainable=None, **config_kwargs):
     model, processor = make_model("whisper", seed=seed, **config_kwargs)
-    if config_kwargs.get("downsample") == "asr_tokens":
+    if config_kwargs.get("audio_frontend") == "asr_tokens":
         fill_token_map(model)
         with torch.no_grad():
             model.projector.net[-1].weight.normal_(0.0, 0.02)  # a nonzero state projection: both parts count
@@ -338,6 +338,50 @@ def test_main_refuses_to_mix_a_new_run_into_old_checkpoints(tmp_path, saved):
     assert main(["--config", str(cfg), "--resume", "--max-steps", "3"]) == 0  # continues: one more step
     history = json.loads((tmp_path / "run" / "final" / "log_history.json").read_text())
     assert [h["step"] for h in history if "loss" in h and "train_loss" not in h][-1] == 3
+
+
+def test_checkpoints_are_readable_and_an_incomplete_resume_path_is_one_line(tmp_path, saved, capsys):
+    """checkpoint-N/ gets the umask's modes (transformers writes model.safetensors 0600); --resume PATH to a
+    checkpoint that a kill or a cut copy left incomplete is one line naming what is missing, exit 2, before any
+    model is built."""
+    import shutil
+
+    from audio_minichat.training import main
+
+    base, data = saved
+    cfg = _config(tmp_path, base, data, max_steps=1, save_steps=1)
+    previous = os.umask(0o022)
+    try:
+        assert main(["--config", str(cfg)]) == 0
+    finally:
+        os.umask(previous)
+    capsys.readouterr()  # (the run's own progress)
+    ckpt = tmp_path / "run" / "checkpoint-1"
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in [ckpt, *ckpt.rglob("*")]}
+    assert modes["model.safetensors"] == "0o644" and {m for n, m in modes.items() if n != "checkpoint-1"} == {"0o644"}
+    assert modes["checkpoint-1"] == "0o755"
+
+    def resume(path):
+        code = main(["--config", str(cfg), "--output-dir", str(tmp_path / "again"), "--resume", str(path)])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+        return err
+
+    killed = tmp_path / "killed"
+    shutil.copytree(ckpt, killed)
+    (killed / "trainer_state.json").unlink()
+    (killed / "optimizer.safetensors").unlink()
+    assert resume(killed) == (f"error: --resume {str(killed)!r} is not a complete checkpoint: trainer_state.json, "
+                              "optimizer.safetensors missing (a run killed while saving it? --resume without PATH takes "
+                              "the last complete one)")
+    cut = tmp_path / "cut"
+    shutil.copytree(ckpt, cut)
+    weights = (cut / "model.safetensors").read_bytes()
+    (cut / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    assert resume(cut) == (f"error: --resume {str(cut)!r} is not a complete checkpoint: model.safetensors is cut short: "
+                           f"{len(weights) // 2} bytes, its tensors need {len(weights)}")
+    assert resume(tmp_path / "nope") == f"error: --resume {str(tmp_path / 'nope')!r} does not exist"
+    assert not (tmp_path / "again").exists()
 
 
 @pytest.mark.integration

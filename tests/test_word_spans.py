@@ -1,4 +1,4 @@
-"""Word spans for downsample="ctc_pool": the data builder's span stage (Whisper forced alignment, greedy CTC),
+"""Word spans for audio_frontend="ctc_pool": the data builder's span stage (Whisper forced alignment, greedy CTC),
 the collator passing them as audio_spans, and a tiny ctc_pool model training on them (offline, CPU)."""
 
 from __future__ import annotations
@@ -330,7 +330,7 @@ def span_rows(n=4):
 
 
 def test_collator_passes_word_spans_to_a_ctc_pool_model():
-    _, proc = make_model("whisper", downsample="ctc_pool")
+    _, proc = make_model("whisper", audio_frontend="ctc_pool")
     collator = DistillationCollator(proc, DataConfig())
     data = span_rows(3)
     batch = collator(data)
@@ -357,7 +357,7 @@ def test_collator_passes_word_spans_to_a_ctc_pool_model():
 
 def test_ctc_pool_model_trains_on_built_word_spans(spans_build, tmp_path):
     """From the builder's data set (word_spans from Whisper) to two training steps of a tiny ctc_pool model."""
-    model, proc = make_model("whisper", downsample="ctc_pool")
+    model, proc = make_model("whisper", audio_frontend="ctc_pool")
     configure_trainable(model, TrainableConfig())
     before = {n: p.detach().clone() for n, p in model.named_parameters() if n.startswith("audio_frontend.projector.")}
     assert before

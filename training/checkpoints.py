@@ -19,20 +19,25 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from ..assets.default_build import apply_trained_weights, read_build_info, write_model_card
+from ..assets.default_build import read_build_info, safetensors_problem, write_model_card
 from ..modeling_audio_minichat import AudioMiniChatForConditionalGeneration
 from ..utils.checkpoint_files import RUN_CONFIG
-from ..utils.io import atomic_directory, atomic_save_tensors, atomic_write_json
+from ..utils.io import atomic_directory, atomic_save_tensors, atomic_write_json, share_modes
+from ..utils.trained_weights import apply_trained_weights
 from .config import RunConfig, TrainableConfig
 from .trainable import configure_trainable, lora_config, merge_lora
 
 TRAINABLE_WEIGHTS = "model.safetensors"  # in a checkpoint: the trainable tensors only
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
-# The small file that ships (assets/weights/, applied by assets.default_build.apply_trained_weights): the whole
+# The small file that ships (assets/weights/, applied by utils.trained_weights.apply_trained_weights): the whole
 # projector plus encoder LoRA pairs (or fully trained encoder tensors), with what it was trained for.
 TRAINED_WEIGHTS = "trained_weights.safetensors"
 PEFT_ADAPTER = "default"  # the adapter name inject_adapter_in_model gives
 PEFT_SUBFOLDER = "lora_adapter"  # final/: the LoRA of a run as a peft adapter (already merged into final's weights)
+# Written last by the Trainer into each checkpoint: a checkpoint without it is incomplete (killed while saving).
+COMPLETE_MARKER = "trainer_state.json"
+# Optimizer state as FSDP / DeepSpeed keep it (the Trainer's own files), in place of optimizer.safetensors.
+NATIVE_OPTIMIZER_STATE = ("optimizer.pt", "optimizer.bin", "optimizer_0", "pytorch_model_fsdp_0")
 
 
 def jsonable(obj):
@@ -104,12 +109,40 @@ def save_trained_weights(trained: dict[str, torch.Tensor], model, run_config: Ru
     projector = {f"audio_frontend.projector.{k}": v.detach().cpu().contiguous() for k, v in model.projector.state_dict().items()}
     weights = {**{k.removeprefix("audio_frontend."): v for k, v in projector.items()},
                **{k: v for k, v in trained.items() if not k.startswith(("language_model.", "audio_frontend.projector."))}}
-    metadata = {"format": "pt", "downsample": model.config.downsample}
+    metadata = {"format": "pt", "audio_frontend": model.config.audio_frontend}
     if any(".lora_A." in k for k in weights):
         metadata["lora_scaling"] = repr(float(run_config.trainable.lora_alpha) / float(run_config.trainable.lora_r))
     atomic_save_tensors(weights, path, metadata)
     atomic_write_json(path.with_suffix(".json"), {"tensors": {k: list(v.shape) for k, v in weights.items()}, **provenance})
     return path
+
+
+def share_checkpoint_modes(output_dir: str) -> None:
+    """Give a checkpoint folder the modes of ordinary files under the umask (0644 / 0755 for umask 022):
+    transformers' safetensors save writes model.safetensors 0600, unreadable to the others who share a run."""
+    share_modes(output_dir)
+
+
+def resume_problem(checkpoint: str) -> str | None:
+    """Why ``checkpoint`` (a ``--resume PATH``) cannot be resumed from, in one line naming what is missing or cut
+    short; None when it holds what resuming reads: the Trainer's state (written last, so a checkpoint killed while
+    being written lacks it), the trainable tensors whole, and the optimizer and scheduler state."""
+    where = repr(str(checkpoint))
+    if not os.path.isdir(checkpoint):
+        return f"--resume {where} is not a folder" if os.path.exists(checkpoint) else f"--resume {where} does not exist"
+    if os.path.isfile(os.path.join(checkpoint, "config.json")) and not os.path.isfile(os.path.join(checkpoint, RUN_CONFIG)):
+        return f"--resume {where} is a complete model, not a training checkpoint: give a run's checkpoint-N folder"
+    needed = [COMPLETE_MARKER, TRAINABLE_WEIGHTS]
+    if not any(os.path.exists(os.path.join(checkpoint, name)) for name in NATIVE_OPTIMIZER_STATE):
+        needed += ["optimizer.safetensors", "scheduler.json"]
+    missing = [name for name in needed if not os.path.isfile(os.path.join(checkpoint, name))]
+    if missing:
+        return (f"--resume {where} is not a complete checkpoint: {', '.join(missing)} missing (a run killed while "
+                "saving it? --resume without PATH takes the last complete one)")
+    problem = safetensors_problem(os.path.join(checkpoint, TRAINABLE_WEIGHTS))
+    if problem is not None:
+        return f"--resume {where} is not a complete checkpoint: {TRAINABLE_WEIGHTS} is {problem}"
+    return None
 
 
 def load_trainable(model, checkpoint: str) -> None:
@@ -188,5 +221,5 @@ def save_final_model(trained_model, processor, run_config: RunConfig, out_dir: s
     return Path(out_dir)
 
 
-__all__ = ["TRAINABLE_WEIGHTS", "RUN_CONFIG", "save_trainable", "save_peft_adapter", "load_trainable", "load_trained_model",
+__all__ = ["TRAINABLE_WEIGHTS", "RUN_CONFIG", "COMPLETE_MARKER", "resume_problem", "share_checkpoint_modes", "save_trainable", "save_peft_adapter", "load_trainable", "load_trained_model",
            "save_final_model", "save_trained_weights", "trainable_tensors", "TRAINED_WEIGHTS"]

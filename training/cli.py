@@ -13,18 +13,16 @@ import sys
 import torch
 from transformers import TrainingArguments
 
-from ..assets.default_build import apply_trained_weights
 from ..modeling_audio_minichat import AudioMiniChatForConditionalGeneration
 from ..processing_audio_minichat import AudioMiniChatProcessor
-from .checkpoints import save_final_model
+from ..utils.trained_weights import apply_trained_weights
+from .checkpoints import COMPLETE_MARKER, resume_problem, save_final_model
 from .collator import DistillationCollator
 from .config import RunConfig
 from .trainable import cast_frozen, configure_trainable
 from .trainer import DistillationTrainer
 from .validation import ValidationCallback
 
-# Written last by the Trainer into each checkpoint: a checkpoint without it is incomplete (killed while saving).
-COMPLETE_MARKER = "trainer_state.json"
 
 
 def load_rows(path: str, split: str, limit: int | None, exclude_prompts: str | None = None, prompt_column: str = "prompt"):
@@ -165,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
         name = os.path.basename(existing or checkpoints(cfg.output_dir)[-1][1])
         raise SystemExit(f"{cfg.output_dir} already holds checkpoints ({name}): pass --resume to "
                          "continue that run, or --output-dir for a new one.")
+    if args.resume not in (None, "latest") and (problem := resume_problem(args.resume)) is not None:
+        print(f"error: {problem}", file=sys.stderr)  # one line, before the model is built
+        return 2
     trainer = build_trainer(cfg)
     resume = existing if args.resume == "latest" else args.resume
     trainer.train(resume_from_checkpoint=resume)

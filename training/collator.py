@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 
-from ..dataprep.word_spans import check_spans
+from ..audio_spans import check_spans
 from ..processing_audio_minichat import AudioMiniChatProcessor, load_audio
 from .config import DataConfig
 
@@ -31,7 +31,7 @@ def decode_audio(value, where: str) -> np.ndarray:
 class DistillationCollator:
     """Rows -> the audio-prompt batch (student, with labels on the response) and ``teacher_*``: the same prompts
     with the transcript in place of the audio (the teacher's text batch). A model that pools over spans
-    (``processor.layout.needs_spans``: ``downsample="ctc_pool"``) also gets each row's ``spans_column`` (its
+    (``processor.frontend.needs_spans``: ``audio_frontend="ctc_pool"``) also gets each row's ``spans_column`` (its
     ``[start_s, end_s]`` word spans) as ``audio_spans``."""
 
     def __init__(self, processor: AudioMiniChatProcessor, data_cfg: DataConfig):
@@ -41,7 +41,7 @@ class DistillationCollator:
     def __call__(self, rows: list[dict]) -> dict:
         c, proc = self.cfg, self.processor
         clips, audio_prompts, text_prompts, responses = [], [], [], []
-        spans = [] if proc.layout.needs_spans else None
+        spans = [] if proc.frontend.needs_spans else None
         for i, row in enumerate(rows):
             where = f"row {row.get('__index__', i)}"
             for col in (c.audio_column, c.transcript_column, c.prompt_column, c.response_column):
@@ -72,7 +72,7 @@ class DistillationCollator:
         col = self.cfg.spans_column
         if col not in row or row[col] is None:
             raise KeyError(
-                f"{where}: this model pools over word spans (downsample={self.processor.layout.downsample!r}) but the row "
+                f"{where}: this model pools over word spans (audio_frontend={self.processor.frontend.name!r}) but the row "
                 f"has no {col!r}; build the data with word spans (data config `word_spans: whisper` or "
                 f"`{{source: ctc, model: DIR}}`) or point data.spans_column at the spans; columns are {sorted(row)}."
             )

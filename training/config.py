@@ -67,7 +67,7 @@ class DataConfig:
     prompt_column: str = "prompt"
     response_column: str = "response"
     # per-row [start_s, end_s] word spans (python -m audio_minichat.dataprep with word_spans), read only by
-    # models that pool over spans (downsample="ctc_pool"), which need it
+    # models that pool over spans (audio_frontend="ctc_pool"), which need it
     spans_column: str = "word_spans"
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
@@ -94,7 +94,7 @@ class RunConfig:
     # trainable weights stay float32 for the optimizer. None keeps the checkpoint's dtype.
     frozen_dtype: str | None = None
     # Trained weights to start from (a trained-weights file: projector, encoder LoRA pairs merged, see
-    # assets.default_build.apply_trained_weights), applied to `model` before anything is made trainable: a later
+    # utils.trained_weights.apply_trained_weights), applied to `model` before anything is made trainable: a later
     # stage continues an earlier one.
     init_weights: str | None = None
     # Learning-rate multipliers by parameter name (regular expression -> factor): e.g. a temperature that must move
@@ -127,24 +127,54 @@ class RunConfig:
 
     @classmethod
     def from_yaml(cls, path: str) -> "RunConfig":
-        with open(path, encoding="utf-8") as fh:
-            raw = yaml.safe_load(fh) or {}
-        base = Path(path).resolve().parent
-        cfg = cls.from_dict(raw)
-        # relative paths in a config are relative to the config file
-        for holder, name in ((cfg, "model"), (cfg, "init_weights"), (cfg.data, "train"), (cfg.data, "validation"),
-                             (cfg.data, "cache_dir")):
-            value = getattr(holder, name)
-            if value and value.startswith("~"):
-                value = os.path.expanduser(value)
-                setattr(holder, name, value)
-            # (a cache folder is made on first use: relative to the config whether or not it exists yet)
-            if value and not os.path.isabs(value) and ((base / value).exists() or name == "cache_dir"):
-                setattr(holder, name, str((base / value).resolve()))
-        return cfg
+        """A run config file. ``base: other.yaml`` (relative to the file) inherits that file's settings: mappings merge
+        key by key (the file's own values win), anything else is replaced; relative paths are relative to the file
+        that names them."""
+        return cls.from_dict(read_config_file(path))
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-__all__ = ["LossConfig", "TrainableConfig", "DataConfig", "RunConfig"]
+# Settings that name files: relative values are relative to the config file that holds them (a folder for the cache is
+# made on first use, so it is resolved whether or not it exists yet).
+PATH_SETTINGS = ((None, "model"), (None, "init_weights"), ("data", "train"), ("data", "validation"), ("data", "cache_dir"))
+
+
+def merge_settings(base: dict, own: dict) -> dict:
+    """``own`` over ``base``: mappings merged key by key, anything else replaced."""
+    out = dict(base)
+    for key, value in own.items():
+        out[key] = merge_settings(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def read_config_file(path: str, seen: tuple = ()) -> dict:
+    """A config file's settings with its ``base:`` chain merged in and its relative paths resolved."""
+    where = Path(path).resolve()
+    if where in seen:
+        raise ValueError(f"{path}: its base: chain comes back to itself ({' -> '.join(str(p) for p in (*seen, where))}).")
+    if not where.is_file():
+        raise ValueError(f"{path}: no such config file" + (f" (the base: of {seen[-1]})" if seen else "") + ".")
+    with open(where, encoding="utf-8") as fh:
+        raw = yaml.safe_load(fh) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping of settings, got {type(raw).__name__}.")
+    folder = where.parent
+    for section, name in PATH_SETTINGS:
+        holder = raw if section is None else raw.get(section)
+        value = holder.get(name) if isinstance(holder, dict) else None
+        if not isinstance(value, str) or not value:
+            continue
+        if value.startswith("~"):
+            value = os.path.expanduser(value)
+        if not os.path.isabs(value) and ((folder / value).exists() or name == "cache_dir"):
+            value = str((folder / value).resolve())
+        holder[name] = value
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    return merge_settings(read_config_file(str(folder / os.path.expanduser(str(base))), (*seen, where)), raw)
+
+
+__all__ = ["LossConfig", "TrainableConfig", "DataConfig", "RunConfig", "merge_settings", "read_config_file"]

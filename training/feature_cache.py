@@ -1,6 +1,6 @@
 """Train from what is frozen, computed once: the front end's stage-1 features and the teacher's targets per row.
 
-With a frozen encoder, a front end's stage 1 (``AudioFrontEnd.audio_features``: encoder frames, pooled where the
+With a frozen encoder, a front end's stage 1 (``AudioFrontEnd.encoder_states``: encoder frames, pooled where the
 pooling has no parameters) depends only on the audio, and the teacher (the frozen LLM on the transcript prompt)
 only on the text. Both are computed once per row and stored beside the data; training then runs the trainable
 stage and the student LLM only (``cached_distillation_step``).
@@ -55,6 +55,7 @@ def features_key(model, data_id: dict) -> str:
     fe = model.audio_frontend
     dtype = str(next(fe.encoder.parameters()).dtype)
     return _digest({"v": CACHE_VERSION, "data": data_id, "frontend": fe.name, "layout": fe.layout.to_dict(),
+                    "frontend_config": model.config.frontend_config,
                     "model": getattr(model.config, "_name_or_path", None), "dtype": dtype,
                     "encoder": model.config.audio_config.to_dict()})
 
@@ -82,9 +83,10 @@ def _feature_shard(model, collator: DistillationCollator, rows: list[dict]) -> d
     for row in rows:
         where = f"row {row.get('__index__', len(feats))}"
         clip = decode_audio(row[c.audio_column], where)
-        spans = [collator.row_spans(row, where, clip.shape[0] / rate)] if proc.layout.needs_spans else None
+        spans = [collator.row_spans(row, where, clip.shape[0] / rate)] if proc.frontend.needs_spans else None
         batch = proc(text=[proc.build_prompt(row[c.prompt_column])], audio=[clip], sampling_rate=rate, audio_spans=spans)
-        per_clip = fe.audio_features(batch["input_features"].to(device), batch["input_features_mask"].to(device),
+        key = proc.audio_input_name
+        per_clip = fe.encoder_states(batch[key].to(device), batch[f"{key}_mask"].to(device),
                                      batch["audio_window_clip"].to(device),
                                      None if spans is None else batch["audio_spans"].to(device))
         feats.append(per_clip[0].cpu())
@@ -182,8 +184,9 @@ class CachedRows(torch.utils.data.Dataset):
 
 
 class CachedCollator:
-    """CachedRows -> the student's batch (prompt tokens with the clip's placeholder count, the padded stage-1
-    features) and the teacher's cached targets (``cached_*``, padded per row to the longest response)."""
+    """CachedRows -> the student's batch (prompt tokens with the clip's placeholder count), the padded stage-1
+    states (``ENCODER_STATE_KEYS``, read by the training step, never by the model's ``forward``) and the teacher's
+    cached targets (``cached_*``, padded per row to the longest response)."""
 
     def __init__(self, processor, data_cfg: DataConfig, feature_layers: list[int]):
         self.processor, self.cfg, self.layers = processor, data_cfg, list(feature_layers)
@@ -193,8 +196,8 @@ class CachedCollator:
         batch = dict(proc(text=[proc.build_prompt(r[c.prompt_column]) for r in rows], responses=[r[c.response_column] for r in rows],
                           audio_num_samples=[r["num_samples"] for r in rows], padding_side="right"))
         pad = torch.nn.utils.rnn.pad_sequence
-        batch["audio_features"] = pad([r["features"] for r in rows], batch_first=True)
-        batch["audio_feature_lengths"] = torch.tensor([r["features"].shape[0] for r in rows])
+        batch["encoder_states"] = pad([r["features"] for r in rows], batch_first=True)
+        batch["encoder_state_lengths"] = torch.tensor([r["features"].shape[0] for r in rows])
         batch["audio_num_samples"] = torch.tensor([r["num_samples"] for r in rows])
         batch[f"{CACHED_PREFIX}probs"] = pad([r["probs"] for r in rows], batch_first=True)
         batch[f"{CACHED_PREFIX}index"] = pad([r["index"].long() for r in rows], batch_first=True)
@@ -212,7 +215,7 @@ def prepare_cached_split(model, processor, rows, data_dir: str, split: str, data
         raise ValueError("training from cached features needs the front end's stage 1 frozen (trainable.encoder: frozen); "
                          "turn data.cache_dir off to adapt the encoder.")
     if not model.audio_frontend.cacheable:
-        raise ValueError(f"downsample={model.audio_frontend.name!r} has no cacheable stage; turn data.cache_dir off.")
+        raise ValueError(f"audio_frontend={model.audio_frontend.name!r} has no cacheable stage; turn data.cache_dir off.")
     data_id = _data_identity(rows, data_dir, split)
     collator = DistillationCollator(processor, data_cfg)
     root = Path(os.path.expanduser(cache_dir))

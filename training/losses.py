@@ -43,32 +43,53 @@ def _per_sample_mean(s_mask: torch.Tensor):
     return per_sample_mean
 
 
+def response_losses(student_logits, targets, per_sample_mean, cfg: LossConfig, teacher_probs=None, teacher_index=None,
+                    student_hidden: dict | None = None, teacher_hidden: dict | None = None) -> dict[str, torch.Tensor]:
+    """THE three terms, written once: the student at its N response positions (row-major) against the teacher's
+    targets at the same positions, whichever form they come in (a teacher forward, or the cache's top k).
+
+    ``student_logits`` (N, V) and ``targets`` (N,) the response tokens; ``teacher_probs`` (N, K): the teacher's
+    distribution at the temperature over the tokens ``teacher_index`` (N, K) (None: the whole vocabulary, in order);
+    ``student_hidden`` / ``teacher_hidden``: layer -> (N, D). Without ``teacher_probs``, next-token prediction only.
+    """
+    s_logits = student_logits.float()
+    out = {"ntp": per_sample_mean(F.cross_entropy(s_logits, targets, reduction="none"))}
+    if teacher_probs is None:
+        return out
+    T = cfg.temperature
+    log_q = F.log_softmax(s_logits / T, dim=-1)
+    if teacher_index is not None:
+        log_q = log_q.gather(-1, teacher_index)
+    out["logit"] = per_sample_mean(-(teacher_probs.float() * log_q).sum(-1) * (T * T))
+    if student_hidden and teacher_hidden and cfg.feature_layers:
+        terms = [per_sample_mean(((student_hidden[layer].float() - teacher_hidden[layer].float()) ** 2).mean(-1))
+                 for layer in cfg.feature_layers]
+        out["feature"] = torch.stack(terms).mean()
+    return out
+
+
 def distillation_losses(student_logits, student_labels, teacher_logits, teacher_labels, student_hidden, teacher_hidden,
                         cfg: LossConfig) -> dict[str, torch.Tensor]:
-    """Per-term losses, each a mean over samples of the per-sample mean over response tokens."""
+    """The terms of a student and a teacher forward (full-sequence logits, labels, hidden states): their response
+    positions aligned through the label masks, then :func:`response_losses`."""
     s_mask = response_mask(student_labels)
     s_counts = s_mask.sum(-1)
     per_sample_mean = _per_sample_mean(s_mask)
-    s_logits = student_logits[s_mask].float()
     targets = student_labels[:, 1:][s_mask[:, :-1]]
-    out = {"ntp": per_sample_mean(F.cross_entropy(s_logits, targets, reduction="none"))}
-    if teacher_logits is not None:
-        t_mask = response_mask(teacher_labels)
-        if not torch.equal(t_mask.sum(-1), s_counts):
-            raise ValueError(f"Student and teacher response lengths differ: {s_counts.tolist()} vs {t_mask.sum(-1).tolist()}.")
-        if not torch.equal(teacher_labels[:, 1:][t_mask[:, :-1]], targets):
-            raise ValueError("Student and teacher batches hold different response tokens.")
-        T = cfg.temperature
-        t_logits = teacher_logits[t_mask].float()
-        soft_ce = -(F.softmax(t_logits / T, dim=-1) * F.log_softmax(s_logits / T, dim=-1)).sum(-1) * (T * T)
-        out["logit"] = per_sample_mean(soft_ce)
-        if student_hidden is not None and teacher_hidden is not None and cfg.feature_layers:
-            terms = []
-            for layer in cfg.feature_layers:
-                s_h, t_h = student_hidden[layer][s_mask].float(), teacher_hidden[layer][t_mask].float()
-                terms.append(per_sample_mean(((s_h - t_h) ** 2).mean(-1)))
-            out["feature"] = torch.stack(terms).mean()
-    return out
+    if teacher_logits is None:
+        return response_losses(student_logits[s_mask], targets, per_sample_mean, cfg)
+    t_mask = response_mask(teacher_labels)
+    if not torch.equal(t_mask.sum(-1), s_counts):
+        raise ValueError(f"Student and teacher response lengths differ: {s_counts.tolist()} vs {t_mask.sum(-1).tolist()}.")
+    if not torch.equal(teacher_labels[:, 1:][t_mask[:, :-1]], targets):
+        raise ValueError("Student and teacher batches hold different response tokens.")
+    teacher_probs = F.softmax(teacher_logits[t_mask].float() / cfg.temperature, dim=-1)
+    s_hidden = t_hidden = None
+    if student_hidden is not None and teacher_hidden is not None:
+        s_hidden = {layer: student_hidden[layer][s_mask] for layer in cfg.feature_layers}
+        t_hidden = {layer: teacher_hidden[layer][t_mask] for layer in cfg.feature_layers}
+    return response_losses(student_logits[s_mask], targets, per_sample_mean, cfg, teacher_probs,
+                           student_hidden=s_hidden, teacher_hidden=t_hidden)
 
 
 def total_loss(terms: dict[str, torch.Tensor], cfg: LossConfig) -> torch.Tensor:
@@ -103,18 +124,23 @@ def distillation_step(model, base, inputs: dict, cfg: LossConfig):
 
 
 CACHED_PREFIX = "cached_"  # (training.feature_cache's batch keys: the teacher's cached targets)
+# the cached stage-1 states of a feature_cache.CachedCollator batch: read here, never by the model's forward
+ENCODER_STATE_KEYS = ("encoder_states", "encoder_state_lengths", "audio_num_samples")
 
 
-def cached_distillation_step(model, inputs: dict, cfg: LossConfig):
-    """The same three terms from cached features and teacher targets (a ``feature_cache.CachedCollator`` batch):
-    the student pass only, its logits computed at the response positions alone.
+def cached_distillation_step(model, base, inputs: dict, cfg: LossConfig):
+    """The same three terms from cached encoder states and teacher targets (a ``feature_cache.CachedCollator``
+    batch): the student pass only, its logits computed at the response positions alone.
 
-    With the teacher cached at ``topk`` = the vocabulary the terms equal :func:`distillation_step`'s within float
-    tolerance (tested); below it the logit term sums over the teacher's top k tokens (the mass outside them, under
-    1e-3 at k=64 on the default data, is left out). Returns ``(loss, terms, student_outputs)``.
+    ``model`` runs the student (possibly DDP-wrapped), ``base`` is the unwrapped model, which embeds the prompt
+    with the cached stage-1 states (its front end's stage 2). With the teacher cached at ``topk`` = the vocabulary
+    the terms equal :func:`distillation_step`'s within float tolerance (tested); below it the logit term sums over the
+    teacher's top k tokens (the mass outside them, under 1e-3 at k=64 on the default data, is left out). Returns
+    ``(loss, terms, student_outputs)``.
     """
     inputs = dict(inputs)
     cached = {k[len(CACHED_PREFIX) :]: inputs.pop(k) for k in list(inputs) if k.startswith(CACHED_PREFIX)}
+    states = [inputs.pop(k) for k in ENCODER_STATE_KEYS]
     labels = inputs.pop("labels")
     s_mask = response_mask(labels)
     counts = s_mask.sum(-1)
@@ -127,20 +153,16 @@ def cached_distillation_step(model, inputs: dict, cfg: LossConfig):
         raise ValueError("Student batch and cached teacher hold different response tokens (rebuild the cache).")
     need_hidden = cfg.feature > 0 and bool(cfg.feature_layers)
     positions = s_mask.any(0).nonzero().flatten()
-    outputs = model(**inputs, logits_to_keep=positions, output_hidden_states=need_hidden)
-    s_logits = outputs.logits[s_mask[:, positions]].float()
-    per_sample_mean = _per_sample_mean(s_mask)
-    terms = {"ntp": per_sample_mean(F.cross_entropy(s_logits, targets, reduction="none"))}
-    T = cfg.temperature
-    log_q = F.log_softmax(s_logits / T, dim=-1).gather(-1, cached["index"][valid])
-    terms["logit"] = per_sample_mean(-(cached["probs"][valid].float() * log_q).sum(-1) * (T * T))
+    embeds, attention_mask, _ = base._embed_encoder_states(inputs["input_ids"], inputs.pop("attention_mask"), *states)
+    outputs = model(**inputs, inputs_embeds=embeds, attention_mask=attention_mask, logits_to_keep=positions,
+                    output_hidden_states=need_hidden)
+    s_hidden = t_hidden = None
     if need_hidden:
-        per_layer = []
-        for layer in cfg.feature_layers:
-            s_h, t_h = outputs.hidden_states[layer][s_mask].float(), cached[f"hidden.{layer}"][valid].float()
-            per_layer.append(per_sample_mean(((s_h - t_h) ** 2).mean(-1)))
-        terms["feature"] = torch.stack(per_layer).mean()
+        s_hidden = {layer: outputs.hidden_states[layer][s_mask] for layer in cfg.feature_layers}
+        t_hidden = {layer: cached[f"hidden.{layer}"][valid] for layer in cfg.feature_layers}
+    terms = response_losses(outputs.logits[s_mask[:, positions]], targets, _per_sample_mean(s_mask), cfg,
+                            cached["probs"][valid], cached["index"][valid], s_hidden, t_hidden)
     return total_loss(terms, cfg), terms, outputs
 
 
-__all__ = ["distillation_losses", "distillation_step", "cached_distillation_step", "total_loss", "response_mask"]
+__all__ = ["distillation_losses", "distillation_step", "cached_distillation_step", "response_losses", "total_loss", "response_mask"]

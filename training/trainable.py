@@ -26,7 +26,7 @@ def lora_config(cfg: TrainableConfig, adapter_scope: str | None = None):
     patterns = []
     if cfg.adapter == "lora":
         if adapter_scope is None:
-            raise ValueError("trainable.adapter: lora needs a front end with a pretrained adapter module (downsample qformer).")
+            raise ValueError("trainable.adapter: lora needs a front end with a pretrained adapter module (audio_frontend qformer).")
         patterns.append(rf"audio_frontend\.{adapter_scope}\..*\.({'|'.join(cfg.adapter_lora_targets)})")
     if cfg.encoder == "lora":
         patterns.append(rf"{LORA_SCOPES['encoder']}.*\.({'|'.join(cfg.encoder_lora_targets)})")
@@ -42,7 +42,7 @@ def configure_trainable(model, cfg: TrainableConfig) -> list[str]:
     frontend = model.audio_frontend
     if cfg.encoder != "frozen" and not frontend.encoder_trainable:
         raise ValueError(
-            f"trainable.encoder: {cfg.encoder!r} with downsample={frontend.name!r}: its audio embeddings come from greedy "
+            f"trainable.encoder: {cfg.encoder!r} with audio_frontend={frontend.name!r}: its audio embeddings come from greedy "
             "ASR decoding, which passes no gradient to the encoder; use trainable.encoder: frozen."
         )
     model.requires_grad_(False)
@@ -57,7 +57,7 @@ def configure_trainable(model, cfg: TrainableConfig) -> list[str]:
                 param.requires_grad_(True)
     if cfg.projector == "temperature":
         if not hasattr(model.projector, "log_temperature"):
-            raise ValueError("trainable.projector: temperature needs a token-mixture model (downsample='asr_tokens', asr_token_mixture > 0).")
+            raise ValueError("trainable.projector: temperature needs a token-mixture model (audio_frontend='asr_tokens', asr_token_mixture > 0).")
         model.projector.log_temperature.requires_grad_(True)
     else:
         # the projector (and the queries and querying transformer of qformer: its LoRA alone with adapter: lora)

@@ -13,7 +13,7 @@ from transformers import Trainer
 
 from ..utils.io import atomic_save_tensors, atomic_write_json
 from .budget import CpuBudgetCallback, CpuClock
-from .checkpoints import flatten_state, jsonable, unflatten_state, write_run_info
+from .checkpoints import flatten_state, jsonable, share_checkpoint_modes, unflatten_state, write_run_info
 from .config import LossConfig, RunConfig
 from .losses import CACHED_PREFIX, cached_distillation_step, distillation_step
 from .trainable import apply_lr_multipliers
@@ -61,7 +61,7 @@ class DistillationTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if any(k.startswith(CACHED_PREFIX) for k in inputs):  # a feature_cache.CachedCollator batch
-            loss, terms, outputs = cached_distillation_step(model, inputs, self.loss_config)
+            loss, terms, outputs = cached_distillation_step(model, self.base_model, inputs, self.loss_config)
         else:
             loss, terms, outputs = distillation_step(model, self.base_model, inputs, self.loss_config)
         if model.training:
@@ -89,6 +89,7 @@ class DistillationTrainer(Trainer):
             pickled = os.path.join(output_dir, "training_args.bin")
             if os.path.exists(pickled):
                 os.remove(pickled)
+            share_checkpoint_modes(output_dir)  # transformers' model.safetensors is 0600: the umask's modes
 
     # ---- optimizer, scheduler and RNG state in safetensors / JSON (transformers writes pickles) ----------
     def _native_state(self) -> bool:

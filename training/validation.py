@@ -50,7 +50,7 @@ class ValidationCallback(TrainerCallback):
         samples = []
         for row in self.rows[: self.n]:
             clip = decode_audio(row[c.audio_column], "eval")
-            spans = [self.collator.row_spans(row, "eval", len(clip) / proc.layout.sampling_rate)] if proc.layout.needs_spans else None
+            spans = [self.collator.row_spans(row, "eval", len(clip) / proc.layout.sampling_rate)] if proc.frontend.needs_spans else None
             inputs = proc(text=proc.build_prompt(row[c.prompt_column]), audio=[clip], sampling_rate=proc.layout.sampling_rate,
                           audio_spans=spans).to(device)
             out = model.generate(**inputs, max_new_tokens=48, do_sample=False)

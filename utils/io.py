@@ -3,7 +3,8 @@
 A reader (or a process that resumes after a kill) sees either the old content or the new, never a half-written
 file: everything is written beside its destination under a hidden temporary name and swapped in with
 ``os.replace``. Temporary leftovers of killed writers are hidden ``.<name>.<hex>.tmp*`` siblings that
-:func:`remove_stale_temporaries` cleans up.
+:func:`remove_stale_temporaries` cleans up: a temporary directory holds its writer's process id (OWNER_FILE) while
+it is written, so a leftover whose writer is no longer running goes at once and a live writer's is never touched.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 TMP_TAG = ".tmp"
+# Inside atomic_directory's temporary directory while it is written: {"pid", "host", "start"} of the writer (removed
+# before the swap, so a finished directory never holds it).
+OWNER_FILE = ".audio_minichat_writer.json"
 # The temporary siblings of ``.<name>.<rest>`` that killed writers of ``name`` leave: atomic_directory's
 # ``<hex8>.tmp<rand>`` and ``<hex8>.tmp-old`` (the old directory during the swap), atomic_write's ``<hex8>.tmp<suffix>``,
 # and the names of earlier versions (``<hex6>.<rand>``, ``tmp-<rand>``).
@@ -101,7 +105,9 @@ def atomic_directory(final: str | os.PathLike) -> Iterator[Path]:
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.{uuid.uuid4().hex[:8]}{TMP_TAG}", dir=final.parent))
     try:
+        (tmp / OWNER_FILE).write_text(json.dumps(_this_process()), encoding="utf-8")
         yield tmp
+        (tmp / OWNER_FILE).unlink(missing_ok=True)
         share_modes(tmp)
         stale = None
         if final.exists():
@@ -120,12 +126,53 @@ def _newest_mtime(path: Path) -> float:
     return max([path.lstat().st_mtime, *(os.lstat(p).st_mtime for p in inside if os.path.lexists(p))])
 
 
+def _start_time(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, from /proc; None where there is no /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _this_process() -> dict:
+    import socket
+
+    return {"pid": os.getpid(), "host": socket.gethostname(), "start": _start_time(os.getpid())}
+
+
+def _writer_alive(leftover: Path) -> bool | None:
+    """Whether the process that is writing the temporary directory ``leftover`` runs (True), is gone (False), or
+    cannot be told (None: no owner file, another host's, an unreadable one)."""
+    import socket
+
+    try:
+        owner = json.loads((leftover / OWNER_FILE).read_text(encoding="utf-8"))
+        pid = int(owner["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if owner.get("host") != socket.gethostname():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        pass
+    except OSError:
+        return None
+    start = _start_time(pid)
+    return not (owner.get("start") and start and start != owner["start"])  # a new process with a recycled pid: gone
+
+
 def remove_stale_temporaries(parent: str | os.PathLike, name: str, older_than: float = 0.0) -> int:
     """Remove the temporary siblings that killed atomic writers of ``parent/name`` left; returns how many.
 
-    ``older_than``: only leftovers in which nothing was written for that many seconds go, so that a directory shared
-    with concurrent builders (the model cache) keeps a live build's own temporary directory. Best effort: what cannot
-    be removed stays.
+    A temporary directory whose writer (its OWNER_FILE: process id, host, start time) no longer runs goes at once;
+    one whose writer runs stays, however old. For the rest (no owner file: the old naming, a writer on another host,
+    files) ``older_than`` decides: only leftovers in which nothing was written for that many seconds go, so that a
+    directory shared with concurrent builders (the model cache) keeps a live build's own temporary directory. Best
+    effort: what cannot be removed stays.
     """
     prefix, removed, now = f".{name}.", 0, time.time()
     try:
@@ -136,7 +183,8 @@ def remove_stale_temporaries(parent: str | os.PathLike, name: str, older_than: f
         if not leftover.name.startswith(prefix) or not _LEFTOVER_REST.match(leftover.name[len(prefix):]):
             continue
         try:
-            if older_than and now - _newest_mtime(leftover) < older_than:
+            alive = _writer_alive(leftover) if leftover.is_dir() and not leftover.is_symlink() else None
+            if alive or (alive is None and older_than and now - _newest_mtime(leftover) < older_than):
                 continue
             if leftover.is_dir() and not leftover.is_symlink():
                 shutil.rmtree(leftover)
@@ -149,4 +197,4 @@ def remove_stale_temporaries(parent: str | os.PathLike, name: str, older_than: f
 
 
 __all__ = ["atomic_write", "atomic_write_text", "atomic_write_json", "atomic_save_tensors", "atomic_directory",
-           "remove_stale_temporaries", "share_modes"]
+           "remove_stale_temporaries", "share_modes", "OWNER_FILE"]
