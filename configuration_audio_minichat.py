@@ -19,11 +19,12 @@ from .frontend_asr_tokens_config import AsrTokensConfig
 from .frontend_config import ASR_DECODER_TYPES, FrontEndConfig
 from .frontend_ctc_pool_config import CtcPoolConfig
 from .frontend_pool_config import PoolConfig
+from .frontend_posterior_config import PosteriorConfig
 from .frontend_qformer_config import QFormerConfig
 from .frontend_stack_config import StackConfig
 
 # The registry of the audio front ends' options (one line each; the modules' registry is frontends.py).
-FRONTEND_CONFIGS = {c.name: c for c in (PoolConfig, StackConfig, CtcPoolConfig, AsrTokensConfig, QFormerConfig)}
+FRONTEND_CONFIGS = {c.name: c for c in (PoolConfig, StackConfig, CtcPoolConfig, AsrTokensConfig, QFormerConfig, PosteriorConfig)}
 DEFAULT_FRONTEND = "pool"
 DEFAULT_AUDIO_TOKEN = "<|audio|>"  # the placeholder written in prompts where audio goes
 PIPELINE_TASK = "audio-minichat"  # the pipeline's task (pipeline_audio_minichat.py; named in saved configs by the model)

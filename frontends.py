@@ -12,10 +12,11 @@ from .configuration_audio_minichat import frontend_config_class
 from .frontend_asr_tokens import AsrTokensFrontEnd
 from .frontend_ctc_pool import CtcPoolFrontEnd
 from .frontend_pool import PoolFrontEnd
+from .frontend_posterior import PosteriorFrontEnd
 from .frontend_qformer import QFormerFrontEnd
 from .frontend_stack import StackFrontEnd
 
-AUDIO_FRONTENDS = {cls.config_class.name: cls for cls in (PoolFrontEnd, StackFrontEnd, CtcPoolFrontEnd, AsrTokensFrontEnd, QFormerFrontEnd)}
+AUDIO_FRONTENDS = {cls.config_class.name: cls for cls in (PoolFrontEnd, StackFrontEnd, CtcPoolFrontEnd, AsrTokensFrontEnd, QFormerFrontEnd, PosteriorFrontEnd)}
 
 
 def frontend_class(name: str):

@@ -157,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--model", default=None, metavar="DIR", help="AudioMiniChat checkpoint folder (default: the offline default, "
                        "built on first use)")
         p.add_argument("--max-new-tokens", type=int, default=128, help="the longest answer, in tokens")
-        p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, mps)")
+        p.add_argument("--device", default=None, help="torch device: cpu, cuda, cuda:1, mps (default: cpu); under "
+                       "accelerate launch with several processes each one's own, cuda:LOCAL_RANK where CUDA is")
         p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="model dtype")
         p.add_argument("--threads", type=int, default=None, metavar="N",
                        help=f"CPU threads for torch (default: 1 on 2 cores or fewer, else the idle processors: "
@@ -352,7 +353,11 @@ def run(argv: list[str] | None = None) -> dict:
     mode = getattr(args, "mode", None)
     files, several = _inputs(args)
     _check_prompt(args)
-    log = JsonlLog(args.jsonl) if args.jsonl else None
+    from .multiprocess import start as start_processes
+
+    procs = start_processes(args, CliError)  # accelerate launch: this process's device, threads, part of OUT
+    log = (procs.log() if procs is not None else JsonlLog(args.jsonl)) if args.jsonl else None
+    several = several or procs is not None
     _quiet_transformers()
     from ..inference.speech_llm import SpeechLLM, resolve_device
 
@@ -368,8 +373,12 @@ def run(argv: list[str] | None = None) -> dict:
     load_s = time.perf_counter() - t0
     _step(f"model loaded ({load_s:.1f} s); running {args.command} ({mode or 'asr'} mode, {threads} "
           f"thread{'s' if threads > 1 else ''})...", args.quiet)
-    stream = args.command != "transcribe" and not args.json and not args.no_stream and sys.stdout.isatty()
+    stream = args.command != "transcribe" and not args.json and not args.no_stream and sys.stdout.isatty() and not procs
     prompt = getattr(args, "prompt", None)
+    all_files = files
+    if procs is not None:  # this process's share of the files that no process has answered
+        files = procs.share(files, lambda p: log is not None and p is not None and log.is_done(
+            p, mode or args.command, prompt, str(model_dir), _max_new_tokens(args)), args.quiet)
     try:
         results, failed, answered, shown = [], 0, 0, 0
         for i, path in enumerate(files, start=1):
@@ -423,6 +432,8 @@ def run(argv: list[str] | None = None) -> dict:
             results.append(record if several else result)
     finally:
         set_threads(previous_threads)  # a caller in this process (a test, a notebook) keeps its own
+    if procs is not None:
+        procs.finish(all_files, args.quiet)  # process 0 merges the parts into OUT
     return {"results": results, "several": several, "failed": failed, "answered": answered}
 
 

@@ -24,7 +24,7 @@ def _prompts(processor):
 
 
 # (encoder, front end, its options, the second clip's seconds: qformer's spans two windows)
-PADDING_CASES = [(kind, frontend, {}, 5.1) for kind in ("whisper", "hubert", "wav2vec2") for frontend in ("pool", "stack", "ctc_pool")]
+PADDING_CASES = [(kind, frontend, {}, 5.1) for kind in ("whisper", "hubert", "wav2vec2") for frontend in ("pool", "stack", "ctc_pool", "posterior")]
 PADDING_CASES.append(("whisper", "qformer", {"qformer_queries": 12}, 35.0))
 
 
@@ -170,7 +170,8 @@ SUBPROCESS = textwrap.dedent(
 
 
 FRONT_END_KWARGS = [{}, {"audio_frontend": "stack", "frontend_config": {"stack_factor": 3}}, {"audio_frontend": "ctc_pool"},
-                    ASR_TOKENS_TINY, {"audio_frontend": "qformer", "frontend_config": {"qformer_queries": 12}}]
+                    ASR_TOKENS_TINY, {"audio_frontend": "qformer", "frontend_config": {"qformer_queries": 12}},
+                    {"audio_frontend": "posterior", "frontend_config": {"posterior_top_k": 5}}]
 
 
 def test_every_registered_front_end_is_round_tripped():
@@ -194,7 +195,7 @@ def test_save_then_load_with_remote_code_and_pipeline(tmp_path, config_kwargs):
     shipped = {p.name for p in save.glob("*.py")}
     assert {"configuration_audio_minichat.py", "processing_audio_minichat.py", "modeling_audio_minichat.py",
             "pipeline_audio_minichat.py", "frontends.py", "frontend_base.py"} <= shipped
-    assert {f"frontend_{name}.py" for name in ("pool", "stack", "ctc_pool", "asr_tokens", "qformer")} <= shipped
+    assert {f"frontend_{name}.py" for name in ("pool", "stack", "ctc_pool", "asr_tokens", "qformer", "posterior")} <= shipped
     assert "audio_lora.py" in shipped
     for name in shipped:
         code = (save / name).read_text()

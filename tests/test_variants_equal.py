@@ -61,7 +61,7 @@ def test_front_end_options_are_checked_where_they_are_declared():
         AudioMiniChatConfig(audio_frontend="stack", stack_factor=2, frontend_config={"stack_factor": 3})
     with pytest.raises(ValueError, match=r"^audio_frontend='pool': pool_stride must be a positive integer, got 0\.$"):
         AudioMiniChatConfig(frontend_config={"pool_stride": 0})
-    with pytest.raises(ValueError, match=r"^audio_frontend must be one of \('pool', 'stack', 'ctc_pool', 'asr_tokens', 'qformer'\), got 'mean'\.$"):
+    with pytest.raises(ValueError, match=r"^audio_frontend must be one of \('pool', 'stack', 'ctc_pool', 'asr_tokens', 'qformer', 'posterior'\), got 'mean'\.$"):
         AudioMiniChatConfig(audio_frontend="mean")
 
 
