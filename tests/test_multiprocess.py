@@ -5,6 +5,7 @@ same answers as one process, a killed run resumed from OUT and a stale part, a r
 from __future__ import annotations
 
 import json
+import re
 import os
 import socket
 import subprocess
@@ -70,7 +71,8 @@ def _launch(tmp_path, out, clips):
 
 
 def _answered(stderr):
-    return sorted(line.rpartition("/")[2] for line in stderr.splitlines() if "] file " in line)
+    """The clips the processes' progress lines name (two processes share stderr: lines may interleave)."""
+    return sorted(re.findall(r"\] file \d+/\d+: \S*?(c\d\.wav)", stderr))
 
 
 @pytest.mark.integration
