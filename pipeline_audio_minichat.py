@@ -25,7 +25,7 @@ from transformers.pipelines.pt_utils import PipelineDataset, PipelineIterator
 
 from .configuration_audio_minichat import PIPELINE_TASK
 from .audio_io import energy_check
-from .processing_audio_minichat import load_audio
+from .audio_io import load_audio
 
 
 class AudioMiniChatPipeline(Pipeline):

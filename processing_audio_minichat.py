@@ -14,7 +14,6 @@ One place decides each thing:
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -23,7 +22,7 @@ from transformers import BatchFeature, ProcessorMixin
 
 from .configuration_audio_minichat import DEFAULT_AUDIO_TOKEN, read_audio_layout
 from .processor_kwargs import standard_call_kwargs
-from .audio_io import AudioDecodeError, check_sample_rate, read_audio_file, wav_truncation
+from .audio_io import AUDIO_FILE_HINT, AudioInputError, AudioTruncatedWarning, load_audio  # noqa: F401 (re-exported)
 from .audio_spans import span_frames
 
 # MiniChat-3B's format: "<s> [|User|] {prompt} </s>[|Assistant|] {response}</s>"; given to tokenizers with no template.
@@ -38,91 +37,6 @@ MINICHAT_CHAT_TEMPLATE = (
 )
 
 ASR_TOKENIZER_DIR = "asr_tokenizer"  # subfolder of a checkpoint holding the cascade's ASR tokenizer
-AUDIO_FILE_HINT = "expected WAV, FLAC, OGG/Opus or MP3, or M4A/AAC with PyAV or ffmpeg installed"
-
-
-class AudioInputError(ValueError):
-    """Audio that cannot be used (empty, not finite, unreadable, wrong shape, an unusable sampling rate)."""
-
-
-class AudioTruncatedWarning(UserWarning):
-    """A WAV file whose data is shorter than its header says: what is there is used."""
-
-
-def _describe(source) -> str:
-    return f"file {source!r}" if isinstance(source, (str, os.PathLike)) else "array"
-
-
-def load_audio(audio, sampling_rate: int | None = None, target_rate: int = 16000, name: str = "audio") -> np.ndarray:
-    """Return ``audio`` as a finite float32 mono array at ``target_rate``.
-
-    Accepts a file path (read with soundfile, or PyAV / ffmpeg for M4A/AAC: :mod:`audio_io`), a float or integer numpy array / torch tensor (int16 is
-    scaled by 1/32768, other ints by their range), mono or multi-channel (down-mixed by averaging),
-    a ``{"array", "sampling_rate"}`` dict (the ``datasets`` Audio format), at any sample rate
-    (resampled with torchaudio). Raises :class:`AudioInputError` naming the problem.
-    """
-    source = audio
-    if isinstance(audio, dict):
-        if "array" not in audio:
-            raise AudioInputError(f"{name}: a dict audio input needs an 'array' key (and 'sampling_rate').")
-        sampling_rate = audio.get("sampling_rate", sampling_rate)
-        audio = audio["array"]
-    if isinstance(audio, (str, os.PathLike)):
-        path = os.fspath(audio)
-        if not os.path.exists(path):
-            raise AudioInputError(f"{name}: audio file {path!r} does not exist.")
-        if os.path.isdir(path):
-            raise AudioInputError(f"{name}: {path!r} is a directory, not an audio file ({AUDIO_FILE_HINT}).")
-        try:
-            audio, sampling_rate = read_audio_file(path, target_rate)
-        except AudioDecodeError as exc:
-            raise AudioInputError(f"{name}: cannot read audio file {path!r} ({AUDIO_FILE_HINT}): {exc}") from None
-        cut = wav_truncation(path)
-        if cut is not None:
-            warnings.warn(cut, AudioTruncatedWarning, stacklevel=2)
-    if isinstance(audio, torch.Tensor):
-        audio = audio.detach().cpu().numpy()
-    if isinstance(audio, (list, tuple)):
-        audio = np.asarray(audio)
-    if not isinstance(audio, np.ndarray):
-        raise AudioInputError(f"{name}: unsupported audio type {type(audio).__name__}; expected a path, array or tensor.")
-    if sampling_rate is None:
-        raise AudioInputError(f"{name}: an audio array needs its sampling_rate.")
-    try:
-        sampling_rate = check_sample_rate(sampling_rate, f"{name}: audio file {os.fspath(source)!r}"
-                                          if isinstance(source, (str, os.PathLike)) else name)
-    except ValueError as exc:
-        raise AudioInputError(str(exc)) from None
-    if audio.dtype.kind in "iu":
-        info = np.iinfo(audio.dtype)
-        scale = 32768.0 if audio.dtype == np.int16 else float(max(abs(info.min), info.max))
-        offset = 0.0 if audio.dtype.kind == "i" else (info.max + 1) / 2
-        audio = (audio.astype(np.float64) - offset) / scale
-    elif audio.dtype.kind != "f":
-        raise AudioInputError(f"{name}: audio dtype {audio.dtype} is not numeric.")
-    if audio.size == 0 and audio.ndim <= 2:  # before the down-mix: the mean of no samples is NaN
-        shape = "" if audio.ndim == 1 or isinstance(source, (str, os.PathLike)) else f", shape {audio.shape}"
-        raise AudioInputError(f"{name}: the audio ({_describe(source)}) is empty (0 samples{shape}).")
-    if audio.ndim == 2:
-        # (samples, channels) as soundfile returns, or (channels, samples) as torchaudio does.
-        channel_axis = 1 if audio.shape[1] <= audio.shape[0] else 0
-        audio = audio.mean(axis=channel_axis)
-    elif audio.ndim != 1:
-        raise AudioInputError(f"{name}: audio must be 1-D (mono) or 2-D (multi-channel); got shape {audio.shape}.")
-    if audio.size == 0:
-        raise AudioInputError(f"{name}: the audio ({_describe(source)}) is empty (0 samples).")
-    finite = np.isfinite(audio)
-    if not finite.all():
-        bad = int((~finite).sum())
-        raise AudioInputError(
-            f"{name}: the audio ({_describe(source)}) has {bad} of {audio.size} samples that are NaN or infinite."
-        )
-    audio = audio.astype(np.float32, copy=False)
-    if int(sampling_rate) != target_rate:
-        import torchaudio.functional as AF
-
-        audio = AF.resample(torch.from_numpy(np.ascontiguousarray(audio)), int(sampling_rate), target_rate).numpy()
-    return np.ascontiguousarray(audio, dtype=np.float32)
 
 
 # Keys of an ``{"type": "audio"}`` content part that hold its audio, in the order they are read (transformers').

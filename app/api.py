@@ -174,7 +174,7 @@ class ApiServer:
     # ---- the model's work (on the worker thread) ----------------------------------------------------------
     def decode_audio(self, data: bytes, suffix: str, where: str):
         """16 kHz mono float32 of uploaded audio bytes, or ApiError(400) saying why not."""
-        from ..processing_audio_minichat import load_audio
+        from ..audio_io import load_audio
 
         with tempfile.TemporaryDirectory(prefix="audio-minichat-api-") as tmp:
             path = os.path.join(tmp, "upload" + suffix)

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from ..audio_io import MIN_SAMPLE_RATE
-from ..processing_audio_minichat import load_audio
+from ..audio_io import load_audio
 from .speech_llm import DEFAULT_SUMMARY_PROMPT, FRAME_SECONDS, HOP_SECONDS, MODES, Answer, SpeechLLM, frame_dbfs
 
 # Each segment is summarized with SEGMENT_PROMPT; the chapter summaries are then answered with COMBINE_PROMPT, the

@@ -37,7 +37,8 @@ from ..audio_io import (  # noqa: F401 - FRAME_SECONDS, HOP_SECONDS, BLOCK_FRAME
     frame_dbfs,
 )
 from ..modeling_audio_minichat import AudioMiniChatForConditionalGeneration
-from ..processing_audio_minichat import AudioMiniChatProcessor, load_audio
+from ..audio_io import load_audio
+from ..processing_audio_minichat import AudioMiniChatProcessor
 from ..utils.dtypes import parse_dtype
 
 MODES = ("e2e", "cascade", "text")

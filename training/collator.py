@@ -7,7 +7,8 @@ import io
 import numpy as np
 
 from ..audio_spans import check_spans
-from ..processing_audio_minichat import AudioMiniChatProcessor, load_audio
+from ..audio_io import load_audio
+from ..processing_audio_minichat import AudioMiniChatProcessor
 from .config import DataConfig
 
 TEACHER_PREFIX = "teacher_"
