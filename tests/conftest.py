@@ -112,15 +112,20 @@ def audio_only(model, inputs):
     return SimpleNamespace(audio_embeddings=out.filled_embeddings(), audio_token_ids=out.token_ids)
 
 
+def tiny_llama_config(tokenizer, max_position_embeddings: int = 8192, tie_word_embeddings: bool = True) -> LlamaConfig:
+    """The tests' tiny Llama (2 layers, width 32) for ``tokenizer``'s vocabulary and special tokens."""
+    return LlamaConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        vocab_size=len(tokenizer), max_position_embeddings=max_position_embeddings, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=tie_word_embeddings,
+    )
+
+
 def make_model(kind: str = "whisper", seed: int = 0, tokenizer=None, **config_kwargs):
     """A tiny AudioMiniChat model and its processor. Returns (model, processor)."""
     torch.manual_seed(seed)
     tokenizer = tokenizer or make_tokenizer()
-    text_config = LlamaConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        vocab_size=len(tokenizer), max_position_embeddings=8192, pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True,
-    )
+    text_config = tiny_llama_config(tokenizer)
     config = AudioMiniChatConfig(audio_config=encoder_config(kind), text_config=text_config, **config_kwargs)
     fe = WhisperFeatureExtractor(feature_size=80) if kind == "whisper" else Wav2Vec2FeatureExtractor(do_normalize=True)
     processor = AudioMiniChatProcessor.from_config(config, fe, tokenizer)

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import torch
 from tokenizers import pre_tokenizers
-from transformers import LlamaConfig, LlamaForCausalLM, WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
+from transformers import LlamaForCausalLM, WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
 
-from conftest import REPO_ROOT, make_tokenizer
+from conftest import REPO_ROOT, make_tokenizer, tiny_llama_config
 
 from audio_minichat.app.cli import main
 from audio_minichat.assets.build_any import UNTRAINED_ASR_TOKENS_NOTE
@@ -51,10 +51,7 @@ def parts(tmp_path_factory):
     root = tmp_path_factory.mktemp("parts")
     torch.manual_seed(0)
     tok = make_tokenizer()
-    llm = LlamaForCausalLM(LlamaConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        vocab_size=len(tok), max_position_embeddings=4096, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id, tie_word_embeddings=True))
+    llm = LlamaForCausalLM(tiny_llama_config(tok, max_position_embeddings=4096))
     llm.save_pretrained(root / "tiny-llama")
     tok.save_pretrained(root / "tiny-llama")
     wtok = whisper_tokenizer()

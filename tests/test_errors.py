@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import encoder_config, make_model, make_tokenizer, speechlike
+from conftest import encoder_config, make_model, make_tokenizer, speechlike, tiny_llama_config
 
 from audio_minichat.app.cli import main
 from audio_minichat.processing_audio_minichat import AudioInputError, load_audio
@@ -279,15 +279,12 @@ def test_read_only_cache_without_a_default(capsys, tmp_path, monkeypatch):
 def parts(tmp_path_factory):
     """A tiny LLM and a tiny Whisper (with its feature extractor and a tokenizer) as local checkpoint folders, to
     build_model from in a second."""
-    from transformers import LlamaConfig, LlamaForCausalLM, WhisperFeatureExtractor, WhisperForConditionalGeneration
+    from transformers import LlamaForCausalLM, WhisperFeatureExtractor, WhisperForConditionalGeneration
 
     d = tmp_path_factory.mktemp("parts")
     torch.manual_seed(0)
     tok = make_tokenizer()
-    llm = LlamaForCausalLM(LlamaConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        vocab_size=len(tok), max_position_embeddings=512, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id))
+    llm = LlamaForCausalLM(tiny_llama_config(tok, max_position_embeddings=512, tie_word_embeddings=False))
     llm.save_pretrained(d / "llm")
     tok.save_pretrained(d / "llm")
     WhisperForConditionalGeneration(encoder_config("whisper")).save_pretrained(d / "enc")
