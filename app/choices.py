@@ -10,6 +10,6 @@ MODES = ("e2e", "cascade", "text")
 DEFAULT_MODE = "cascade"
 DEFAULT_SUMMARY_PROMPT = "Summarize the following speech in a few sentences:"
 BUILD_VARIANTS = ("default", "pool", "qformer", "qformer_lora", "qformer_lora_base")
-BUILD_FRONTENDS = ("asr_tokens", "pool", "stack", "qformer")
+BUILD_FRONTENDS = ("asr_tokens", "pool", "stack", "qformer", "posterior")
 
 __all__ = ["MODES", "DEFAULT_MODE", "DEFAULT_SUMMARY_PROMPT", "BUILD_VARIANTS", "BUILD_FRONTENDS"]

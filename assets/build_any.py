@@ -30,6 +30,7 @@ FRONTENDS: dict[str, dict] = {
     "pool": {"audio_frontend": "pool", "keep_asr_decoder": True},
     "stack": {"audio_frontend": "stack", "keep_asr_decoder": True},
     "qformer": QFORMER_KWARGS,
+    "posterior": {"audio_frontend": "posterior", "keep_asr_decoder": True},
 }
 # The default's only trained tensor (assets/weights/default_projector.safetensors): the token mixture's temperature,
 # exp(-0.5714) = 0.565; its state projection is zero there as in an untrained build.

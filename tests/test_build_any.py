@@ -118,14 +118,16 @@ def test_a_fresh_process_loads_the_build_without_a_remote_code_prompt(built):
     assert (run.returncode, run.stdout) == (0, "audio_minichat.modeling_audio_minichat\n"), run.stderr[-2000:]
 
 
-def test_a_recognition_free_frontend_needs_training(parts, capsys):
-    out = parts / "built-pool"
+@pytest.mark.parametrize("frontend", ["pool", "posterior"])
+def test_a_recognition_free_frontend_needs_training(parts, capsys, frontend):
+    out = parts / f"built-{frontend}"
     assert main(["build", "--llm", str(parts / "tiny-llama"), "--asr", str(parts / "tiny-whisper"), "--out", str(out),
-                 "--frontend", "pool", "--quiet"]) == 0
+                 "--frontend", frontend, "--quiet"]) == 0
     lines = capsys.readouterr().out.splitlines()
+    assert json.loads((out / "config.json").read_text())["audio_frontend"] == frontend
     assert lines[2:] == [
         "  cascade  runs untrained: Whisper's transcript, then the LLM",
-        "  e2e      needs training: pool: its projector starts random; train first (docs/training.md), then --model "
+        f"  e2e      needs training: {frontend}: its projector starts random; train first (docs/training.md), then --model "
         "the run's final/",
         "  text     runs untrained: the LLM alone",
     ]
