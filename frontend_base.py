@@ -43,15 +43,16 @@ class AudioFrontEndOutput(ModelOutput):
 
 
 class AudioProjector(nn.Module):
-    """Linear map (the paper) or linear-GELU-linear MLP from ``in_dim`` to the LLM's embedding size."""
+    """Linear map (the paper) or linear-GELU-linear MLP from ``in_dim`` to ``out_dim`` (default: the LLM's
+    embedding size; the posterior front end's head maps onto the LLM's vocabulary)."""
 
-    def __init__(self, config, in_dim: int):
+    def __init__(self, config, in_dim: int, out_dim: int | None = None):
         super().__init__()
-        out_dim = config.text_config.hidden_size
+        out_dim = out_dim or config.text_config.hidden_size
         if config.projector_type == "linear":
             self.net = nn.Sequential(nn.Linear(in_dim, out_dim))
         else:
-            hidden = config.projector_hidden_size or out_dim
+            hidden = config.projector_hidden_size or config.text_config.hidden_size
             self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim))
 
     def init_weights(self, std: float) -> None:

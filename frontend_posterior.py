@@ -15,32 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .frontend_base import AudioFrontEnd, AudioFrontEndOutput, EncoderFramesFrontEnd, span_means
+from .frontend_base import AudioFrontEnd, AudioFrontEndOutput, AudioProjector, EncoderFramesFrontEnd, span_means
 from .frontend_posterior_config import PosteriorConfig
-
-
-class PosteriorHead(nn.Module):
-    """Encoder states -> scores over the LLM's vocabulary: one linear map, or linear-GELU-linear for
-    ``projector_type="mlp"``. Held as the front end's ``projector`` (its one fresh, trainable part)."""
-
-    def __init__(self, config, in_dim: int):
-        super().__init__()
-        vocab = config.text_config.vocab_size
-        if config.projector_type == "linear":
-            self.net = nn.Sequential(nn.Linear(in_dim, vocab))
-        else:
-            hidden = config.projector_hidden_size or config.text_config.hidden_size
-            self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, vocab))
-
-    def init_weights(self, std: float) -> None:
-        """Small random weights, zero biases: an untrained head is a near-uniform posterior."""
-        for module in self.net:
-            if isinstance(module, nn.Linear):
-                nn.init.normal_(module.weight, mean=0.0, std=std)
-                nn.init.zeros_(module.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x.to(self.net[0].weight.dtype))
 
 
 class PosteriorFrontEnd(EncoderFramesFrontEnd):
@@ -48,8 +24,9 @@ class PosteriorFrontEnd(EncoderFramesFrontEnd):
     cacheable = False  # stage 2 mixes the LLM's embedding table, which the cached training path does not pass
 
     def __init__(self, config):
-        AudioFrontEnd.__init__(self, config)  # the head replaces the frames front ends' projector
-        self.projector = PosteriorHead(config, self.projector_input_size(config))
+        AudioFrontEnd.__init__(self, config)
+        # the head, in the projector's place: encoder states -> scores over the LLM's vocabulary
+        self.projector = AudioProjector(config, self.projector_input_size(config), out_dim=config.text_config.vocab_size)
 
     def downsample(self, frames, lengths, counts, spans):
         index = torch.arange(max(counts), device=frames.device).unsqueeze(0)
@@ -89,4 +66,4 @@ class PosteriorFrontEnd(EncoderFramesFrontEnd):
         return self.embed_encoder_states(states, token_table=token_table)
 
 
-__all__ = ["PosteriorFrontEnd", "PosteriorHead"]
+__all__ = ["PosteriorFrontEnd"]
