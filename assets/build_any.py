@@ -202,9 +202,21 @@ def routes(frontend: str) -> dict[str, tuple[bool, str]]:
     return {"cascade": (True, "Whisper's transcript, then the LLM"), "e2e": e2e, "text": (True, "the LLM alone")}
 
 
+def _with_options(kwargs: dict, options: dict | None) -> dict:
+    """A build's config kwargs with ``options`` (config kwargs) laid over them, ``frontend_config`` merged key by key."""
+    if not options:
+        return kwargs
+    merged = {**kwargs, **options}
+    if "frontend_config" in options:
+        merged["frontend_config"] = {**(kwargs.get("frontend_config") or {}), **options["frontend_config"]}
+    return merged
+
+
 def build_any(llm: str, asr: str, out_dir: str | os.PathLike, *, frontend: str = "asr_tokens",
-              dtype: torch.dtype = torch.float32, force: bool = False, cache_dir=None) -> Built:
-    """Check the inputs (one-line :class:`BuildError` s), load the parts, assemble and write the checkpoint atomically."""
+              dtype: torch.dtype = torch.float32, force: bool = False, cache_dir=None,
+              options: dict | None = None) -> Built:
+    """Check the inputs (one-line :class:`BuildError` s), load the parts, assemble and write the checkpoint atomically.
+    ``options``: AudioMiniChatConfig kwargs over the front end's own (``frontend_config`` merged option by option)."""
     if frontend not in FRONTENDS:
         raise BuildError(f"--frontend {frontend!r}: expected one of {', '.join(FRONTENDS)}")
     out = Path(out_dir).expanduser()
@@ -215,7 +227,7 @@ def build_any(llm: str, asr: str, out_dir: str | os.PathLike, *, frontend: str =
     note = UNTRAINED_ASR_TOKENS_NOTE if frontend == "asr_tokens" else None
     assemble_model(language_model, tokenizer, whisper, feature_extractor, asr_tokenizer, out,
                    llm=_provenance_spec(llm, kinds[0]), encoder=_provenance_spec(asr, kinds[1]), dtype=dtype,
-                   projector_note=note, **FRONTENDS[frontend])
+                   projector_note=note, **_with_options(FRONTENDS[frontend], options))
     return Built(out=out, frontend=frontend, routes=routes(frontend))
 
 

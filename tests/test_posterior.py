@@ -10,6 +10,8 @@ pipeline, and the padded-batch logits, are tested for every front end in test_mo
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from conftest import make_model, speechlike, tolerances
@@ -43,15 +45,22 @@ def test_options_round_trip_and_refuse_bad_values(tmp_path):
     model.config.save_pretrained(tmp_path)
     loaded = AudioMiniChatConfig.from_pretrained(tmp_path)
     assert loaded.audio_frontend == "posterior"
-    assert loaded.frontend_options == PosteriorConfig(posterior_vocab="llm", **options)
-    assert loaded.frontend_config == {**options, "posterior_vocab": "llm"}
-    assert PosteriorConfig() == PosteriorConfig(8, 4, "llm", 0, 1.0)
+    defaults = {"posterior_vocab": "llm", "posterior_head": "vocab", "posterior_blank": False, "posterior_keep": 0.5,
+                "posterior_merge": 0.5, "posterior_slots_per_second": 8.0}
+    assert loaded.frontend_options == PosteriorConfig(**{**defaults, **options})
+    assert loaded.frontend_config == {**options, **defaults}
+    assert PosteriorConfig() == PosteriorConfig(8, 4, "llm", 0, 1.0, "vocab", False, 0.5, 0.5, 8.0)
     bad = [({"posterior_vocab": "asr"}, "audio_frontend='posterior': posterior_vocab must be one of ('llm',), got 'asr'."),
            ({"posterior_top_k": -1}, "audio_frontend='posterior': posterior_top_k must be an integer >= 0 (0: all tokens), got -1."),
            ({"posterior_temperature": 0}, "audio_frontend='posterior': posterior_temperature must be a positive number, got 0."),
            ({"posterior_stride": 0}, "audio_frontend='posterior': posterior_stride must be a positive integer, got 0."),
            ({"pool_kernel": 8}, "frontend_config of audio_frontend='posterior': unknown option(s) ['pool_kernel']; its options are "
-                                "['posterior_kernel', 'posterior_stride', 'posterior_vocab', 'posterior_top_k', 'posterior_temperature'].")]
+                                "['posterior_kernel', 'posterior_stride', 'posterior_vocab', 'posterior_top_k', 'posterior_temperature', "
+                                "'posterior_head', 'posterior_blank', 'posterior_keep', 'posterior_merge', 'posterior_slots_per_second']."),
+           ({"posterior_head": "free"}, "audio_frontend='posterior': posterior_head must be one of ('vocab', 'tied'), got 'free'."),
+           ({"posterior_keep": 0}, "audio_frontend='posterior': posterior_keep must be a number in (0, 1], got 0."),
+           ({"posterior_blank": "yes"}, "audio_frontend='posterior': posterior_blank must be true or false, got 'yes'."),
+           ({"posterior_slots_per_second": -1}, "audio_frontend='posterior': posterior_slots_per_second must be a positive number, got -1.")]
     for given, message in bad:
         with pytest.raises(ValueError) as err:
             PosteriorConfig.from_dict(given)
@@ -97,7 +106,7 @@ def test_each_embedding_is_the_posterior_mixture_of_the_llm_embeddings(kind, top
                 scores = scores.masked_fill(scores < kth, float("-inf"))
             probs = torch.softmax(scores, dim=-1)
             assert probs.shape == (embeddings.shape[0], vocab)
-            torch.testing.assert_close(frontend.probabilities(clip_states), probs, **tolerances(reduction=16))
+            torch.testing.assert_close(frontend.probabilities(clip_states)[0], probs, **tolerances(reduction=16))
             torch.testing.assert_close(probs.sum(-1), torch.ones(probs.shape[0]), **tolerances(reduction=vocab))
             assert bool((probs >= 0).all())
             assert (probs > 0).sum(-1).tolist() == [top_k or vocab] * probs.shape[0]
@@ -106,7 +115,8 @@ def test_each_embedding_is_the_posterior_mixture_of_the_llm_embeddings(kind, top
             assert bool((embeddings <= table.max(0).values + 1e-6).all() and (embeddings >= table.min(0).values - 1e-6).all())
         # an LLM whose table has a row for the placeholder: that row never gets weight
         model.config.audio_token_id = 7
-        probs = frontend.probabilities(states[0])
+        probs, blank = frontend.probabilities(states[0])
+        assert blank is None
         assert probs[:, 7].tolist() == [0.0] * probs.shape[0]
         assert (probs > 0).sum(-1).tolist() == [top_k or vocab - 1] * probs.shape[0]
         torch.testing.assert_close(probs.sum(-1), torch.ones(probs.shape[0]), **tolerances(reduction=vocab))
@@ -156,3 +166,77 @@ def test_the_fresh_head_is_small_and_untrained_and_stage_two_needs_the_table():
     with pytest.raises(ValueError) as err:
         model.audio_frontend.embed_encoder_states(states)
     assert str(err.value) == "audio_frontend='posterior' mixes the LLM's input embeddings: it needs token_table."
+
+
+# ---- the CTC posterior: tied head, blank class, keep / merge rules (training/align_posterior.py trains it) ----------
+CTC = {"posterior_head": "tied", "posterior_blank": True}
+
+
+def test_the_tied_head_scores_tokens_by_the_llms_embeddings_plus_a_bias():
+    model, processor = posterior_model("whisper", **CTC)
+    frontend, table = model.audio_frontend, model.get_input_embeddings().weight
+    vocab = model.config.text_config.vocab_size
+    _, batch = audio_batch(processor, (1.5,))
+    with torch.no_grad():
+        frontend.projector.token_bias.normal_()
+        frontend.projector.blank.weight.normal_()
+        states = frontend.encoder_states(*frontend_inputs(model, batch))[0]
+        scores = frontend.scores(states, table)
+        hidden = frontend.projector(states)
+    assert scores.shape == (states.shape[0], vocab + 1)  # the blank last
+    torch.testing.assert_close(scores[:, :vocab], hidden @ table[:vocab].T + frontend.projector.token_bias,
+                               **tolerances(reduction=hidden.shape[-1]))
+    torch.testing.assert_close(scores[:, vocab], frontend.projector.blank(hidden).squeeze(-1), **tolerances(reduction=hidden.shape[-1]))
+    # the LLM's table is an input, never trained: gradients reach the head only
+    model.train()
+    table = model.get_input_embeddings().weight
+    frontend.scores(frontend.encoder_states(*frontend_inputs(model, batch))[0], table).logsumexp(-1).sum().backward()
+    assert table.grad is None
+    assert all(p.grad is not None for p in frontend.adapter_parameters())
+    with pytest.raises(ValueError) as err:
+        frontend.projector.score(states, None)
+    assert str(err.value) == "posterior_head='tied' scores tokens by the LLM's input embeddings: it needs token_table."
+
+
+def test_kept_positions_drop_blanks_merge_neighbours_and_keep_the_least_blank_when_over():
+    model, _ = posterior_model("whisper", **CTC, posterior_keep=0.5, posterior_merge=0.5)
+    frontend = model.audio_frontend
+    a, b, c = torch.eye(4)[0], torch.eye(4)[1], torch.tensor([0.5, 0.5, 0.0, 0.0])
+    probs = torch.stack([a, a, b, b, a, c, b])
+    blank = torch.tensor([0.1, 0.2, 0.9, 0.3, 0.4, 0.45, 0.05])
+    # position 2 is blank; 0-1 overlap fully -> one; 3 (b) after a dropped position stays apart; 4 (a) and 5 (c) overlap
+    # sqrt(0.5) = 0.71 >= 0.5 -> merged to their mean; 6 (b) vs c: sqrt(0.5 * 0) + sqrt(0.5 * 1)... = 0.71 -> merged too
+    kept = frontend.kept_positions(probs, blank, slots=10)
+    expected = [a, b, (a + c + b) / 3]
+    torch.testing.assert_close(kept, torch.stack(expected))
+    # over the slots: the least blank positions (by each group's least-kept weight), in time order
+    kept = frontend.kept_positions(probs, blank, slots=2)
+    torch.testing.assert_close(kept, torch.stack([a, b]))  # groups' weights 0.8, 0.7, 0.55 -> the first two
+    assert frontend.kept_positions(probs, torch.ones(7), slots=5).shape == (0, 4)
+    # merging off (1.0 needs identical one-hot neighbours): only exact repeats merge
+    model, _ = posterior_model("whisper", **CTC, posterior_merge=1.0)
+    kept = model.audio_frontend.kept_positions(probs, blank, slots=10)
+    torch.testing.assert_close(kept, torch.stack([a, b, a, c, b]))
+
+
+def test_with_a_blank_the_slots_follow_seconds_and_the_filled_ones_are_the_kept_positions():
+    model, processor = posterior_model("whisper", **CTC, posterior_slots_per_second=3.0)
+    frontend, table = model.audio_frontend, model.get_input_embeddings().weight
+    clips, batch = audio_batch(processor, (2.3, 5.1, 0.7))
+    layout = frontend.layout
+    slots = [min(PosteriorConfig(**CTC).downsampled_length(layout, layout.clip_frames(len(c))), math.ceil(len(c) / 16000 * 3.0) + 1)
+             for c in clips]
+    assert [processor.num_audio_tokens(len(c)) for c in clips] == slots
+    assert [int(n) for n in (batch["input_ids"] == model.config.audio_token_id).sum(-1)] == slots
+    with torch.no_grad():
+        frontend.projector.blank.bias.fill_(0.0)  # a blank as likely as the rest: some positions kept, some not
+        out = frontend(*frontend_inputs(model, batch), token_table=table)
+        states = frontend.encoder_states(*frontend_inputs(model, batch))
+        for i, clip_states in enumerate(states):
+            probs, blank = frontend.probabilities(clip_states, table)
+            read = frontend.kept_positions(probs, blank, slots[i])
+            n = read.shape[0]
+            assert out.fill_mask[i].tolist() == [True] * n + [False] * (slots[i] - n)
+            torch.testing.assert_close(out.embeddings[i][:n], read @ table[: read.shape[-1]], **tolerances(reduction=read.shape[-1]))
+        logits = model(**batch).logits
+    assert torch.isfinite(logits).all()

@@ -166,3 +166,16 @@ def cached_distillation_step(model, base, inputs: dict, cfg: LossConfig):
 
 
 __all__ = ["distillation_losses", "distillation_step", "cached_distillation_step", "response_losses", "total_loss", "response_mask"]
+
+
+def transcript_ctc_loss(scores: torch.Tensor, lengths: torch.Tensor, targets: list[torch.Tensor]) -> torch.Tensor:
+    """CTC of per-position scores against each clip's transcript tokens (the posterior front end's alignment stage,
+    ``training/align_posterior.py``): ``scores`` (clips, positions, vocab + 1) with the blank last, ``lengths`` the
+    clips' valid positions, ``targets`` each clip's token ids. The mean over clips of the loss per target token
+    (torch's ``reduction="mean"``); clips whose transcript cannot fit their positions count zero."""
+    blank = scores.shape[-1] - 1
+    log_probs = torch.log_softmax(scores.float(), dim=-1).transpose(0, 1)  # (positions, clips, classes)
+    target_lengths = torch.tensor([len(t) for t in targets], dtype=torch.long)
+    flat = torch.cat(list(targets)).long() if targets else torch.zeros(0, dtype=torch.long)
+    return torch.nn.functional.ctc_loss(log_probs, flat, lengths.long().cpu(), target_lengths, blank=blank,
+                                        reduction="mean", zero_infinity=True)

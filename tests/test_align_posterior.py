@@ -1,0 +1,116 @@
+"""training/align_posterior.py: the CTC alignment stage of the posterior route (no LLM, no teacher in the step).
+
+A tiny random Whisper + Llama posterior model (tied head, blank) saved to disk: the CTC loss is torch's on the
+transcript's LLM tokens with the blank last; the retrieval probe's diagonal is each clip's own CTC loss per token; the
+head alone learns (it overfits two clips until its best path writes their transcripts) while the encoder and the LLM
+stay as they were; a checkpoint (head + optimizer state, safetensors) resumes exactly; the export is a complete
+checkpoint whose head is the trained one; rows are a pure function of (seed, index) and never held-out texts.
+"""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from conftest import make_model, speechlike, tolerances
+from safetensors.torch import load_file
+
+from audio_minichat.modeling_audio_minichat import AudioMiniChatForConditionalGeneration
+from audio_minichat.training import align_posterior as ap
+from audio_minichat.training.losses import transcript_ctc_loss
+
+CTC = {"posterior_head": "tied", "posterior_blank": True, "posterior_kernel": 2, "posterior_stride": 2}
+
+
+def saved_model(tmp_path):
+    model, processor = make_model("whisper", audio_frontend="posterior", frontend_config=CTC)
+    folder = tmp_path / "base"
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def test_ctc_loss_is_torchs_with_the_blank_last():
+    torch.manual_seed(0)
+    scores = torch.randn(2, 7, 11)
+    targets = [torch.tensor([3, 4, 4]), torch.tensor([1])]
+    lengths = torch.tensor([7, 5])
+    expected = torch.nn.functional.ctc_loss(scores.log_softmax(-1).transpose(0, 1), torch.tensor([3, 4, 4, 1]), lengths,
+                                            torch.tensor([3, 1]), blank=10, reduction="mean")
+    torch.testing.assert_close(transcript_ctc_loss(scores, lengths, targets), expected)
+
+
+def test_retrieval_matrix_diagonal_is_each_clips_own_loss_per_token():
+    torch.manual_seed(1)
+    scores = torch.randn(3, 9, 21)
+    lengths = torch.tensor([9, 8, 6])
+    targets = [torch.tensor([1, 2, 3]), torch.tensor([5, 5]), torch.tensor([7, 1, 9, 2])]
+    matrix = ap.retrieval_matrix(scores, lengths, targets)
+    for i in range(3):
+        for j in range(3):
+            own = transcript_ctc_loss(scores[i : i + 1, : int(lengths[i])], lengths[i : i + 1], [targets[j]])
+            torch.testing.assert_close(matrix[i, j], own, **tolerances(reduction=21))
+    assert ap.best_path(torch.tensor([[0.0, 5, 0], [0, 5, 0], [0, 0, 5], [0, 5, 0], [5, 0, 0]]), 5) == [1, 1, 0]
+
+
+def test_the_head_alone_learns_two_clips_and_a_checkpoint_resumes_exactly(tmp_path):
+    torch.manual_seed(0)
+    aligner = ap.Aligner(saved_model(tmp_path))
+    frozen = {k: v.clone() for k, v in aligner.model.state_dict().items() if not k.startswith("audio_frontend.projector.")}
+    clips = [speechlike(1.6, 3), speechlike(1.6, 4)]
+    targets = [torch.tensor([5, 9, 12]), torch.tensor([20, 7])]
+    states = aligner.states(clips)
+    assert [s.shape for s in states] == [(40, 16)] * 2  # 1.6 s: 80 encoder frames, pooled 2 by 2
+    # the tiny random encoder hears these two alike (its states differ by ~2 %): the head learns from states that differ
+    states = [torch.randn(40, 16), torch.randn(40, 16)]
+    optimizer = torch.optim.AdamW(aligner.head_params, lr=5e-2)
+
+    def step():
+        scores, lengths = aligner.scores(states)
+        loss = transcript_ctc_loss(scores, lengths, targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return float(loss.detach())
+
+    first = step()
+    for _ in range(150):
+        last = step()
+    assert last < 0.1 * first
+    with torch.no_grad():
+        scores, lengths = aligner.scores(states)
+    assert [ap.best_path(scores[i], int(lengths[i])) for i in range(2)] == [t.tolist() for t in targets]
+    after = aligner.model.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in frozen.items())  # encoder, LLM: untouched
+    # a checkpoint resumes exactly: the next step from the restored head and optimizer equals the next step here
+    out = tmp_path / "run"
+    ap.save_checkpoint(out, aligner, optimizer, {"step": 151, "next_row": 5})
+    resumed = ap.Aligner(tmp_path / "base")
+    resumed_opt = torch.optim.AdamW(resumed.head_params, lr=5e-2)
+    assert ap.load_checkpoint(out, resumed, resumed_opt) == {"step": 151, "next_row": 5}
+    step()
+    scores, lengths = resumed.scores(states)
+    loss = transcript_ctc_loss(scores, lengths, targets)
+    resumed_opt.zero_grad()
+    loss.backward()
+    resumed_opt.step()
+    for (name, a), b in zip(aligner.frontend.projector.named_parameters(), resumed.frontend.projector.parameters()):
+        torch.testing.assert_close(a, b, **tolerances(reduction=1024), msg=name)
+    # the export: a complete checkpoint with the trained head, marked trained
+    ap.save_checkpoint(out, aligner, optimizer, {"step": 82, "next_row": 6})
+    dest = ap.export(tmp_path / "base", out / "checkpoint", tmp_path / "exported", "note")
+    loaded = AudioMiniChatForConditionalGeneration.from_pretrained(dest)
+    head = load_file(str(out / "checkpoint" / "head.safetensors"))
+    assert all(torch.equal(loaded.audio_frontend.projector.state_dict()[k], v) for k, v in head.items())
+    assert loaded.config.provenance["projector_trained"] is True
+    assert json.loads((dest / "config.json").read_text())["provenance"]["projector_note"] == "note"
+
+
+def test_rows_are_a_pure_function_of_seed_and_index_and_never_held_out():
+    texts = [f"sentence {i}" for i in range(200)]
+    voices = ["v0", "v1", "v2"]
+    first = [ap.row(texts, voices, 0, i) for i in range(300)]
+    assert first == [ap.row(texts, voices, 0, i) for i in range(300)]
+    assert first != [ap.row(texts, voices, 1, i) for i in range(300)]
+    held = set(texts[-ap.HELD_OUT :])
+    assert not held & {t for t, _ in first}
