@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import torch
 from conftest import make_model, speechlike, tolerances
 from safetensors.torch import load_file
 
+from audio_minichat.dataprep import stream
 from audio_minichat.modeling_audio_minichat import AudioMiniChatForConditionalGeneration
 from audio_minichat.training import align_posterior as ap
-from audio_minichat.training.losses import transcript_ctc_loss
+from audio_minichat.training.losses import transcript_ctc_loss, transcript_ctc_matrix
 
 CTC = {"posterior_head": "tied", "posterior_blank": True, "posterior_kernel": 2, "posterior_stride": 2}
 
@@ -45,7 +47,7 @@ def test_retrieval_matrix_diagonal_is_each_clips_own_loss_per_token():
     scores = torch.randn(3, 9, 21)
     lengths = torch.tensor([9, 8, 6])
     targets = [torch.tensor([1, 2, 3]), torch.tensor([5, 5]), torch.tensor([7, 1, 9, 2])]
-    matrix = ap.retrieval_matrix(scores, lengths, targets)
+    matrix = transcript_ctc_matrix(scores, lengths, targets)
     for i in range(3):
         for j in range(3):
             own = transcript_ctc_loss(scores[i : i + 1, : int(lengths[i])], lengths[i : i + 1], [targets[j]])
@@ -109,8 +111,30 @@ def test_the_head_alone_learns_two_clips_and_a_checkpoint_resumes_exactly(tmp_pa
 def test_rows_are_a_pure_function_of_seed_and_index_and_never_held_out():
     texts = [f"sentence {i}" for i in range(200)]
     voices = ["v0", "v1", "v2"]
-    first = [ap.row(texts, voices, 0, i) for i in range(300)]
-    assert first == [ap.row(texts, voices, 0, i) for i in range(300)]
-    assert first != [ap.row(texts, voices, 1, i) for i in range(300)]
-    held = set(texts[-ap.HELD_OUT :])
+    first = [stream.row(texts, voices, 0, i) for i in range(300)]
+    assert first == [stream.row(texts, voices, 0, i) for i in range(300)]
+    assert first != [stream.row(texts, voices, 1, i) for i in range(300)]
+    held = set(texts[-stream.HELD_OUT :])
     assert not held & {t for t, _ in first}
+
+
+def test_the_row_stream_hands_out_synthesised_rows_in_index_order_and_resumes(tmp_path):
+    from audio_minichat.dataprep.voices import training_voices
+
+    pool = tmp_path / "texts.json"
+    texts = [f"Row number {i} is read aloud." for i in range(stream.HELD_OUT + 6)]
+    pool.write_text(json.dumps(texts))
+    voices = training_voices(3, 4)
+    rows = stream.RowStream(3, 0, 4, pool)
+    try:
+        first = rows.take(3)
+    finally:
+        rows.close()
+    assert [t for t, _ in first] == [stream.row(texts, voices, 3, i)[0] for i in range(3)]
+    assert all(a.dtype.name == "float32" and len(a) > 8000 for _, a in first) and rows.next_row == 3
+    resumed = stream.RowStream(3, 2, 4, pool)  # a run resumed at row 2 sees row 2 again, the same speech
+    try:
+        again = resumed.take(1)
+    finally:
+        resumed.close()
+    assert again[0][0] == first[2][0] and np.array_equal(again[0][1], first[2][1])

@@ -6,11 +6,11 @@ encoder position, a distribution over the LLM's own tokens that CTC aligns to th
 then reads the mixtures of its own embeddings at the kept positions (``frontend_posterior``): what a transcript's
 token embeddings would be, computed in one pass from the audio.
 
-Rows are streamed: a worker process synthesises corpus sentences (``dataprep.corpora``) with the training voices
+Rows are streamed (``dataprep/stream.py``): a worker process synthesises corpus sentences with the training voices
 (espeak-ng, flite, festival; never the evaluation voice ``joe``) while the main process trains, so nothing is cached
-to disk. Row ``i`` is a pure function of (seed, i): a run resumed at row ``i`` sees what it would have seen.
+to disk; row ``i`` is a pure function of (seed, i). The entry point joins the two:
 
-    python -m audio_minichat.training.align_posterior --out runs/align/tied --minutes 45
+    python -m audio_minichat.app.align --out checkpoints/align/posterior_ctc --minutes 45 --bf16
 
 Every ``--eval-every`` steps, on held-out sentences read by the unseen ``joe`` voice and by espeak-ng's evaluation
 voice: CTC loss, token error of the posterior's best path (a measure only: the LLM never reads an argmax), and the
@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
-import random
 import shutil
 import time
 from pathlib import Path
@@ -37,60 +35,12 @@ import torch
 from ..metrics.wer import edit_distance
 from ..utils.io import atomic_save_tensors, atomic_write_json
 from .checkpoints import flatten_state, unflatten_state
-from .losses import transcript_ctc_loss
+from .losses import transcript_ctc_loss, transcript_ctc_matrix
 
-HELD_OUT = 48  # the pool's last texts: never trained on
-EVAL_CHUNK = 8
-POOL_TEXTS = 60000
+EVAL_CHUNK = 8  # held-out clips scored at a time (each is positions x vocabulary)
 DEFAULT_OPTIONS = {"projector_type": "mlp", "projector_hidden_size": 1024,
                    "frontend_config": {"posterior_head": "tied", "posterior_blank": True, "posterior_kernel": 4,
                                        "posterior_stride": 4}}
-
-
-# ---- rows --------------------------------------------------------------------------------------------------------
-def text_pool(seed: int, cache: Path | None = None) -> list[str]:
-    """The run's sentences (deterministic in ``seed``; kept in ``cache`` once made: building takes a minute)."""
-    from ..dataprep.corpora import build_text_pool
-
-    if cache is not None and cache.is_file():
-        return json.loads(cache.read_text(encoding="utf-8"))
-    texts = [r["text"] for r in build_text_pool(POOL_TEXTS, seed, min_words=4, max_words=30)]
-    if cache is not None:
-        atomic_write_json(cache, texts)
-    return texts
-
-
-def row(texts: list[str], voices: list, seed: int, index: int) -> tuple[str, object]:
-    """Row ``index``: (text, voice), a pure function of (seed, index); held-out texts never come up."""
-    rng = random.Random(f"align:{seed}:{index}")
-    return texts[rng.randrange(len(texts) - HELD_OUT)], voices[rng.randrange(len(voices))]
-
-
-def _produce(queue, seed: int, start: int, voices_n: int, pool: Path) -> None:
-    """Worker: rows ``start, start + 1, ...`` synthesised, as (index, text, audio) on ``queue`` (None: a row the engine
-    refused, skipped)."""
-    os.environ["OMP_NUM_THREADS"] = "1"
-    torch.set_num_threads(1)
-    from ..dataprep.tts import synthesize
-    from ..dataprep.voices import training_voices
-
-    texts, voices = text_pool(seed, pool), training_voices(seed, voices_n)
-    index = start
-    while True:
-        text, voice = row(texts, voices, seed, index)
-        try:
-            audio = synthesize(text, voice)
-        except Exception:  # noqa: BLE001 - a TTS engine's refusal skips the row
-            audio = None
-        queue.put((index, text, audio))
-        index += 1
-
-
-def held_out(texts: list[str], voice_names=("joe", "espeak")) -> dict[str, list[tuple[str, np.ndarray]]]:
-    from ..dataprep.tts import synthesize
-    from ..eval.benchmark import evaluation_voice
-
-    return {name: [(t, synthesize(t, evaluation_voice(name))) for t in texts[-HELD_OUT:]] for name in voice_names}
 
 
 # ---- the model ---------------------------------------------------------------------------------------------------
@@ -147,26 +97,6 @@ def best_path(scores: torch.Tensor, length: int) -> list[int]:
     return out
 
 
-def retrieval_matrix(scores: torch.Tensor, lengths: torch.Tensor, targets: list[torch.Tensor]) -> torch.Tensor:
-    """(clips, texts) CTC loss per target token of every clip against every transcript. Only the target tokens' and
-    the blank's log-probabilities enter CTC, so the vocabulary is cut to those columns after normalising."""
-    log_probs = torch.log_softmax(scores.float(), dim=-1)
-    columns = torch.unique(torch.cat(targets))
-    blank = scores.shape[-1] - 1
-    cut = torch.cat([log_probs[..., columns], log_probs[..., blank : blank + 1]], dim=-1)
-    remap = {int(c): i for i, c in enumerate(columns.tolist())}
-    mapped = [torch.tensor([remap[int(t)] for t in tgt]) for tgt in targets]
-    n = len(targets)
-    out = torch.empty(scores.shape[0], n)
-    for i in range(scores.shape[0]):
-        lp = cut[i : i + 1, : int(lengths[i])].expand(n, -1, -1).transpose(0, 1)
-        loss = torch.nn.functional.ctc_loss(lp, torch.cat(mapped), torch.full((n,), int(lengths[i])),
-                                            torch.tensor([len(t) for t in mapped]), blank=cut.shape[-1] - 1,
-                                            reduction="none", zero_infinity=True)
-        out[i] = loss / torch.tensor([len(t) for t in mapped]).float()
-    return out
-
-
 @torch.no_grad()
 def evaluate(aligner: Aligner, sets: dict) -> dict:
     result = {}
@@ -180,7 +110,7 @@ def evaluate(aligner: Aligner, sets: dict) -> dict:
             losses.append(float(transcript_ctc_loss(scores, lengths, targets[chunk])) * scores.shape[0])
             errors += sum(edit_distance(best_path(scores[i], int(lengths[i])), targets[start + i].tolist())
                           for i in range(scores.shape[0]))
-            rows.append(retrieval_matrix(scores, lengths, targets))
+            rows.append(transcript_ctc_matrix(scores, lengths, targets))
         loss = sum(losses) / len(items)
         matrix = torch.cat(rows)
         own = matrix.diagonal()
@@ -235,6 +165,18 @@ def export(model_dir: Path, checkpoint: Path, dest: Path, note: str) -> Path:
     return dest
 
 
+def ship_weights(out: Path, path: Path, provenance: dict) -> Path:
+    """The run's head as a shippable trained-weights file (``projector.*``, read by apply_trained_weights: the
+    ``posterior_ctc`` build variant), beside a JSON of where it came from and its last measures."""
+    from safetensors.torch import load_file
+
+    head = load_file(str(out / "checkpoint" / "head.safetensors"))
+    weights = {f"projector.{k}": v.contiguous() for k, v in head.items()}
+    atomic_save_tensors(weights, path, {"format": "pt", "audio_frontend": "posterior"})
+    atomic_write_json(path.with_suffix(".json"), {"tensors": {k: list(v.shape) for k, v in weights.items()}, **provenance})
+    return path
+
+
 # ---- the run -----------------------------------------------------------------------------------------------------
 BASE_NAME = "audio-minichat-posterior-ctc-untrained"  # the untrained build, in the model cache
 
@@ -250,110 +192,72 @@ def build_base() -> Path:
     return base
 
 
-def train(args) -> dict:
+def train(args, stream, sets: dict) -> dict:
+    """The alignment loop: ``stream`` hands out rows (``take(n)``, ``next_row``, ``skipped``; dataprep.stream.RowStream
+    started at ``initial_state(args)["next_row"]``), ``sets`` the held-out {voice: [(text, audio)]}."""
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(args.seed)
-    base = Path(args.model) if args.model else build_base()
-    aligner = Aligner(base, bf16=args.bf16)
-    optimizer = torch.optim.AdamW(aligner.head_params, lr=args.lr, weight_decay=0.0)
-    state = load_checkpoint(out, aligner, optimizer) or {"step": 0, "next_row": 0, "seconds": 0.0, "rows": 0, "skipped": 0}
-    if state["step"]:
-        print(f"[align] resumed at step {state['step']} (row {state['next_row']})", flush=True)
-    from ..assets.offline import default_cache_dir
-
-    pool = default_cache_dir() / f"align-texts-seed{args.seed}.json"
-    sets = held_out(text_pool(args.seed, pool))
-    ctx = mp.get_context("fork")
-    queue = ctx.Queue(maxsize=4 * args.batch)
-    worker = ctx.Process(target=_produce, args=(queue, args.seed, state["next_row"], args.voices, pool), daemon=True)
-    worker.start()
+    aligner, optimizer, state = args.aligner, args.optimizer, args.state
     progress = open(out / "progress.jsonl", "a", encoding="utf-8")
     budget = args.minutes * 60
     last_save = time.monotonic()
     started = time.monotonic() - state["seconds"]
     ema = None
-    pending: dict[int, tuple] = {}
+
+    def log(record):
+        progress.write(json.dumps(record) + "\n")
+        progress.flush()
+        print(f"[align] {json.dumps(record)}", flush=True)
+
     try:
         if state["step"] == 0:
-            record = {"step": 0, "rows": 0, "seconds": 0.0, "eval": evaluate(aligner, sets)}
-            progress.write(json.dumps(record) + "\n")
-            progress.flush()
-            print(f"[align] step 0 {json.dumps(record['eval'])}", flush=True)
+            log({"step": 0, "rows": 0, "seconds": 0.0, "eval": evaluate(aligner, sets)})
         while time.monotonic() - started < budget:
-            batch = []
-            while len(batch) < args.batch:  # rows in index order, whatever order the worker finished them
-                while state["next_row"] not in pending:
-                    index, text, audio = queue.get(timeout=300)
-                    pending[index] = (text, audio)
-                text, audio = pending.pop(state["next_row"])
-                state["next_row"] += 1
-                if audio is None or len(audio) > 30 * 16000:
-                    state["skipped"] += 1
-                    continue
-                batch.append((text, audio))
-            aligner.model.train(False)
+            batch = stream.take(args.batch)
             scores, lengths = aligner.scores(aligner.states([a for _, a in batch]))
             loss = transcript_ctc_loss(scores, lengths, aligner.targets([t for t, _ in batch]))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(aligner.head_params, 1.0)
             optimizer.step()
-            state["step"] += 1
-            state["rows"] += len(batch)
+            state.update(step=state["step"] + 1, rows=state["rows"] + len(batch), next_row=stream.next_row,
+                         skipped=state["skipped"] + stream.skipped, seconds=time.monotonic() - started)
+            stream.skipped = 0
             value = float(loss.detach())
             ema = value if ema is None else 0.95 * ema + 0.05 * value
-            state["seconds"] = time.monotonic() - started
             if state["step"] % args.log_every == 0:
                 print(f"[align] step {state['step']} rows {state['rows']} loss {ema:.3f} "
                       f"({state['rows'] / state['seconds']:.2f} rows/s)", flush=True)
             if state["step"] % args.eval_every == 0:
-                record = {"step": state["step"], "rows": state["rows"], "seconds": round(state["seconds"], 1),
-                          "train_loss": round(ema, 4), "eval": evaluate(aligner, sets)}
-                progress.write(json.dumps(record) + "\n")
-                progress.flush()
-                print(f"[align] eval {json.dumps(record)}", flush=True)
+                log({"step": state["step"], "rows": state["rows"], "seconds": round(state["seconds"], 1),
+                     "train_loss": round(ema, 4), "eval": evaluate(aligner, sets)})
             if time.monotonic() - last_save > args.save_every:
                 save_checkpoint(out, aligner, optimizer, state)
                 last_save = time.monotonic()
         save_checkpoint(out, aligner, optimizer, state)
-        record = {"step": state["step"], "rows": state["rows"], "seconds": round(state["seconds"], 1),
-                  "train_loss": None if ema is None else round(ema, 4), "eval": evaluate(aligner, sets), "final": True}
-        progress.write(json.dumps(record) + "\n")
-        print(f"[align] final {json.dumps(record)}", flush=True)
+        log({"step": state["step"], "rows": state["rows"], "seconds": round(state["seconds"], 1),
+             "train_loss": None if ema is None else round(ema, 4), "eval": evaluate(aligner, sets), "final": True})
     finally:
         progress.close()
-        worker.terminate()
-    if args.export:
-        note = (f"posterior head aligned by CTC on {state['rows']} synthetic rows ({state['step']} steps, "
-                f"{state['seconds'] / 60:.0f} CPU minutes); training/align_posterior.py")
-        print(export(base, out / "checkpoint", Path(args.export), note), flush=True)
     return state
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", required=True, help="the run's folder (progress.jsonl, checkpoint/, base/)")
-    p.add_argument("--model", default=None, help="a posterior checkpoint with posterior_blank (default: the untrained build of DEFAULT_OPTIONS, "
-                   "made once in the model cache)")
-    p.add_argument("--minutes", type=float, default=30.0, help="training time budget (a resumed run counts its past)")
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--voices", type=int, default=300, help="training voices drawn (dataprep.voices.training_voices)")
-    p.add_argument("--eval-every", type=int, default=200)
-    p.add_argument("--log-every", type=int, default=20)
-    p.add_argument("--save-every", type=float, default=300.0, help="seconds between checkpoints")
-    p.add_argument("--bf16", action="store_true", help="the frozen encoder in bfloat16, the head under bfloat16 autocast "
-                   "(on CPUs with native bfloat16: avx512_bf16 / AMX)")
-    p.add_argument("--export", default=None, help="write a complete checkpoint with the trained head here at the end")
-    return p.parse_args(argv)
+def initial_state(args) -> None:
+    """The run's model, optimizer and state (resumed from ``OUT/checkpoint`` when there is one), set on ``args``."""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(args.seed)
+    args.base = Path(args.model) if args.model else build_base()
+    args.aligner = Aligner(args.base, bf16=args.bf16)
+    args.optimizer = torch.optim.AdamW(args.aligner.head_params, lr=args.lr, weight_decay=0.0)
+    args.state = load_checkpoint(out, args.aligner, args.optimizer) or {"step": 0, "next_row": 0, "seconds": 0.0, "rows": 0,
+                                                                        "skipped": 0}
+    if args.state["step"]:
+        print(f"[align] resumed at step {args.state['step']} (row {args.state['next_row']})", flush=True)
 
 
-def main(argv=None) -> int:
-    train(parse_args(argv))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+def finish(args) -> None:
+    state = args.state
+    note = (f"posterior head aligned by CTC on {state['rows']} synthetic rows ({state['step']} steps, "
+            f"{state['seconds'] / 60:.0f} minutes on 2 CPU cores); training/align_posterior.py")
+    if args.export:
+        print(export(args.base, Path(args.out) / "checkpoint", Path(args.export), note), flush=True)

@@ -179,3 +179,25 @@ def transcript_ctc_loss(scores: torch.Tensor, lengths: torch.Tensor, targets: li
     flat = torch.cat(list(targets)).long() if targets else torch.zeros(0, dtype=torch.long)
     return torch.nn.functional.ctc_loss(log_probs, flat, lengths.long().cpu(), target_lengths, blank=blank,
                                         reduction="mean", zero_infinity=True)
+
+
+def transcript_ctc_matrix(scores: torch.Tensor, lengths: torch.Tensor, targets: list[torch.Tensor]) -> torch.Tensor:
+    """(clips, transcripts) CTC loss per target token of every clip against every transcript (the retrieval probe of
+    ``training/align_posterior.py``); row ``i``, column ``i`` is :func:`transcript_ctc_loss` of clip ``i`` alone. Only
+    the targets' and the blank's log-probabilities enter CTC, so the vocabulary is cut to those columns after
+    normalising."""
+    log_probs = torch.log_softmax(scores.float(), dim=-1)
+    columns = torch.unique(torch.cat(targets))
+    blank = scores.shape[-1] - 1
+    cut = torch.cat([log_probs[..., columns], log_probs[..., blank : blank + 1]], dim=-1)
+    remap = {int(c): i for i, c in enumerate(columns.tolist())}
+    mapped = [torch.tensor([remap[int(t)] for t in tgt], dtype=torch.long) for tgt in targets]
+    target_lengths = torch.tensor([len(t) for t in mapped], dtype=torch.long)
+    n = len(targets)
+    out = torch.empty(scores.shape[0], n)
+    for i in range(scores.shape[0]):
+        lp = cut[i : i + 1, : int(lengths[i])].expand(n, -1, -1).transpose(0, 1)
+        loss = F.ctc_loss(lp, torch.cat(mapped), torch.full((n,), int(lengths[i]), dtype=torch.long), target_lengths,
+                          blank=cut.shape[-1] - 1, reduction="none", zero_infinity=True)
+        out[i] = loss / target_lengths.float()
+    return out

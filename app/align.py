@@ -1,0 +1,52 @@
+"""``python -m audio_minichat.app.align``: the posterior route's alignment stage (training/align_posterior.py) on
+rows streamed by the data builder's TTS (dataprep/stream.py): the entry point that joins the two.
+
+    python -m audio_minichat.app.align --out checkpoints/align/posterior_ctc --minutes 45 --bf16 \
+        --export ~/.cache/audio_minichat/audio-minichat-posterior-ctc
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ..dataprep.stream import RowStream, held_out, text_pool
+from ..training.align_posterior import finish, initial_state, train
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", required=True, help="the run's folder (progress.jsonl, checkpoint/, base/)")
+    p.add_argument("--model", default=None, help="a posterior checkpoint with posterior_blank (default: the untrained build of DEFAULT_OPTIONS, "
+                   "made once in the model cache)")
+    p.add_argument("--minutes", type=float, default=30.0, help="training time budget (a resumed run counts its past)")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--voices", type=int, default=300, help="training voices drawn (dataprep.voices.training_voices)")
+    p.add_argument("--eval-every", type=int, default=200)
+    p.add_argument("--log-every", type=int, default=20)
+    p.add_argument("--save-every", type=float, default=300.0, help="seconds between checkpoints")
+    p.add_argument("--bf16", action="store_true", help="the frozen encoder in bfloat16, the head under bfloat16 autocast "
+                   "(on CPUs with native bfloat16: avx512_bf16 / AMX)")
+    p.add_argument("--export", default=None, help="write a complete checkpoint with the trained head here at the end")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    from ..assets.offline import default_cache_dir
+
+    args = parse_args(argv)
+    initial_state(args)
+    pool = default_cache_dir() / f"align-texts-seed{args.seed}.json"
+    sets = held_out(text_pool(args.seed, pool))
+    stream = RowStream(args.seed, args.state["next_row"], args.voices, pool, queue_size=4 * args.batch)
+    try:
+        train(args, stream, sets)
+    finally:
+        stream.close()
+    finish(args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
