@@ -31,10 +31,12 @@ class VocabHead(AudioProjector):
         super().__init__(config, in_dim, out_dim=vocab + int(blank))
         self.vocab = vocab
 
-    def score(self, states: torch.Tensor, token_table: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(token scores (..., vocab), blank scores (...) or None), float32."""
+    def score(self, states: torch.Tensor, token_table: torch.Tensor | None, columns: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(token scores (..., vocab), blank scores (...) or None), float32; ``columns``: only those tokens' scores."""
         scores = self(states).float()
-        return scores[..., : self.vocab], (scores[..., self.vocab] if scores.shape[-1] > self.vocab else None)
+        tokens = scores[..., : self.vocab] if columns is None else scores[..., columns]
+        return tokens, (scores[..., self.vocab] if scores.shape[-1] > self.vocab else None)
 
 
 class TiedHead(AudioProjector):
@@ -54,11 +56,15 @@ class TiedHead(AudioProjector):
             nn.init.zeros_(self.blank.weight)
             nn.init.zeros_(self.blank.bias)
 
-    def score(self, states: torch.Tensor, token_table: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def score(self, states: torch.Tensor, token_table: torch.Tensor | None, columns: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor | None]:
         if token_table is None:
             raise ValueError("posterior_head='tied' scores tokens by the LLM's input embeddings: it needs token_table.")
         hidden = self(states).float()
-        scores = hidden @ token_table.detach()[: self.vocab].float().T + self.token_bias.float()
+        table, bias = token_table.detach()[: self.vocab], self.token_bias
+        if columns is not None:  # only these tokens (training's sampled candidates): the cost follows their number
+            table, bias = table[columns], bias[columns]
+        scores = hidden @ table.float().T + bias.float()
         return scores, (None if self.blank is None else self.blank(hidden.to(self.blank.weight.dtype)).float().squeeze(-1))
 
 
@@ -80,13 +86,15 @@ class PosteriorFrontEnd(EncoderFramesFrontEnd):
         starts = (index * self.options.posterior_stride).expand(frames.shape[0], -1)
         return span_means(frames, lengths, starts, starts + self.options.posterior_kernel)
 
-    def scores(self, states: torch.Tensor, token_table: torch.Tensor | None = None) -> torch.Tensor:
+    def scores(self, states: torch.Tensor, token_table: torch.Tensor | None = None, columns: torch.Tensor | None = None
+               ) -> torch.Tensor:
         """(..., positions, dim) pooled encoder states -> (..., positions, vocab [+ 1]) float32 scores over the LLM's
         tokens, the blank's last where the head has one (CTC's input: ``log_softmax`` of these), the temperature
-        applied and the audio placeholder's own row at -inf."""
-        tokens, blank = self.projector.score(states, token_table)
+        applied and the audio placeholder's own row at -inf. ``columns``: the scores of those tokens only (in that
+        order; the placeholder must not be among them), the blank still last."""
+        tokens, blank = self.projector.score(states, token_table, columns)
         audio_token = self.config.audio_token_id
-        if audio_token is not None and 0 <= audio_token < tokens.shape[-1]:
+        if columns is None and audio_token is not None and 0 <= audio_token < tokens.shape[-1]:
             tokens = tokens.clone()
             tokens[..., audio_token] = float("-inf")
         scores = tokens if blank is None else torch.cat([tokens, blank.unsqueeze(-1)], dim=-1)

@@ -20,6 +20,8 @@ def parse_args(argv=None):
                    "made once in the model cache)")
     p.add_argument("--minutes", type=float, default=30.0, help="training time budget (a resumed run counts its past)")
     p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--negatives", type=int, default=4096,
+                   help="sampled softmax: tokens drawn per step besides the batch's targets (0: the whole vocabulary)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--voices", type=int, default=300, help="training voices drawn (dataprep.voices.training_voices)")

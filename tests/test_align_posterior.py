@@ -138,3 +138,19 @@ def test_the_row_stream_hands_out_synthesised_rows_in_index_order_and_resumes(tm
     finally:
         resumed.close()
     assert again[0][0] == first[2][0] and np.array_equal(again[0][1], first[2][1])
+
+
+def test_sampled_candidates_hold_every_target_and_the_loss_reads_their_scores(tmp_path):
+    targets = [torch.tensor([5, 11, 12]), torch.tensor([20, 7, 5])]
+    columns, renumbered = ap.candidates(targets, 119, 30, torch.Generator().manual_seed(0), exclude=118)
+    assert 118 not in columns.tolist() and columns.tolist() == sorted(set(columns.tolist()))
+    assert [columns[r].tolist() for r in renumbered] == [t.tolist() for t in targets]
+    assert ap.candidates(targets, 119, 0, torch.Generator())[0] is None
+    # the head's scores over the candidates are its full scores' columns (the blank still last)
+    aligner = ap.Aligner(saved_model(tmp_path))
+    states = [torch.randn(12, 16), torch.randn(9, 16)]
+    with torch.no_grad():
+        full, lengths = aligner.scores(states)
+        cut, cut_lengths = aligner.scores(states, columns)
+    assert torch.equal(lengths, cut_lengths)
+    torch.testing.assert_close(cut, torch.cat([full[..., columns], full[..., -1:]], dim=-1), **tolerances(reduction=32))

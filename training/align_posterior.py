@@ -75,16 +75,33 @@ class Aligner:
             states = self.frontend.encoder_states(feats[key], feats[f"{key}_mask"], feats["audio_window_clip"])
         return [s.float() for s in states]
 
-    def scores(self, states: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def scores(self, states: list[torch.Tensor], columns: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(clips, positions, vocab + 1) float32 scores, padded with zeros past each clip's ``lengths``: the head runs
-        on the clips' positions packed together (no work on padding)."""
+        on the clips' positions packed together (no work on padding). ``columns``: only those tokens (+ the blank)."""
         lengths = torch.tensor([s.shape[0] for s in states])
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-            flat = self.frontend.scores(torch.cat(states), self.table)
+            flat = self.frontend.scores(torch.cat(states), self.table, columns)
         return torch.nn.utils.rnn.pad_sequence(flat.float().split(lengths.tolist()), batch_first=True), lengths
 
 
 # ---- measures ----------------------------------------------------------------------------------------------------
+def candidates(targets: list[torch.Tensor], vocab: int, negatives: int, generator: torch.Generator,
+               exclude: int | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """A training step's token candidates (sampled softmax): the batch's target tokens plus ``negatives`` tokens drawn
+    uniformly (``exclude``, the audio placeholder, never), and the targets renumbered into them. CTC then normalises
+    over the candidates and the blank only: every token is pushed down whenever drawn, and the step's cost follows
+    the candidates' number instead of the vocabulary's. 0 negatives: the whole vocabulary."""
+    if negatives <= 0:
+        return None, targets
+    drawn = torch.randint(0, vocab, (negatives,), generator=generator)
+    columns = torch.unique(torch.cat([torch.cat(targets), drawn]))
+    if exclude is not None:
+        columns = columns[columns != exclude]
+    index = torch.full((vocab,), -1, dtype=torch.long)
+    index[columns] = torch.arange(columns.numel())
+    return columns, [index[t] for t in targets]
+
+
 def best_path(scores: torch.Tensor, length: int) -> list[int]:
     """The posterior's most probable token per position, repeats collapsed, blanks removed (a measure only)."""
     blank = scores.shape[-1] - 1
@@ -202,6 +219,7 @@ def train(args, stream, sets: dict) -> dict:
     last_save = time.monotonic()
     started = time.monotonic() - state["seconds"]
     ema = None
+    generator = torch.Generator().manual_seed(args.seed * 1_000_003 + state["step"])  # seeded by the step resumed at
 
     def log(record):
         progress.write(json.dumps(record) + "\n")
@@ -213,8 +231,10 @@ def train(args, stream, sets: dict) -> dict:
             log({"step": 0, "rows": 0, "seconds": 0.0, "eval": evaluate(aligner, sets)})
         while time.monotonic() - started < budget:
             batch = stream.take(args.batch)
-            scores, lengths = aligner.scores(aligner.states([a for _, a in batch]))
-            loss = transcript_ctc_loss(scores, lengths, aligner.targets([t for t, _ in batch]))
+            columns, targets = candidates(aligner.targets([t for t, _ in batch]), aligner.frontend.projector.vocab,
+                                          args.negatives, generator, aligner.model.config.audio_token_id)
+            scores, lengths = aligner.scores(aligner.states([a for _, a in batch]), columns)
+            loss = transcript_ctc_loss(scores, lengths, targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(aligner.head_params, 1.0)
