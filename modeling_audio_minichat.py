@@ -191,15 +191,19 @@ class AudioMiniChatForConditionalGeneration(AudioMiniChatPreTrainedModel, Genera
         output_audio_embeddings: bool = False,
         input_values: torch.Tensor | None = None,
         input_values_mask: torch.Tensor | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
         **kwargs,
     ):
         """The LLM's output on the prompt with audio embedded; ``output_audio_embeddings=True`` adds each clip's
         filled audio embeddings (``audio_embeddings``, clip order) and ASR tokens where the front end reads them.
-        Audio comes as the processor gives it: ``input_features`` (mel) or ``input_values`` (waveform encoders)."""
+        Audio comes as the processor gives it: ``input_features`` (mel) or ``input_values`` (waveform encoders).
+        ``logits_to_keep``: the LLM's (0: every position); named here so that ``generate`` asks for the last
+        position's logits only (the prompt's other positions' logits are never read)."""
         audio = dict(input_features=input_features, input_features_mask=input_features_mask, input_values=input_values,
                      input_values_mask=input_values_mask, audio_window_clip=audio_window_clip, audio_spans=audio_spans)
         with self.audio_gate.open(self._audio_rows(input_ids)):
-            return self._forward(input_ids, attention_mask, audio, inputs_embeds, labels, output_audio_embeddings, **kwargs)
+            return self._forward(input_ids, attention_mask, audio, inputs_embeds, labels, output_audio_embeddings,
+                                 logits_to_keep=logits_to_keep, **kwargs)
 
     def _forward(self, input_ids, attention_mask, audio_inputs: dict, inputs_embeds, labels, output_audio_embeddings, **kwargs):
         audio = None

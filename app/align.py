@@ -16,7 +16,7 @@ from ..training.align_posterior import finish, initial_state, train
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="the run's folder (progress.jsonl, checkpoint/, base/)")
-    p.add_argument("--model", default=None, help="a posterior checkpoint with posterior_blank (default: the untrained build of DEFAULT_OPTIONS, "
+    p.add_argument("--model", default=None, help="a posterior checkpoint with posterior_blank (default: the untrained posterior_ctc build, "
                    "made once in the model cache)")
     p.add_argument("--minutes", type=float, default=30.0, help="training time budget (a resumed run counts its past)")
     p.add_argument("--batch", type=int, default=16)

@@ -3,6 +3,8 @@ the command runs)."""
 
 from __future__ import annotations
 
+from .choices import DEFAULT_MODEL_DTYPE, MODEL_DTYPES
+
 DEFAULT_PORT = 8000
 DEFAULT_MAX_UPLOAD_MB = 25.0  # OpenAI's own limit for an audio upload
 DEFAULT_MAX_QUEUE = 16
@@ -47,7 +49,8 @@ def add_api_parser(sub) -> None:
                    help="requests that may wait for the model besides the one running (more: 503)")
     p.add_argument("--max-tokens", type=int, default=128, help="max_tokens when a chat request gives none")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, mps)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="model dtype")
+    p.add_argument("--dtype", default=DEFAULT_MODEL_DTYPE, choices=MODEL_DTYPES,
+                   help="how the model's weights are held (default: %(default)s: from the processor, as the other commands)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="CPU threads for torch (default: as the other commands: 1 on 2 cores or fewer, else the idle "
                         "processors)")

@@ -3,13 +3,19 @@ errors must not load them). Each is a copy of the value its owner defines; tests
 
 - ``MODES``, ``DEFAULT_MODE``, ``DEFAULT_SUMMARY_PROMPT``: ``inference/speech_llm.py``;
 - ``BUILD_VARIANTS``: the keys of ``VARIANTS`` in ``assets/default_build.py``;
-- ``BUILD_FRONTENDS``: the keys of ``FRONTENDS`` in ``assets/build_any.py`` (``audio-minichat build --frontend``).
+- ``BUILD_FRONTENDS``: the keys of ``FRONTENDS`` in ``assets/build_any.py`` (``audio-minichat build --frontend``);
+- ``MODEL_DTYPES``: "auto" (``utils/cpu_features.py`` decides) and the dtype names of ``utils/dtypes.py``.
 """
 
 MODES = ("e2e", "cascade", "text")
 DEFAULT_MODE = "cascade"
 DEFAULT_SUMMARY_PROMPT = "Summarize the following speech in a few sentences:"
-BUILD_VARIANTS = ("default", "pool", "qformer", "qformer_lora", "qformer_lora_base")
+BUILD_VARIANTS = ("default", "pool", "qformer", "qformer_lora", "qformer_lora_base", "posterior_ctc")
 BUILD_FRONTENDS = ("asr_tokens", "pool", "stack", "qformer", "posterior")
+# --dtype: how the model's weights are held. "auto" (the default): from what the processor reports at run time; on a
+# CPU with AVX2 and 1 thread the LLM's linear layers hold fp16 weights (utils.cpu_features.choose_llm_plan), else
+# float32.
+MODEL_DTYPES = ("auto", "float32", "bfloat16", "float16")
+DEFAULT_MODEL_DTYPE = "auto"
 
-__all__ = ["MODES", "DEFAULT_MODE", "DEFAULT_SUMMARY_PROMPT", "BUILD_VARIANTS", "BUILD_FRONTENDS"]
+__all__ = ["MODES", "DEFAULT_MODE", "DEFAULT_SUMMARY_PROMPT", "BUILD_VARIANTS", "BUILD_FRONTENDS", "MODEL_DTYPES", "DEFAULT_MODEL_DTYPE"]

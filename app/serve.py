@@ -26,7 +26,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .choices import DEFAULT_MODE, DEFAULT_SUMMARY_PROMPT, MODES  # (no torch: `serve --help` prints at once)
+# (no torch: `serve --help` prints at once)
+from .choices import DEFAULT_MODE, DEFAULT_MODEL_DTYPE, DEFAULT_SUMMARY_PROMPT, MODEL_DTYPES, MODES
 
 if TYPE_CHECKING:
     from ..inference.speech_llm import Answer
@@ -225,8 +226,8 @@ def add_serve_parser(sub) -> None:
     s.add_argument("--threads", type=int, default=None, metavar="N",
                    help="CPU threads for torch (default: the idle processors when the server starts, at least 1)")
     s.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default: %(default)s)")
-    s.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
-                   help="model dtype (default: %(default)s)")
+    s.add_argument("--dtype", default=DEFAULT_MODEL_DTYPE, choices=MODEL_DTYPES,
+                   help="how the model's weights are held (default: %(default)s: from the processor, as the other commands)")
     s.add_argument("--quiet", action="store_true", help="no progress messages on stderr (the URL is still printed)")
     s.add_argument("--no-speech-check", action="store_true", help="answer audio even when no speech is detected in it")
 

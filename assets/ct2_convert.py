@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from .ct2_model_bin import read_ct2_model_bin
+from .ct2_model_bin import read_ct2_model_bin, write_ct2_model_bin
 
 if TYPE_CHECKING:
     from transformers import GenerationConfig, WhisperForConditionalGeneration, WhisperProcessor, WhisperTokenizer
 
-__all__ = ["convert_ct2_whisper"]
+__all__ = ["convert_ct2_whisper", "write_whisper_ct2"]
 
 
 _WHISPER_SPEC = "WhisperSpec"
@@ -210,6 +210,100 @@ def _map_whisper_weights(mapper: _WeightMapper, dims: _WhisperDims, aliases: dic
     unused = sorted(n for n, v in m.variables.items() if n not in m.used and v.ndim > 0)
     if unused:
         raise ValueError(f"{m.path}: {len(unused)} variable(s) not mapped to transformers: {unused[:8]}")
+
+
+class _VariableWriter:
+    """The converter's mapping run backwards: :func:`_map_whisper_weights` names each CTranslate2 variable and the
+    transformers weight it becomes; here each such pair becomes the CTranslate2 variable, read from the transformers
+    state when the file is written (one table of names for both directions; one variable in memory at a time).
+    ``take`` hands back the variable's name, which ``put`` fills."""
+
+    path = "the exported Whisper"
+
+    def __init__(self, state: dict[str, torch.Tensor]) -> None:
+        self.state = state
+        self.variables: dict = {}  # name -> a callable giving its float32 array
+
+    @property
+    def used(self):  # every variable written is one the mapping named
+        return self.variables.keys()
+
+    def _array(self, hf_name: str) -> np.ndarray:
+        return self.state[hf_name].detach().to(device="cpu", dtype=torch.float32).numpy()
+
+    def _add(self, name: str, make) -> None:
+        if name in self.variables:
+            raise ValueError(f"CTranslate2 variable {name!r} written twice")
+        self.variables[name] = make
+
+    def take(self, name: str) -> str:
+        return name
+
+    def put(self, hf_name: str, name: str, source: str) -> None:
+        self._add(name, lambda: self._array(hf_name))
+
+    def linear(self, ct2: str, hf: str) -> None:
+        self.put(f"{hf}.weight", f"{ct2}/weight", ct2)
+        self.put(f"{hf}.bias", f"{ct2}/bias", ct2)
+
+    def norm(self, ct2: str, hf: str) -> None:
+        self.put(f"{hf}.weight", f"{ct2}/gamma", ct2)
+        self.put(f"{hf}.bias", f"{ct2}/beta", ct2)
+
+    def fused(self, ct2: str, hf_prefix: str, parts: tuple[str, ...]) -> None:
+        names = [f"{hf_prefix}.{part}_proj" for part in parts]
+        self._add(f"{ct2}/weight", lambda: np.concatenate([self._array(f"{n}.weight") for n in names]))
+        # Whisper's k_proj has no bias: zeros, as CTranslate2 stores it
+        self._add(f"{ct2}/bias", lambda: np.concatenate([
+            np.zeros(self.state[f"{n}.weight"].shape[0], np.float32) if part == "k" else self._array(f"{n}.bias")
+            for part, n in zip(parts, names)]))
+
+
+def write_whisper_ct2(model: "WhisperForConditionalGeneration", tokenizer, directory: str | os.PathLike[str]) -> Path:
+    """Write a transformers Whisper into ``directory`` as a CTranslate2 Whisper model (``model.bin`` with float32
+    weights, written one variable at a time; ``config.json``; ``vocabulary.json``) that ``ctranslate2.models.Whisper``
+    loads: the inverse of :func:`convert_ct2_whisper` (the same name mapping), so the weights are the model's own,
+    exactly. ``tokenizer``: its Whisper tokenizer (the vocabulary's token strings; ids past its end get
+    placeholders). The generation config names the control tokens (``decoder_start_token_id``, ``eos_token_id``,
+    ``no_timestamps_token_id``)."""
+    config, gen = model.config, model.generation_config
+    dims = _WhisperDims(config.num_mel_bins, config.d_model, config.vocab_size, config.encoder_layers,
+                        config.decoder_layers, config.encoder_attention_heads, config.decoder_attention_heads,
+                        config.encoder_ffn_dim, config.decoder_ffn_dim, config.max_source_positions,
+                        config.max_target_positions)
+    tied = {"decoder/projection/weight": "decoder/embeddings/weight"}
+    writer = _VariableWriter(model.state_dict())
+    _map_whisper_weights(writer, dims, tied)
+    variables = writer.variables
+    variables["encoder/num_heads"] = np.array(dims.encoder_heads, np.int16)
+    variables["decoder/num_heads"] = np.array(dims.decoder_heads, np.int16)
+    variables["decoder/activation"] = np.array(_CT2_ACTIVATION_GELU, np.int8)
+    for name, value in (("pre_norm", 1), ("scale_embeddings", 0), ("alibi", 0), ("start_from_zero_embedding", 0)):
+        variables[f"decoder/{name}"] = np.array(value, np.int8)
+    directory = Path(directory)
+    write_ct2_model_bin(directory / "model.bin", _WHISPER_SPEC, 3, variables, tied)
+    # CTranslate2 finds Whisper's control tokens by their text: the generation config's ids get them (and only they)
+    tokens = tokenizer.convert_ids_to_tokens(list(range(min(len(tokenizer), dims.vocab_size))))
+    tokens += [None] * (dims.vocab_size - len(tokens))
+    control = {int(gen.decoder_start_token_id): "<|startoftranscript|>", int(gen.eos_token_id): "<|endoftext|>",
+               int(gen.no_timestamps_token_id): "<|notimestamps|>"}
+    seen: set[str] = set()
+    for i, token in enumerate(tokens):
+        token = control.get(i, token)
+        if token is None or token in seen or (token in control.values() and i not in control):
+            token = f"<|ct2_unused_{i}|>"
+        tokens[i] = token
+        seen.add(token)
+    within = lambda ids: [int(t) for t in ids or [] if 0 <= int(t) < dims.vocab_size]  # noqa: E731
+    ct2_config = {
+        "suppress_ids": within(gen.suppress_tokens),
+        "suppress_ids_begin": within(gen.begin_suppress_tokens),
+        "lang_ids": sorted(int(i) for i in (getattr(gen, "lang_to_id", None) or {}).values()),
+        "alignment_heads": [[int(a), int(b)] for a, b in getattr(gen, "alignment_heads", None) or []],
+    }
+    (directory / "config.json").write_text(json.dumps(ct2_config), encoding="utf-8")
+    (directory / "vocabulary.json").write_text(json.dumps(tokens), encoding="utf-8")
+    return directory
 
 
 def _load_json(path: Path) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import struct
 
 import numpy as np
 
-__all__ = ["CT2_BINARY_VERSION", "read_ct2_model_bin"]
+__all__ = ["CT2_BINARY_VERSION", "read_ct2_model_bin", "write_ct2_model_bin"]
 
 
 #: The only binary layout this reader understands (the one written by CTranslate2 >= 3).
@@ -178,3 +178,39 @@ def read_ct2_model_bin(
             if base in variables and variables[base].dtype.kind == "i":
                 variables[base] = _dequantize(variables[base], variables.pop(name), base, path_str)
     return spec_name, revision, variables, aliases
+
+
+_CT2_CODES = {np.dtype(dtype): code for code, (_, dtype) in _CT2_DTYPES.items() if code != 5}  # (bf16: not written)
+
+
+def _string_bytes(text: str) -> bytes:
+    raw = text.encode("utf-8") + b"\0"
+    return struct.pack("<H", len(raw)) + raw
+
+
+def write_ct2_model_bin(path: str | os.PathLike[str], spec_name: str, revision: int, variables: dict,
+                        aliases: dict[str, str] | None = None) -> None:
+    """Write a CTranslate2 ``model.bin`` (binary version 6), the layout :func:`read_ct2_model_bin` reads.
+
+    ``variables`` maps names to numpy arrays (float32, float16, int8, int16 or int32; rank 0 for scalar options) or
+    to callables returning one, which are called one at a time as the file is written (a large model is never
+    held twice in memory)."""
+    aliases = aliases or {}
+    for alias, target in aliases.items():
+        if target not in variables:
+            raise ValueError(f"alias {alias!r} points to unknown variable {target!r}")
+    with open(path, "wb") as out:
+        out.write(struct.pack("<I", CT2_BINARY_VERSION) + _string_bytes(spec_name)
+                  + struct.pack("<II", revision, len(variables)))
+        for name, value in variables.items():
+            array = np.asarray(value() if callable(value) else value)  # (not ascontiguousarray: it makes scalars rank 1)
+            if array.dtype not in _CT2_CODES:
+                raise ValueError(f"variable {name!r}: dtype {array.dtype} has no CTranslate2 code")
+            raw = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()  # (C order)
+            out.write(_string_bytes(name) + struct.pack(f"<B{array.ndim}I", array.ndim, *array.shape)
+                      + struct.pack("<BI", _CT2_CODES[array.dtype], len(raw)))
+            out.write(raw)
+            del array, raw
+        out.write(struct.pack("<I", len(aliases)))
+        for alias, target in aliases.items():
+            out.write(_string_bytes(alias) + _string_bytes(target))

@@ -426,7 +426,8 @@ def summarize_long(llm: SpeechLLM, mode: str, audio=None, content: str | None = 
         final = _combine(llm, [c["text"] for c in chapters], prompt, text_position, max_new_tokens, on_text, noun)
     timings.update(final.timings)
     return Answer(mode, final.text, transcript="\n".join(transcripts), audio_seconds=source.seconds, timings=timings,
-                  warning=warning, chapters=chapters, finish_reason=final.finish_reason)
+                  warning=warning, chapters=chapters, finish_reason=final.finish_reason,
+                  asr_backend=llm.asr_backend_used if mode == "cascade" else None)
 
 
 def _summarize_long_text(llm, content, capacity, segment_prompt, kwargs, segment_seconds, segment_tokens,

@@ -39,7 +39,7 @@ from ..audio_io import (  # noqa: F401 - FRAME_SECONDS, HOP_SECONDS, BLOCK_FRAME
 from ..modeling_audio_minichat import AudioMiniChatForConditionalGeneration
 from ..audio_io import load_audio
 from ..processing_audio_minichat import AudioMiniChatProcessor
-from ..utils.dtypes import parse_dtype
+from ..utils.cpu_features import FP16_WEIGHTS, fp16_weight_linears, llm_plan
 
 MODES = ("e2e", "cascade", "text")
 # The mode `summarize` / `ask` use unless told: the one whose answers measured best (spoken XSum ROUGE and the
@@ -62,6 +62,9 @@ UNTRAINED_WARNING = (
 NO_SPEECH_THRESHOLD = 0.6
 STEADY_SPREAD_DB = 6.0
 ASR_WINDOW_TOKENS = 224  # the cascade's cap on the tokens Whisper writes per 30 s window
+# Who decodes the cascade's Whisper (SpeechLLM.asr_backend): "auto" is CTranslate2 where it can run (the CPU, ctranslate2
+# installed, a Whisper whose prompt is fixed: inference.ct2_asr.unavailable), else transformers; either may be forced.
+ASR_BACKENDS = ("auto", "ctranslate2", "transformers")
 
 
 @dataclass
@@ -96,6 +99,9 @@ class Answer:
     # why the LLM stopped writing: "stop" (it ended the answer: end-of-sequence), "length" (max_new_tokens cut it);
     # None where no LLM wrote (no speech, a transcription)
     finish_reason: str | None = None
+    # which Whisper transcribed, for the cascade and transcribe: "ctranslate2" (inference.ct2_asr, the same transcripts
+    # faster on a CPU) or "transformers" (the reference); None where nothing was transcribed
+    asr_backend: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -172,13 +178,20 @@ class SpeechLLM:
 
     ``check_speech=False`` answers every clip, speech or not (see :meth:`check_speech`). Each mode takes
     ``on_text``: a callable given each newly decoded piece of the answer as it is generated (from the generating
-    thread); the pieces, joined and stripped, are ``Answer.text``."""
+    thread); the pieces, joined and stripped, are ``Answer.text``.
+
+    ``asr_backend`` (one of ASR_BACKENDS; set it before the first transcription): who decodes the cascade's
+    Whisper. The transcripts are the same (tests/test_ct2_asr.py); answers name the one that ran."""
+
+    asr_backend = "auto"
 
     def __init__(self, model_dir: str | Path, device: str = "cpu", dtype: str | torch.dtype = "float32",
                  check_speech: bool = True):
         self.model_dir = Path(model_dir)
         self.device = resolve_device(device)
-        self.dtype = parse_dtype(dtype)
+        # dtype "auto": how the weights are held is decided from this processor (utils.cpu_features.choose_llm_plan)
+        plan = llm_plan(dtype, self.device.type)
+        self.dtype, self.llm_quantization, self.plan_reason = plan.dtype, plan.quantization, plan.reason
         self.speech_check = check_speech
         problem = checkpoint_problem(self.model_dir) if (self.model_dir / "config.json").is_file() else None
         if problem is not None:  # a cut or missing file: one line, not a traceback from deep in loading
@@ -186,8 +199,11 @@ class SpeechLLM:
         self.info = read_build_info(self.model_dir)
         self.model = AudioMiniChatForConditionalGeneration.from_pretrained(self.model_dir, dtype=self.dtype)
         self.model.to(self.device).eval()
+        if self.llm_quantization == FP16_WEIGHTS:  # the LLM's linear layers only (the front end stays as loaded)
+            fp16_weight_linears(self.model.language_model)
         self.processor = AudioMiniChatProcessor.from_pretrained(self.model_dir)
         self._asr = None
+        self._ct2 = None  # the cascade's Whisper decoding in CTranslate2 (inference.ct2_asr), where it runs: _load_asr
         self._whisper = None  # (model, <|startoftranscript|> id, no-speech token id, threshold), or False: none
 
     @property
@@ -335,7 +351,7 @@ class SpeechLLM:
         if not transcript.strip():  # nothing for the LLM to read: the same empty answer
             return _checked(_no_speech("cascade", audio, clip, "Whisper transcribed no words", {"asr_s": asr_s}), check)
         answer = self.text(transcript, prompt, text_position, max_new_tokens, on_text)
-        answer.mode, answer.audio_seconds = "cascade", len(clip) / 16000
+        answer.mode, answer.audio_seconds, answer.asr_backend = "cascade", len(clip) / 16000, self.asr_backend_used
         answer.timings = {"asr_s": asr_s, **answer.timings}
         return _checked(answer, check)
 
@@ -346,7 +362,7 @@ class SpeechLLM:
             return silent
         transcript, asr_s = self._transcribe(clip)
         return _checked(Answer("transcribe", transcript, transcript=transcript, audio_seconds=len(clip) / 16000,
-                               timings={"asr_s": asr_s}), check)
+                               timings={"asr_s": asr_s}, asr_backend=self.asr_backend_used), check)
 
     def run(self, mode: str, audio=None, content: str | None = None, **kwargs) -> Answer:
         if mode not in MODES:
@@ -373,8 +389,40 @@ class SpeechLLM:
             # `max_length` seem to have been set" on every call (Whisper fills in a max_length itself)
             gen = asr.generation_config = copy.deepcopy(asr.generation_config)
             gen.max_length = ASR_WINDOW_TOKENS + 2 + (2 if getattr(gen, "is_multilingual", False) else 0)
-            self._asr = (asr, WhisperProcessor(feature_extractor=self.processor.feature_extractor, tokenizer=self.processor.asr_tokenizer))
+            processor = WhisperProcessor(feature_extractor=self.processor.feature_extractor, tokenizer=self.processor.asr_tokenizer)
+            self._ct2 = self._ct2_asr(asr, processor)
+            self._asr = (asr, processor)
         return self._asr
+
+    def _ct2_asr(self, asr, processor):
+        """The cascade's Whisper decoding in CTranslate2 (inference.ct2_asr.Ct2Whisper, on torch's CPU threads) where
+        ``asr_backend`` allows it and it can run here, else None (transformers' Whisper)."""
+        if self.asr_backend not in ASR_BACKENDS:
+            raise ValueError(f"asr_backend must be one of {', '.join(ASR_BACKENDS)}, got {self.asr_backend!r}")
+        if self.asr_backend == "transformers":
+            return None
+        from .ct2_asr import Ct2Whisper, unavailable
+
+        why = unavailable(asr) if self.device.type == "cpu" else f"it runs on the CPU only, not {self.device}"
+        if why is None:
+            try:
+                return Ct2Whisper(asr, processor, threads=torch.get_num_threads())
+            except (OSError, RuntimeError) as exc:  # e.g. no room for its temporary folder
+                if self.asr_backend == "ctranslate2":
+                    raise
+                warnings.warn(f"CTranslate2 could not load this checkpoint's Whisper ({str(exc).splitlines()[0]}); "
+                              "transcribing with transformers", stacklevel=4)
+                return None
+        if self.asr_backend == "ctranslate2":
+            raise ValueError(f"asr_backend 'ctranslate2' cannot decode this checkpoint's Whisper: {why}")
+        return None
+
+    @property
+    def asr_backend_used(self) -> str | None:
+        """Who decodes the cascade's Whisper: "ctranslate2" or "transformers" (None until it is loaded)."""
+        from .ct2_asr import BACKEND, REFERENCE
+
+        return None if self._asr is None else BACKEND if self._ct2 is not None else REFERENCE
 
     def _transcribe(self, clip: np.ndarray) -> tuple[str, float]:
         from ..assets.ct2_whisper import transcribe
@@ -382,8 +430,8 @@ class SpeechLLM:
         model, processor = self._load_asr()
         start = time.perf_counter()
         # A cap per 30 s window (ASR_WINDOW_TOKENS, the generation config's max_length: _load_asr) stops rare Whisper
-        # loops on digit strings ("19-0-0-0...") from running away.
-        text = transcribe(model, processor, clip)
+        # loops on digit strings ("19-0-0-0...") from running away. CTranslate2, where it runs, decodes the same.
+        text = self._ct2.transcribe(clip) if self._ct2 is not None else transcribe(model, processor, clip)
         return text, time.perf_counter() - start
 
 

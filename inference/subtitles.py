@@ -44,12 +44,11 @@ def _tighten(start: float, end: float, loud: np.ndarray) -> tuple[float, float]:
             min(end, float((first + inside[-1]) * HOP_SECONDS + FRAME_SECONDS + TRIM_MARGIN_SECONDS)))
 
 
-def _segments_of_piece(asr, processor, clip: np.ndarray, offset_s: float, end_s: float) -> list[dict]:
-    """Whisper's timed segments of one piece (16 kHz), tightened to their loud frames, offset by ``offset_s`` and
-    kept under ``end_s``."""
+def _whisper_segments(asr, processor, clip: np.ndarray) -> list[dict]:
+    """transformers' timed segments of one piece: ``[{"start", "end", "tokens"}]`` (seconds in the piece)."""
     from ..assets.ct2_whisper import _suppress_in_logits
 
-    fe, tokenizer, gen = processor.feature_extractor, processor.tokenizer, asr.generation_config
+    fe, gen = processor.feature_extractor, asr.generation_config
     kwargs = {"num_beams": 1, "do_sample": False, "return_timestamps": True, "return_segments": True,
               "max_new_tokens": MAX_TOKENS_PER_WINDOW}
     if clip.size <= fe.n_samples:
@@ -65,11 +64,21 @@ def _segments_of_piece(asr, processor, clip: np.ndarray, offset_s: float, end_s:
         suppression = _suppress_in_logits(asr, suppress)
     with torch.inference_mode(), suppression:
         out = asr.generate(inputs["input_features"].to(device=asr.device, dtype=asr.dtype), **kwargs)
+    return [{"start": float(seg["start"]), "end": float(seg["end"]), "tokens": torch.as_tensor(seg["tokens"]).tolist()}
+            for seg in out["segments"][0]]
+
+
+def _segments_of_piece(asr, processor, clip: np.ndarray, offset_s: float, end_s: float, ct2=None) -> list[dict]:
+    """Whisper's timed segments of one piece (16 kHz), tightened to their loud frames, offset by ``offset_s`` and
+    kept under ``end_s``. ``ct2``: the cascade's CTranslate2 decoding (``inference.ct2_asr.Ct2Whisper``, the same
+    segments), else transformers'."""
+    fe, tokenizer, gen = processor.feature_extractor, processor.tokenizer, asr.generation_config
+    found = _whisper_segments(asr, processor, clip) if ct2 is None else ct2.segments(clip, MAX_TOKENS_PER_WINDOW)
     first_special = min(gen.eos_token_id, gen.decoder_start_token_id)  # timestamps and specials lie above the text
     loud = frame_dbfs(clip, fe.sampling_rate) > ENERGY_FLOOR_DBFS
     segments = []
-    for seg in out["segments"][0]:
-        ids = [int(t) for t in torch.as_tensor(seg["tokens"]).tolist() if int(t) < first_special]
+    for seg in found:
+        ids = [int(t) for t in seg["tokens"] if int(t) < first_special]
         text = tokenizer.decode(ids, skip_special_tokens=True).strip()
         if not text:
             continue
@@ -95,6 +104,7 @@ def transcribe_segments(llm: SpeechLLM, audio, sampling_rate: int | None = None,
     else:
         ranges = plan_from_levels(source.levels(), source.frames, source.rate, piece_seconds)
     asr, processor = llm._load_asr()  # the checkpoint's own Whisper and its tokenizer (shared with the cascade)
+    ct2 = llm._ct2  # its CTranslate2 decoding, where the cascade uses it
     segments, timings, reasons = [], {"speech_check_s": 0.0, "asr_s": 0.0}, []
     for begin, end in ranges:
         clip = source.read(begin, end)
@@ -105,7 +115,7 @@ def transcribe_segments(llm: SpeechLLM, audio, sampling_rate: int | None = None,
                 reasons.append(check.reason)
                 continue
         start = time.perf_counter()
-        segments += _segments_of_piece(asr, processor, clip, begin / source.rate, end / source.rate)
+        segments += _segments_of_piece(asr, processor, clip, begin / source.rate, end / source.rate, ct2)
         timings["asr_s"] += time.perf_counter() - start
         del clip
     if not llm.speech_check:
@@ -116,7 +126,8 @@ def transcribe_segments(llm: SpeechLLM, audio, sampling_rate: int | None = None,
         why = reasons[0] if len(reasons) == 1 else f"in none of its {len(reasons)} pieces"
         warning = f"no speech detected in {where} ({why}); nothing to transcribe"
     text = " ".join(s["text"] for s in segments)
-    answer = Answer("transcribe", text, transcript=text, audio_seconds=source.seconds, timings=timings, warning=warning)
+    answer = Answer("transcribe", text, transcript=text, audio_seconds=source.seconds, timings=timings, warning=warning,
+                    asr_backend=llm.asr_backend_used)
     return answer, segments
 
 

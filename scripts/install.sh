@@ -9,7 +9,7 @@
 #   bash scripts/install.sh --eval      # + the spoken-XSum benchmark (extra "eval"; espeak-ng, XSum: install_system_deps.sh)
 #   bash scripts/install.sh --serve     # + the local web page (extra "serve": gradio; `audio-minichat serve`)
 #   bash scripts/install.sh --test      # everything the test suite needs (extra "test" = every extra + pytest,
-#                                       #   ctranslate2, selenium; the TTS engines, corpora, chromium): what CI runs
+#                                       #   selenium, openai; the TTS engines, corpora, chromium): what CI runs
 #   bash scripts/install.sh --lock      # rewrite constraints.txt from what is installed now (after changing setup.py
 #                                       #   or upgrading a package: run --test first, then the tests, then --lock)
 #

@@ -332,7 +332,7 @@ def test_help_shows_defaults_modes_and_examples(capsys, command):
     examples = re.findall(rf"^  audio-minichat {command}\b.*", text, flags=re.M)
     assert "examples:" in text and 3 <= len(examples) <= 5, text
     if command != "build-default":
-        assert "(default: 128)" in text and "(default: cpu)" in text and "(default: float32)" in text
+        assert "(default: 128)" in text and "(default: cpu)" in text and "(default: auto:" in text
         assert "--threads N" in text and "exit status:" in text and re.search(r"^  1 +some files failed", text, re.M)
         assert "--recursive" in text and "--jsonl OUT" in text
     if command in ("summarize", "ask"):
