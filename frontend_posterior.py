@@ -137,8 +137,9 @@ class PosteriorFrontEnd(EncoderFramesFrontEnd):
             merged = merged[order]
         return merged
 
-    def embed_encoder_states(self, states, num_samples=None, token_table=None):
-        """The mixture of the LLM's input embeddings (``token_table``, detached) under each position's posterior."""
+    def embed_encoder_states(self, states, num_samples=None, token_table=None, frames=None):
+        """The mixture of the LLM's input embeddings (``token_table``, detached) under each position's posterior. With
+        a blank, each clip's slots follow its encoder frames (``frames``, else from ``num_samples``)."""
         if token_table is None:
             raise ValueError("audio_frontend='posterior' mixes the LLM's input embeddings: it needs token_table.")
         vocab = self.projector.vocab
@@ -152,11 +153,12 @@ class PosteriorFrontEnd(EncoderFramesFrontEnd):
             mixed = (probs @ table.float()).to(table.dtype)
             return AudioFrontEndOutput(embeddings=tuple(mixed[i, :n] for i, n in enumerate(counts)),
                                        fill_mask=tuple(torch.ones(n, dtype=torch.bool, device=mixed.device) for n in counts))
-        if num_samples is None:
+        if frames is None and num_samples is None:
             raise ValueError("audio_frontend='posterior' with posterior_blank needs each clip's sample count.")
+        frames = frames if frames is not None else [self.layout.clip_frames(int(n)) for n in num_samples]
         embeddings, masks = [], []
         for i, n in enumerate(counts):
-            slots = self.options.num_embeddings(self.layout, int(num_samples[i]))
+            slots = self.options.slots(self.layout, int(frames[i]))
             read = self.kept_positions(probs[i, :n], blank[i, :n], slots)
             out = torch.zeros(slots, table.shape[1], dtype=table.dtype, device=table.device)
             out[: read.shape[0]] = (read @ table.float()).to(table.dtype)
@@ -168,15 +170,16 @@ class PosteriorFrontEnd(EncoderFramesFrontEnd):
 
     def forward(self, audio_inputs, audio_inputs_mask, audio_window_clip, audio_spans=None, token_table=None):
         states = self.encoder_states(audio_inputs, audio_inputs_mask, audio_window_clip, audio_spans)
-        num_samples = self.clip_samples(audio_inputs_mask, audio_window_clip) if self.options.posterior_blank else None
-        return self.embed_encoder_states(states, num_samples, token_table=token_table)
+        frames = self.clip_frames(audio_inputs_mask, audio_window_clip) if self.options.posterior_blank else None
+        return self.embed_encoder_states(states, token_table=token_table, frames=frames)
 
-    def clip_samples(self, audio_inputs_mask: torch.Tensor, audio_window_clip: torch.Tensor) -> list[int]:
-        """Each clip's sample count, from its windows' masks (the processor's inputs)."""
+    def clip_frames(self, audio_inputs_mask: torch.Tensor, audio_window_clip: torch.Tensor) -> list[int]:
+        """Each clip's encoder frames, from its windows' masks (the count ``encode_windows`` and the processor's
+        ``AudioLayout.clip_frames`` give)."""
         scale = self.layout.mel_hop_length if self.layout.feature_kind == "mel" else 1
-        per_window = (audio_inputs_mask.sum(-1) * scale).tolist()
+        per_window = [self.layout.encoder_frames(int(n) * scale) for n in audio_inputs_mask.sum(-1).tolist()]
         owners = audio_window_clip.tolist()
-        return [int(sum(n for n, c in zip(per_window, owners) if c == k)) for k in range(max(owners) + 1)]
+        return [sum(n for n, c in zip(per_window, owners) if c == k) for k in range(max(owners) + 1)]
 
 
 __all__ = ["PosteriorFrontEnd", "VocabHead", "TiedHead", "POSTERIOR_HEADS"]

@@ -18,8 +18,8 @@ LLM's own geometry).
 (Bhattacharyya coefficient, sum of sqrt(p q)) are one position (their mean): CTC writes a token over consecutive
 positions. Each mixture is over the tokens alone (renormalised without the blank). These are length rules on the
 posteriors, computed in one pass: nothing is decoded, no argmax, no sampling. A clip then gets
-``ceil(seconds * posterior_slots_per_second) + 1`` slots (at most one per position); when more positions are kept,
-those with the lowest blank probability are read, in time order.
+``ceil(seconds * posterior_slots_per_second) + 1`` slots (at most one per position; the seconds its encoder frames
+span); when more positions are kept, those with the lowest blank probability are read, in time order.
 """
 
 from __future__ import annotations
@@ -77,10 +77,17 @@ class PosteriorConfig(FramesConfig):
         set_(self, "posterior_slots_per_second", float(rate))
 
     def num_embeddings(self, layout, num_samples: int, num_spans: int | None = None) -> int:
-        positions = self.downsampled_length(layout, layout.clip_frames(num_samples), num_spans)
+        return self.slots(layout, layout.clip_frames(num_samples))
+
+    def slots(self, layout, frames: int) -> int:
+        """The slots of a clip of ``frames`` encoder frames (what both the processor and the front end know exactly):
+        one per position, or with ``posterior_blank`` ``ceil(seconds * posterior_slots_per_second) + 1`` (at most one
+        per position), the seconds being the frames' span."""
+        positions = self.downsampled_length(layout, frames)
         if not self.posterior_blank:
             return positions
-        return min(positions, math.ceil(num_samples / layout.sampling_rate * self.posterior_slots_per_second) + 1)
+        seconds = frames * layout.samples_per_frame / layout.sampling_rate
+        return min(positions, math.ceil(seconds * self.posterior_slots_per_second) + 1)
 
     def downsampled_length(self, layout, frames: int, num_spans: int | None = None) -> int:
         return math.ceil(max(frames - self.posterior_kernel, 0) / self.posterior_stride) + 1

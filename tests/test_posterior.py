@@ -222,10 +222,11 @@ def test_kept_positions_drop_blanks_merge_neighbours_and_keep_the_least_blank_wh
 def test_with_a_blank_the_slots_follow_seconds_and_the_filled_ones_are_the_kept_positions():
     model, processor = posterior_model("whisper", **CTC, posterior_slots_per_second=3.0)
     frontend, table = model.audio_frontend, model.get_input_embeddings().weight
-    clips, batch = audio_batch(processor, (2.3, 5.1, 0.7))
+    clips, batch = audio_batch(processor, (2.3, 5.1, 0.7, 61.37))  # the last one over three encoder windows
     layout = frontend.layout
-    slots = [min(PosteriorConfig(**CTC).downsampled_length(layout, layout.clip_frames(len(c))), math.ceil(len(c) / 16000 * 3.0) + 1)
-             for c in clips]
+    frames = [layout.clip_frames(len(c)) for c in clips]
+    slots = [min(PosteriorConfig(**CTC).downsampled_length(layout, f), math.ceil(f * layout.samples_per_frame / 16000 * 3.0) + 1)
+             for f in frames]
     assert [processor.num_audio_tokens(len(c)) for c in clips] == slots
     assert [int(n) for n in (batch["input_ids"] == model.config.audio_token_id).sum(-1)] == slots
     with torch.no_grad():
