@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from ..dataprep.stream import RowStream, held_out, text_pool
-from ..training.align_posterior import finish, initial_state, train
+from ..training.align_posterior import evaluate_checkpoint, finish, initial_state, train
 
 
 def parse_args(argv=None):
@@ -30,6 +30,8 @@ def parse_args(argv=None):
     p.add_argument("--save-every", type=float, default=300.0, help="seconds between checkpoints")
     p.add_argument("--bf16", action="store_true", help="the frozen encoder in bfloat16, the head under bfloat16 autocast "
                    "(on CPUs with native bfloat16: avx512_bf16 / AMX)")
+    p.add_argument("--evaluate-only", action="store_true",
+                   help="append one evaluation of OUT's checkpoint to OUT/progress.jsonl and stop (no training)")
     p.add_argument("--export", default=None, help="write a complete checkpoint with the trained head here at the end")
     return p.parse_args(argv)
 
@@ -41,6 +43,9 @@ def main(argv=None) -> int:
     initial_state(args)
     pool = default_cache_dir() / f"align-texts-seed{args.seed}.json"
     sets = held_out(text_pool(args.seed, pool))
+    if args.evaluate_only:
+        evaluate_checkpoint(args, sets)
+        return 0
     stream = RowStream(args.seed, args.state["next_row"], args.voices, pool, queue_size=4 * args.batch)
     try:
         train(args, stream, sets)

@@ -198,7 +198,9 @@ def summarize(done: dict, docs: list[dict], sets: dict, args, out: Path) -> dict
              "| model | system | XSum R-1 | R-1 margin | R-2 | R-L | R-L vs text | vs-text margin | prompts: R-L vs text "
              "| prompts margin |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        name = "reference" if r["model"] == "reference" else "/".join(Path(r["model"]).parts[-3:-1]) or r["model"]
+        parts = Path(r["model"]).parts
+        # a run's final/ folder by its run (arm/run), a built checkpoint by its own folder name
+        name = "reference" if r["model"] == "reference" else ("/".join(parts[-3:-1]) if parts[-1] == "final" else parts[-1])
         lines.append(f"| {name} | {r['system']} | {r['xsum_rouge1']} | {r.get('xsum_rouge1_margin')} | "
                      f"{r['xsum_rouge2']} | {r['xsum_rougeL']} | {r['xsum_rougeL_vs_text']} | "
                      f"{r.get('xsum_vs_text_margin')} | {r['agreement_rougeL']} | {r.get('agreement_margin')} |")

