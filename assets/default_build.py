@@ -48,6 +48,13 @@ SHIPPED_PROJECTOR = WEIGHTS_DIR / "default_projector.safetensors"
 # DEFAULT_ENCODER]). "default" is what `audio-minichat` runs; "pool" is the paper's route (average pool 8/4 over
 # encoder frames), kept to compare.
 QFORMER_KWARGS: dict = {"audio_frontend": "qformer", "frontend_config": {"qformer_queries": 100}, "keep_asr_decoder": True}
+# recognition-free, after LegoSLM: a CTC posterior over the LLM's own tokens per 80 ms (pool 4/4 of Whisper's frames),
+# scored by the LLM's input embeddings (tied head, an MLP in front), read as mixtures of those embeddings at the
+# positions the blank leaves (training/align_posterior.py trains it; docs/hearing-study.md, fourth sitting)
+POSTERIOR_CTC_KWARGS: dict = {"audio_frontend": "posterior", "keep_asr_decoder": True, "projector_type": "mlp",
+                              "projector_hidden_size": 1024,
+                              "frontend_config": {"posterior_head": "tied", "posterior_blank": True, "posterior_kernel": 4,
+                                                  "posterior_stride": 4, "posterior_temperature": 0.5}}
 # the study's LLM adapter that is active only for prompts with audio (configs/study/qformer_dense_lora*.yaml)
 STUDY_AUDIO_LORA: dict = {"r": 16, "alpha": 32, "targets": ["q_proj", "v_proj"]}
 VARIANTS = {
@@ -62,6 +69,9 @@ VARIANTS = {
     # the same on the larger Whisper base encoder (multilingual, d_model 512): the study's encoder lever
     "qformer_lora_base": ({**QFORMER_KWARGS, "audio_lora": STUDY_AUDIO_LORA},
                           WEIGHTS_DIR / "qformer_lora_base_projector.safetensors", "whisper-base"),
+    # the posterior route (after LegoSLM): CTC-aligned posteriors over the LLM's tokens, read as mixtures of its
+    # embeddings (training/align_posterior.py, python -m audio_minichat.app.align)
+    "posterior_ctc": (POSTERIOR_CTC_KWARGS, WEIGHTS_DIR / "posterior_ctc_projector.safetensors"),
 }
 
 
