@@ -52,6 +52,9 @@ def test_retrieval_matrix_diagonal_is_each_clips_own_loss_per_token():
         for j in range(3):
             own = transcript_ctc_loss(scores[i : i + 1, : int(lengths[i])], lengths[i : i + 1], [targets[j]])
             torch.testing.assert_close(matrix[i, j], own, **tolerances(reduction=21))
+    # a transcript too long for a clip's positions is infinitely unlikely there, not free (training's zero_infinity)
+    short = transcript_ctc_matrix(scores[:, :2], torch.tensor([2, 2, 2]), [torch.tensor([1]), torch.tensor([1, 2, 3, 4])])
+    assert torch.isfinite(short[:, 0]).all() and torch.isinf(short[:, 1]).all()
     assert ap.best_path(torch.tensor([[0.0, 5, 0], [0, 5, 0], [0, 0, 5], [0, 5, 0], [5, 0, 0]]), 5) == [1, 1, 0]
 
 

@@ -20,15 +20,19 @@ from audio_minichat.assets.default_build import VARIANTS, build_default
 DATA = REPO_ROOT / "tests" / "data" / "variants"
 DIGEST = json.loads((DATA / "logits_digest.json").read_text())
 SAVED = ("config.json", "processor_config.json")  # the flat files of the build before the sub-configs
+# Variants added after the front-end options moved into sub-configs: no flat files of theirs ever existed; their
+# digest was recorded from their first build (posterior_ctc: 2026-12-07).
+LATER = ("posterior_ctc",)
+FLAT = sorted(set(VARIANTS) - set(LATER))
 
 
 def test_every_shipped_variant_has_a_recorded_digest():
     assert sorted(DIGEST["variants"]) == sorted(VARIANTS)
     for name in VARIANTS:
-        assert all((DATA / name / f).is_file() for f in SAVED), name
+        assert all((DATA / name / f).is_file() for f in SAVED) == (name not in LATER), name
 
 
-@pytest.mark.parametrize("name", sorted(VARIANTS))
+@pytest.mark.parametrize("name", FLAT)
 def test_flat_saved_files_load_into_the_front_end_and_its_options(name):
     from audio_minichat.configuration_audio_minichat import read_audio_layout
 
@@ -90,6 +94,14 @@ def logits_at_the_end(folder: Path) -> torch.Tensor:
 def test_variant_logits_equal_the_recorded_ones(name, tmp_path):
     recorded = DIGEST["variants"][name]
     build = build_default(variant=name)
+    if name in LATER:  # its own build's files, as they were at its first build
+        ids, logits, model = logits_at_the_end(build)
+        assert ids == recorded["input_ids"]
+        tol = tolerances(model.dtype, reduction=model.config.text_config.hidden_size)
+        torch.testing.assert_close(logits.gather(1, torch.tensor(recorded["top5_ids"])), torch.tensor(recorded["top5_values"]),
+                                   rtol=tol["rtol"], atol=tol["atol"] + 1e-5)
+        assert logits.argmax(-1).tolist() == [row[0] for row in recorded["top5_ids"]]
+        return
     ids, logits, model = logits_at_the_end(with_saved_configs(build, tmp_path / name, name))
 
     # the flat file loads into the same configuration that a save and reload of it gives
