@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 import torch
-from conftest import make_model, speechlike
+from conftest import HIDE_MODULES, make_model, speechlike
 
 from audio_minichat.app.cli import main
 from audio_minichat.app.serve import SERVE_INSTALL_HINT, stream_answer
@@ -133,7 +133,7 @@ def test_stream_answer_unreadable_audio_is_one_status_line(wordy, tmp_path):
 # Run in a fresh interpreter: the other commands, then serve with gradio made invisible (find_spec -> None), as in
 # an install without the extra.
 WITHOUT_GRADIO = textwrap.dedent("""
-    import contextlib, io, json, sys
+    import contextlib, io, json, os, sys
     from audio_minichat.app.cli import main
 
     for argv in (["--help"], ["serve", "--help"], ["summarize", "--help"], ["transcribe", "--help"],
@@ -149,23 +149,11 @@ WITHOUT_GRADIO = textwrap.dedent("""
             assert "--port" in out.getvalue() and 'audio-minichat[serve]' in out.getvalue(), out.getvalue()
     imported = sorted(m for m in sys.modules if m.partition(".")[0] == "gradio")
 
-    class Hide:
-        def __init__(self, inner):
-            self.inner = inner
-
-        def __getattr__(self, name):
-            return getattr(self.inner, name)
-
-        def find_spec(self, name, path=None, target=None):
-            if name.partition(".")[0] == "gradio":
-                return None
-            find = getattr(self.inner, "find_spec", None)
-            return find(name, path, target) if find else None
-
-    sys.meta_path[:] = [Hide(f) for f in sys.meta_path]
+    os.environ["HIDE_MODULES"] = "gradio"  # from here on, as in an install without it (conftest.HIDE_MODULES)
+    exec(__HIDE__)
     code = main(["serve", "--model", sys.argv[1], "--port", sys.argv[2]])
     print(json.dumps({"imported": imported, "serve": code}))
-""")
+""").replace("__HIDE__", repr(HIDE_MODULES))
 
 
 def test_gradio_is_optional(wordy_dir):
