@@ -82,6 +82,8 @@ class JsonlLog:
         if self.path.is_file():
             try:
                 text = self.path.read_text(encoding="utf-8", errors="replace")
+            except FileNotFoundError:  # gone since is_file (another process's writability probe): nothing to resume
+                text = ""
             except OSError as exc:
                 raise JsonlError(f"--jsonl {str(self.path)!r} cannot be read ({exc.strerror})") from None
             for line in text.splitlines():
