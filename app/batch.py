@@ -16,6 +16,7 @@ import json
 import os
 import re
 import sys
+import threading
 from pathlib import Path
 
 
@@ -67,8 +68,9 @@ class JsonlLog:
     synced: a reader (or a rerun after a kill) sees whole lines; a line cut short by a crash is ignored when the log
     is read and the next record starts on a line of its own. A record with ``error: null`` marks its settings
     (:func:`record_key`: path, mode, prompt, model, max_new_tokens) as done: a rerun with other settings answers
-    again. OUT is checked at once (it must be a file that can be appended to, or one that can be created), so a
-    run never learns after its first answer that it cannot record it."""
+    again. OUT is checked at once (a file that can be appended to, or a folder where a file can be created, probed with a
+    file of another name so that runs sharing OUT never see it appear and vanish), so a run never learns after its
+    first answer that it cannot record it."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -82,8 +84,6 @@ class JsonlLog:
         if self.path.is_file():
             try:
                 text = self.path.read_text(encoding="utf-8", errors="replace")
-            except FileNotFoundError:  # gone since is_file (another process's writability probe): nothing to resume
-                text = ""
             except OSError as exc:
                 raise JsonlError(f"--jsonl {str(self.path)!r} cannot be read ({exc.strerror})") from None
             for line in text.splitlines():
@@ -97,17 +97,23 @@ class JsonlLog:
                     self.done.add(key)
 
     def _check_writable(self) -> None:
-        existed = self.path.exists()
+        # An existing OUT is opened for appending; a missing one is not created here: a file of another name is
+        # created beside it and removed, so another run on the same OUT never sees OUT appear and vanish.
+        if self.path.exists():
+            target, flags = self.path, os.O_WRONLY | os.O_APPEND
+        else:
+            target = self.path.with_name(f".{self.path.name}.probe-{os.getpid()}-{threading.get_ident()}")
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | (0 if existed else os.O_CREAT | os.O_EXCL), 0o666)
-        except FileExistsError:  # created meanwhile (another run on the same OUT): appended to all the same
+            fd = os.open(target, flags, 0o666)
+        except FileExistsError:  # a probe of ours left by a killed run: it shows the folder takes files
             return
         except OSError as exc:
             raise JsonlError(f"--jsonl {str(self.path)!r} cannot be written ({exc.strerror})") from None
         os.close(fd)
-        if not existed:  # created to try: the first record creates it again
+        if target != self.path:
             try:
-                self.path.unlink()
+                target.unlink()
             except OSError:
                 pass
 
