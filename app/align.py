@@ -2,7 +2,7 @@
 rows streamed by the data builder's TTS (dataprep/stream.py): the entry point that joins the two.
 
     python -m audio_minichat.app.align --out checkpoints/align/posterior_ctc --minutes 45 --bf16 \
-        --export ~/.cache/audio_minichat/audio-minichat-posterior-ctc
+        --ship assets/weights/posterior_ctc_projector.safetensors
 """
 
 from __future__ import annotations
@@ -23,6 +23,9 @@ def parse_args(argv=None):
     p.add_argument("--negatives", type=int, default=4096,
                    help="sampled softmax: tokens drawn per step besides the batch's targets (0: the whole vocabulary)")
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--decay-from", type=int, default=None, help="rows seen when the learning rate starts to fall")
+    p.add_argument("--decay-to", type=int, default=None, help="rows seen when it reaches --lr-floor x --lr")
+    p.add_argument("--lr-floor", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--voices", type=int, default=300, help="training voices drawn (dataprep.voices.training_voices)")
     p.add_argument("--eval-every", type=int, default=200)
@@ -32,7 +35,9 @@ def parse_args(argv=None):
                    "(on CPUs with native bfloat16: avx512_bf16 / AMX)")
     p.add_argument("--evaluate-only", action="store_true",
                    help="append one evaluation of OUT's checkpoint to OUT/progress.jsonl and stop (no training)")
-    p.add_argument("--export", default=None, help="write a complete checkpoint with the trained head here at the end")
+    p.add_argument("--ship", default=None, help="write the head here at the end as a build variant's trained weights "
+                   "(safetensors + a .json of provenance)")
+    p.add_argument("--ship-note", default=None, help="a sentence for the shipped weights' provenance (what the route is for)")
     return p.parse_args(argv)
 
 
@@ -45,6 +50,7 @@ def main(argv=None) -> int:
     sets = held_out(text_pool(args.seed, pool))
     if args.evaluate_only:
         evaluate_checkpoint(args, sets)
+        finish(args)
         return 0
     stream = RowStream(args.seed, args.state["next_row"], args.voices, pool, queue_size=4 * args.batch)
     try:

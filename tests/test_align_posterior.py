@@ -3,8 +3,8 @@
 A tiny random Whisper + Llama posterior model (tied head, blank) saved to disk: the CTC loss is torch's on the
 transcript's LLM tokens with the blank last; the retrieval probe's diagonal is each clip's own CTC loss per token; the
 head alone learns (it overfits two clips until its best path writes their transcripts) while the encoder and the LLM
-stay as they were; a checkpoint (head + optimizer state, safetensors) resumes exactly; the export is a complete
-checkpoint whose head is the trained one; rows are a pure function of (seed, index) and never held-out texts.
+stay as they were; a checkpoint (head + optimizer state, safetensors) resumes exactly; the shipped weights are the
+checkpoint's head under the build's names (projector.*); the learning rate is a function of the rows seen; rows are a pure function of (seed, index) and never held-out texts.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 from conftest import make_model, speechlike, tolerances
 from safetensors.torch import load_file
@@ -101,14 +102,25 @@ def test_the_head_alone_learns_two_clips_and_a_checkpoint_resumes_exactly(tmp_pa
     resumed_opt.step()
     for (name, a), b in zip(aligner.frontend.projector.named_parameters(), resumed.frontend.projector.parameters()):
         torch.testing.assert_close(a, b, **tolerances(reduction=1024), msg=name)
-    # the export: a complete checkpoint with the trained head, marked trained
+    # shipped: the head as a variant's trained weights (projector.*), with its provenance beside it
     ap.save_checkpoint(out, aligner, optimizer, {"step": 82, "next_row": 6})
-    dest = ap.export(tmp_path / "base", out / "checkpoint", tmp_path / "exported", "note")
-    loaded = AudioMiniChatForConditionalGeneration.from_pretrained(dest)
+    shipped = ap.ship_weights(out, tmp_path / "weights" / "head.safetensors", {"rows": 82})
     head = load_file(str(out / "checkpoint" / "head.safetensors"))
-    assert all(torch.equal(loaded.audio_frontend.projector.state_dict()[k], v) for k, v in head.items())
-    assert loaded.config.provenance["projector_trained"] is True
-    assert json.loads((dest / "config.json").read_text())["provenance"]["projector_note"] == "note"
+    weights = load_file(str(shipped))
+    assert weights.keys() == {f"projector.{k}" for k in head}
+    assert all(torch.equal(weights[f"projector.{k}"], v) for k, v in head.items())
+    provenance = json.loads(shipped.with_suffix(".json").read_text())
+    assert provenance["rows"] == 82 and provenance["tensors"]["projector.token_bias"] == list(head["token_bias"].shape)
+
+
+def test_the_learning_rate_is_a_function_of_rows_seen():
+    from types import SimpleNamespace
+
+    args = SimpleNamespace(lr=1e-3, decay_from=1000, decay_to=3000, lr_floor=0.1)
+    assert [ap.learning_rate(args, r) for r in (0, 1000)] == [1e-3, 1e-3]
+    assert abs(ap.learning_rate(args, 2000) - 0.55e-3) < 1e-12
+    assert ap.learning_rate(args, 3000) == ap.learning_rate(args, 9000) == pytest.approx(1e-4, rel=1e-12)
+    assert ap.learning_rate(SimpleNamespace(lr=2e-3), 10**6) == 2e-3  # no schedule: constant
 
 
 def test_rows_are_a_pure_function_of_seed_and_index_and_never_held_out():

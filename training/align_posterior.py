@@ -17,7 +17,10 @@ voice: CTC loss, token error of the posterior's best path (a measure only: the L
 retrieval probe: each clip's CTC loss per token against every held-out transcript; top-1 / top-5 of its own (chance
 1/N) and the blind floor (the mean loss against the other transcripts). Progress goes to ``OUT/progress.jsonl``; the
 head and the optimizer's state to ``OUT/checkpoint/`` (safetensors, written beside and swapped) every
-``--save-every`` seconds; ``--export DIR`` writes a complete checkpoint with the trained head.
+``--save-every`` seconds; ``--ship FILE`` writes the head as the trained weights a build variant reads
+(``assets/weights/posterior_ctc_projector.safetensors``: ``audio-minichat build-default --variant posterior_ctc``).
+The learning rate is ``--lr`` until ``--decay-from`` rows, then falls linearly to ``--lr-floor`` x ``--lr`` at
+``--decay-to`` rows and stays there: a function of the rows seen, so a resumed run continues the same schedule.
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -165,30 +167,13 @@ def load_checkpoint(out: Path, aligner: Aligner, optimizer) -> dict | None:
     return state
 
 
-def export(model_dir: Path, checkpoint: Path, dest: Path, note: str) -> Path:
-    """A complete checkpoint: ``model_dir`` with the trained head (and provenance saying so)."""
-    from safetensors.torch import load_file
-
-    from ..modeling_audio_minichat import AudioMiniChatForConditionalGeneration
-
-    tmp = dest.with_name(dest.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(model_dir, tmp)
-    model = AudioMiniChatForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32)
-    model.audio_frontend.projector.load_state_dict(load_file(str(checkpoint / "head.safetensors")))
-    model.config.provenance = {**(model.config.provenance or {}), "projector_trained": True, "projector_note": note}
-    model.save_pretrained(tmp)
-    shutil.rmtree(dest, ignore_errors=True)
-    os.replace(tmp, dest)
-    return dest
-
-
 def ship_weights(out: Path, path: Path, provenance: dict) -> Path:
     """The run's head as a shippable trained-weights file (``projector.*``, read by apply_trained_weights: the
     ``posterior_ctc`` build variant), beside a JSON of where it came from and its last measures."""
     from safetensors.torch import load_file
 
     head = load_file(str(out / "checkpoint" / "head.safetensors"))
+    path.parent.mkdir(parents=True, exist_ok=True)
     weights = {f"projector.{k}": v.contiguous() for k, v in head.items()}
     atomic_save_tensors(weights, path, {"format": "pt", "audio_frontend": "posterior"})
     atomic_write_json(path.with_suffix(".json"), {"tensors": {k: list(v.shape) for k, v in weights.items()}, **provenance})
@@ -202,6 +187,15 @@ def build_base() -> Path:
     from ..assets.default_build import build_default
 
     return build_default(variant="posterior_ctc", untrained=True)
+
+
+def learning_rate(args, rows: int) -> float:
+    """``--lr`` until ``--decay-from`` rows, linear to ``--lr-floor * --lr`` at ``--decay-to`` rows, then flat."""
+    start, end = getattr(args, "decay_from", None), getattr(args, "decay_to", None)
+    if start is None or end is None or rows <= start:
+        return args.lr
+    done = min(1.0, (rows - start) / max(1, end - start))
+    return args.lr * (1.0 - done * (1.0 - args.lr_floor))
 
 
 def train(args, stream, sets: dict) -> dict:
@@ -226,6 +220,8 @@ def train(args, stream, sets: dict) -> dict:
             log({"step": 0, "rows": 0, "seconds": 0.0, "eval": evaluate(aligner, sets)})
         while time.monotonic() - started < budget:
             batch = stream.take(args.batch)
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(args, state["rows"])
             columns, targets = candidates(aligner.targets([t for t, _ in batch]), aligner.frontend.projector.vocab,
                                           args.negatives, generator, aligner.model.config.audio_token_id)
             scores, lengths = aligner.scores(aligner.states([a for _, a in batch]), columns)
@@ -244,7 +240,7 @@ def train(args, stream, sets: dict) -> dict:
                       f"({state['rows'] / state['seconds']:.2f} rows/s)", flush=True)
             if state["step"] % args.eval_every == 0:
                 log({"step": state["step"], "rows": state["rows"], "seconds": round(state["seconds"], 1),
-                     "train_loss": round(ema, 4), "eval": evaluate(aligner, sets)})
+                     "train_loss": round(ema, 4), "lr": learning_rate(args, state["rows"]), "eval": evaluate(aligner, sets)})
             if time.monotonic() - last_save > args.save_every:
                 save_checkpoint(out, aligner, optimizer, state)
                 last_save = time.monotonic()
@@ -282,8 +278,16 @@ def initial_state(args) -> None:
 
 
 def finish(args) -> None:
+    """``--ship FILE``: the run's head as shippable trained weights, with the command, the rows and the last measures."""
+    if not args.ship:
+        return
+    import sys
+
     state = args.state
-    note = (f"posterior head aligned by CTC on {state['rows']} synthetic rows ({state['step']} steps, "
-            f"{state['seconds'] / 60:.0f} minutes on 2 CPU cores); training/align_posterior.py")
-    if args.export:
-        print(export(args.base, Path(args.out) / "checkpoint", Path(args.export), note), flush=True)
+    records = [json.loads(line) for line in (Path(args.out) / "progress.jsonl").read_text().splitlines() if line.strip()]
+    provenance = {"checkpoint": str(Path(args.out) / "checkpoint"), "command": "python -m audio_minichat.app.align "
+                  + " ".join(sys.argv[1:]), "rows": state["rows"], "steps": state["step"],
+                  "seconds": round(state["seconds"], 1), "last_eval": records[-1] if records else None}
+    if args.ship_note:
+        provenance["note"] = args.ship_note
+    print(ship_weights(Path(args.out), Path(args.ship), provenance), flush=True)
