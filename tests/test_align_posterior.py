@@ -18,7 +18,6 @@ from conftest import make_model, speechlike, tolerances
 from safetensors.torch import load_file
 
 from audio_minichat.dataprep import stream
-from audio_minichat.modeling_audio_minichat import AudioMiniChatForConditionalGeneration
 from audio_minichat.training import align_posterior as ap
 from audio_minichat.training.losses import transcript_ctc_loss, transcript_ctc_matrix
 
