@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -247,9 +248,8 @@ def load_audio(audio, sampling_rate: int | None = None, target_rate: int = 16000
         cut = wav_truncation(path)
         if cut is not None:
             warnings.warn(cut, AudioTruncatedWarning, stacklevel=2)
-    import torch
-
-    if isinstance(audio, torch.Tensor):
+    torch = sys.modules.get("torch")  # a tensor comes from a process that imported torch: no import here for a file
+    if torch is not None and isinstance(audio, torch.Tensor):
         audio = audio.detach().cpu().numpy()
     if isinstance(audio, (list, tuple)):
         audio = np.asarray(audio)
@@ -288,6 +288,7 @@ def load_audio(audio, sampling_rate: int | None = None, target_rate: int = 16000
         )
     audio = audio.astype(np.float32, copy=False)
     if int(sampling_rate) != target_rate:
+        import torch
         import torchaudio.functional as AF
 
         audio = AF.resample(torch.from_numpy(np.ascontiguousarray(audio)), int(sampling_rate), target_rate).numpy()

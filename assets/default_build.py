@@ -20,7 +20,7 @@ import torch
 
 from ..modeling_audio_minichat import AudioMiniChatForConditionalGeneration
 from ..processing_audio_minichat import AudioMiniChatProcessor
-from ..utils.io import atomic_directory
+from ..utils.io import atomic_directory, build_dir
 from ..utils.trained_weights import apply_trained_weights  # (below the build and training, which both apply)
 from .offline import default_cache_dir, remove_stale_builds, resolve_pretrained
 
@@ -280,7 +280,7 @@ def build_default(
     config_kwargs, shipped, *rest = VARIANTS[variant]
     encoder = rest[0] if rest else DEFAULT_ENCODER
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
-    out = cache / (f"audio-minichat-{variant}" + ("-untrained" if untrained else ""))
+    out = build_dir(variant, untrained, cache)
     projector = shipped if shipped.exists() and not untrained else None
     info = read_build_info(out) if (out / READY_MARKER).is_file() else {}
     wanted = {"build_version": DEFAULT_BUILD_VERSION, "projector_weights": projector.name if projector else None,

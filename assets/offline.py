@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 
 from ..utils.dtypes import dtype_name
-from ..utils.io import atomic_directory, remove_stale_temporaries
+from ..utils.io import atomic_directory, default_cache_dir, remove_stale_temporaries  # noqa: F401 - (default_cache_dir: read from here too)
 
 if TYPE_CHECKING:
     from transformers import FeatureExtractionMixin, LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
@@ -160,12 +160,6 @@ _VERIFIED: dict[str, tuple[int, int]] = {}
 # --------------------------------------------------------------------------------------
 # Locating and verifying files
 # --------------------------------------------------------------------------------------
-def default_cache_dir() -> Path:
-    """``$AUDIO_MINICHAT_CACHE``, else ``~/.cache/audio_minichat``."""
-    env = os.environ.get("AUDIO_MINICHAT_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "audio_minichat"
-
-
 def _sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

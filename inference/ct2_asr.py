@@ -1,10 +1,14 @@
-"""The cascade's Whisper decoding run by CTranslate2: the same transcripts as transformers' ``generate``, faster on a CPU.
+"""The cascade's Whisper run by CTranslate2: the same transcripts as transformers' ``generate``, faster on a CPU, and
+with neither torch nor transformers imported.
 
-:class:`Ct2Whisper` keeps the checkpoint's own Whisper encoder in torch (the call transformers' ``generate`` makes,
-so the decoder reads the very same encoder states) and hands the greedy, autoregressive decoding to
-``ctranslate2.models.Whisper``, built from the checkpoint's own weights when it is first needed
-(``assets.ct2_convert.write_whisper_ct2``, through a temporary folder; float32 weights, computed in float32).
-Nothing is written into the checkpoint, so nothing can go stale, and trained or merged weights are the ones used.
+:class:`Ct2Whisper` runs a folder (:func:`ensure_folder`): the checkpoint's own Whisper weights written once as a
+CTranslate2 model (``assets.ct2_convert.write_whisper_ct2``; float32 weights, computed in float32), beside what the
+decoding needs from the checkpoint's processor and generation config (``asr_settings.json``, the mel filters, the
+tokenizer), in the model cache under a key of the checkpoint's files (path, sizes, modification times): nothing is
+written into the checkpoint, and a checkpoint whose files change gets a new folder. The log-mel features are
+computed here in numpy (:func:`log_mel`, transformers' computation), and CTranslate2 runs the encoder and the greedy
+decoding. So a process can start transcribing before torch and transformers are imported (the CLI's cascade does:
+:meth:`Ct2Whisper.prefetch`), and ``asr_s`` is the transcription alone.
 
 It repeats, step for step, what transformers does in ``assets.ct2_whisper.transcribe`` (the cascade) and in
 ``inference.subtitles`` (timed segments): the same log-mel features, the same prompt tokens, greedy decoding with the
@@ -12,7 +16,7 @@ same suppressed tokens and the same per-window token cap, and transformers' sequ
 30 s, each starting where the previous one's last complete segment ended; timestamps on for long audio and for
 subtitles, greedy, no temperature fallback, no conditioning on the previous window). The transcripts and segments
 are the same (tests/test_ct2_asr.py). The decoder loop is where transformers spends its time on a CPU (about 1.4x
-faster here on examples/news_2min.wav, one thread each); the encoder costs the same in both, so it stays in torch.
+faster here on examples/news_2min.wav, one thread each); the encoder costs the same in both.
 
 :func:`unavailable` says why a checkpoint's Whisper cannot run this way (no ctranslate2, a multilingual Whisper
 whose language is left to detection, ...), or None; the cascade then uses transformers' Whisper, the reference.
@@ -20,15 +24,115 @@ whose language is left to detection, ...), or None; the cascade then uses transf
 
 from __future__ import annotations
 
-import tempfile
+import hashlib
+import json
+import os
+import shutil
+import threading
+import time
+from concurrent.futures import Future
+from pathlib import Path
 
 import numpy as np
-import torch
 
 BACKEND = "ctranslate2"
 REFERENCE = "transformers"
 _TIME_PRECISION = 0.02  # seconds per timestamp token
 _FEATURE_SECONDS = 0.01  # seconds per mel frame (hop 160 at 16 kHz)
+
+
+SETTINGS = "asr_settings.json"  # written last: a folder with it is complete
+FOLDER_VERSION = 1  # the folder's layout; a new one makes new folders
+
+
+# ---- the features, in numpy ----------------------------------------------------------------------------------------
+def log_mel(audio: np.ndarray, mel_filters: np.ndarray, n_fft: int, hop: int, n_samples: int) -> np.ndarray:
+    """Whisper's log-mel features (mel bins, frames) as transformers' feature extractor computes them: up to
+    ``n_samples``, zero-padded to ``n_samples``; longer, the whole clip. A periodic Hann window, centred frames with
+    reflected edges, the power spectrum (last frame dropped), ``mel_filters`` (frequency bins, mel bins), log10 of at
+    least 1e-10, floored at the maximum less 8, then (x + 4) / 4."""
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.size <= n_samples:
+        audio = np.pad(audio, (0, n_samples - audio.size))
+    half = n_fft // 2
+    padded = np.pad(audio, (half, half), mode="reflect")
+    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop][:-1]
+    window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
+    power = np.abs(np.fft.rfft(frames * window, axis=-1).astype(np.complex64)) ** 2  # (frames, bins)
+    mel = (power @ mel_filters.astype(np.float32)).T  # (mel bins, frames)
+    log_spec = np.log10(np.maximum(mel, 1e-10))
+    log_spec = np.maximum(log_spec, log_spec.max() - 8.0)
+    return ((log_spec + 4.0) / 4.0).astype(np.float32)
+
+
+# ---- the folder CTranslate2 runs -------------------------------------------------------------------------------------
+def folder_key(model_dir: str | os.PathLike) -> str:
+    """The key of a checkpoint's files (resolved path, and each file's name, size and modification time): the same
+    for the same files, another for a checkpoint written again."""
+    root = Path(model_dir).resolve()
+    parts = [str(FOLDER_VERSION), str(root)]
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        stat = path.stat()
+        parts.append(f"{path.relative_to(root)}:{stat.st_size}:{stat.st_mtime_ns}")
+    return hashlib.sha256("\n".join(parts).encode("utf-8", "surrogateescape")).hexdigest()[:20]
+
+
+def cached_folder(model_dir: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path | None:
+    """The complete CTranslate2 folder of ``model_dir``'s Whisper if it was written already, else None (no torch)."""
+    from ..utils.io import default_cache_dir
+
+    folder = Path(cache_dir or default_cache_dir()) / "ct2" / folder_key(model_dir)
+    return folder if (folder / SETTINGS).is_file() else None
+
+
+def ensure_folder(asr, processor, model_dir: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:
+    """The CTranslate2 folder of ``asr`` (the transformers Whisper loaded from ``model_dir``, with its ``processor``):
+    written once (beside, then renamed into place: a killed run leaves no half folder in use), then reused."""
+    from ..assets.ct2_convert import write_whisper_ct2
+    from ..utils.io import default_cache_dir
+
+    found = cached_folder(model_dir, cache_dir)
+    if found is not None:
+        return found
+    folder = Path(cache_dir or default_cache_dir()) / "ct2" / folder_key(model_dir)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.with_name(f".{folder.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        write_whisper_ct2(asr, processor.tokenizer, tmp)
+        fe, gen, tokenizer = processor.feature_extractor, asr.generation_config, processor.tokenizer
+        np.save(tmp / "mel_filters.npy", np.asarray(fe.mel_filters, dtype=np.float32))
+        tokenizer.backend_tokenizer.save(str(tmp / "tokenizer.json"))
+        initial = getattr(gen, "max_initial_timestamp_index", None)
+        settings = {
+            "version": FOLDER_VERSION, "init_tokens": _init_tokens(gen), "no_timestamps": int(gen.no_timestamps_token_id),
+            "first_special": min(int(gen.eos_token_id), int(gen.decoder_start_token_id)),
+            "suppress": [int(t) for t in gen.suppress_tokens or [] if 0 <= int(t) < asr.config.vocab_size],
+            "max_initial_timestamp": 10**6 if initial is None else int(initial),
+            "max_target_positions": int(asr.config.max_target_positions), "max_length": int(gen.max_length),
+            "window_frames": int(fe.nb_max_frames), "n_samples": int(fe.n_samples), "n_fft": int(fe.n_fft),
+            "hop_length": int(fe.hop_length), "sampling_rate": int(fe.sampling_rate),
+            "input_stride": int(asr.model.encoder.conv1.stride[0] * asr.model.encoder.conv2.stride[0]),
+            "clean_up_tokenization_spaces": bool(getattr(tokenizer, "clean_up_tokenization_spaces", False)),
+        }
+        (tmp / SETTINGS).write_text(json.dumps(settings), encoding="utf-8")
+        try:
+            os.replace(tmp, folder)
+        except OSError:  # written meanwhile by another process: theirs is the same
+            if cached_folder(model_dir, cache_dir) is None:
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def _clean_up(text: str) -> str:
+    """transformers' ``clean_up_tokenization`` (where the tokenizer asks for it)."""
+    for before, after in ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
+                          (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")):
+        text = text.replace(before, after)
+    return text
 
 
 def unavailable(asr) -> str | None:
@@ -66,62 +170,110 @@ def _init_tokens(gen) -> list[int] | None:
 
 
 class Ct2Whisper:
-    """``asr`` (a transformers Whisper: its encoder runs in torch, its decoder in CTranslate2 on the CPU with
-    ``threads`` threads) and its ``processor`` (feature extractor and tokenizer)."""
+    """A CTranslate2 Whisper folder (:func:`ensure_folder`) run on the CPU with ``threads`` threads: torch and
+    transformers are not imported. :meth:`from_model` makes one from a transformers Whisper."""
 
-    def __init__(self, asr, processor, threads: int = 1):
+    def __init__(self, folder: str | os.PathLike, threads: int = 1):
         import ctranslate2
+        from tokenizers import Tokenizer
 
-        from ..assets.ct2_convert import write_whisper_ct2
-
-        self.asr, self.gen = asr, asr.generation_config
-        self.feature_extractor, self.tokenizer = processor.feature_extractor, processor.tokenizer
-        # written to a temporary folder one weight at a time and read back whole: the weights are in memory once more
-        # (CTranslate2's float32 copy), never twice (in-memory files would be)
-        with tempfile.TemporaryDirectory(prefix="audio-minichat-ct2-") as folder:
-            self.model = ctranslate2.models.Whisper(str(write_whisper_ct2(asr, processor.tokenizer, folder)), device="cpu",
-                                                    compute_type="float32", intra_threads=threads)
-        gen = self.gen
-        self.init_tokens = _init_tokens(gen)
-        self.no_timestamps = int(gen.no_timestamps_token_id)
+        folder = Path(folder)
+        settings = json.loads((folder / SETTINGS).read_text(encoding="utf-8"))
+        self.folder, self.settings = folder, settings
+        self.model = ctranslate2.models.Whisper(str(folder), device="cpu", compute_type="float32", intra_threads=threads)
+        self.mel_filters = np.load(folder / "mel_filters.npy", allow_pickle=False)
+        self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self.init_tokens = list(settings["init_tokens"])
+        self.no_timestamps = int(settings["no_timestamps"])
         self.timestamp_begin = self.no_timestamps + 1
-        self.first_special = min(int(gen.eos_token_id), int(gen.decoder_start_token_id))  # text ids lie below
-        self.suppress = [int(t) for t in gen.suppress_tokens or [] if 0 <= int(t) < asr.config.vocab_size]
-        initial = getattr(gen, "max_initial_timestamp_index", None)
-        self.max_initial_timestamp = 10**6 if initial is None else int(initial)
-        self.max_target_positions = int(asr.config.max_target_positions)
-        self.window_frames = self.feature_extractor.nb_max_frames  # mel frames per 30 s window
-        self.input_stride = asr.model.encoder.conv1.stride[0] * asr.model.encoder.conv2.stride[0]
+        self.first_special = int(settings["first_special"])  # text ids lie below
+        self.suppress = list(settings["suppress"])
+        self.max_initial_timestamp = int(settings["max_initial_timestamp"])
+        self.max_target_positions = int(settings["max_target_positions"])
+        self.max_length = int(settings["max_length"])
+        self.window_frames = int(settings["window_frames"])  # mel frames per 30 s window
+        self.n_samples = int(settings["n_samples"])
+        self.input_stride = int(settings["input_stride"])
+        self._prefetched: tuple[str, Future, threading.Event] | None = None
+        self.last_seconds: float | None = None  # the last transcription's own time (a prefetched one's too)
+        self.last_waited: float | None = None  # how long its caller waited for it (less than that when prefetched)
+
+    @classmethod
+    def from_model(cls, asr, processor, model_dir: str | os.PathLike, threads: int = 1,
+                   cache_dir: str | os.PathLike | None = None) -> "Ct2Whisper":
+        """``asr`` (a transformers Whisper loaded from ``model_dir``) and its ``processor``, written once into the model
+        cache (:func:`ensure_folder`) and run from there."""
+        return cls(ensure_folder(asr, processor, model_dir, cache_dir), threads)
+
+    def decode_text(self, ids: list[int]) -> str:
+        """The text of token ids as the checkpoint's Whisper tokenizer decodes them (special tokens skipped)."""
+        text = self.tokenizer.decode([int(t) for t in ids], skip_special_tokens=True)
+        return _clean_up(text) if self.settings.get("clean_up_tokenization_spaces") else text
 
     # ---- one window --------------------------------------------------------------------------------
     def _decode(self, features: np.ndarray, prompt: list[int], max_new_tokens: int) -> list[int]:
         """Greedy decoding of one window's features (mel bins, frames) after ``prompt``: the new tokens, end token
-        excluded, at most ``max_new_tokens``."""
+        excluded, at most ``max_new_tokens``. CTranslate2 runs the encoder on the features, then the decoder."""
         import ctranslate2
 
-        asr = self.asr
-        with torch.inference_mode():  # the encoder call transformers' generate makes
-            inputs = torch.from_numpy(np.ascontiguousarray(features[None])).to(device=asr.device, dtype=asr.dtype)
-            encoded = asr.model.encoder(inputs).last_hidden_state.float().cpu().numpy()
         # CTranslate2 writes at most min(max_length // 2, max_length - len(prompt) + 1) new tokens
         max_length = max(2 * max_new_tokens, max_new_tokens + len(prompt) - 1)
-        result = self.model.generate(ctranslate2.StorageView.from_array(encoded), [prompt], beam_size=1,
-                                     max_length=max_length, suppress_tokens=self.suppress, suppress_blank=True,
-                                     max_initial_timestamp_index=self.max_initial_timestamp)
+        result = self.model.generate(ctranslate2.StorageView.from_array(np.ascontiguousarray(features[None])), [prompt],
+                                     beam_size=1, max_length=max_length, suppress_tokens=self.suppress,
+                                     suppress_blank=True, max_initial_timestamp_index=self.max_initial_timestamp)
         return [int(t) for t in result[0].sequences_ids[0]]
 
     # ---- the cascade's transcript ----------------------------------------------------------------------
     def transcribe(self, audio: np.ndarray) -> str:
         """The transcript (stripped) that ``assets.ct2_whisper.transcribe`` gives with this model (the generation
-        config's ``max_length`` caps each window, as there)."""
+        config's ``max_length`` caps each window, as there). A clip handed to :meth:`prefetch` before is not
+        transcribed again: its result is waited for."""
         audio = np.asarray(audio, dtype=np.float32)
         if audio.ndim != 1 or audio.size == 0:
             raise ValueError(f"transcribe expects non-empty 1-D 16 kHz mono audio, got shape {audio.shape}")
+        start = time.perf_counter()
+        if self._prefetched is not None:
+            key, future, stop = self._prefetched
+            self._prefetched = None
+            if key == _clip_key(audio):
+                text, self.last_seconds = future.result()
+                self.last_waited = time.perf_counter() - start
+                return text
+            stop.set()  # another clip (a segment of a long one): the prefetch stops at its next window
+        text = self._transcribe(audio, None)
+        self.last_seconds = self.last_waited = time.perf_counter() - start
+        return text
+
+    def stop_prefetch(self) -> None:
+        """A prefetch no one will ask for stops at its next window."""
+        if self._prefetched is not None:
+            self._prefetched[2].set()
+            self._prefetched = None
+
+    def _transcribe(self, audio: np.ndarray, stop: threading.Event | None) -> str:
         # up to one window: padded to 30 s, <|notimestamps|> (timestamps the model writes anyway still cut segments,
         # as in transformers); longer: timestamps
-        prompt = self.init_tokens + ([self.no_timestamps] if audio.size <= self.feature_extractor.n_samples else [])
-        ids = [t for segment in self._sequential(self._features(audio), prompt, None) for t in segment["tokens"]]
-        return self.tokenizer.decode([t for t in ids if t < self.first_special], skip_special_tokens=True).strip()
+        prompt = self.init_tokens + ([self.no_timestamps] if audio.size <= self.n_samples else [])
+        ids = [t for segment in self._sequential(self._features(audio), prompt, None, stop) for t in segment["tokens"]]
+        return self.decode_text([t for t in ids if t < self.first_special]).strip()
+
+    def prefetch(self, audio: np.ndarray) -> None:
+        """Start transcribing ``audio`` in a thread now (CTranslate2 runs outside Python's lock, so the caller goes on
+        importing and loading beside it); :meth:`transcribe` of the same clip waits for it, of another stops it."""
+        audio = np.asarray(audio, dtype=np.float32)
+        future: Future = Future()
+        stop = threading.Event()
+
+        def work():
+            try:
+                start = time.perf_counter()
+                text = self._transcribe(audio, stop)
+                future.set_result((text, time.perf_counter() - start))
+            except BaseException as exc:  # handed to whoever waits for it
+                future.set_exception(exc)
+
+        self._prefetched = (_clip_key(audio), future, stop)
+        threading.Thread(target=work, name="audio-minichat-asr-prefetch", daemon=True).start()
 
     # ---- timed segments (inference.subtitles) ----------------------------------------------------------
     def segments(self, clip: np.ndarray, max_new_tokens: int) -> list[dict]:
@@ -131,21 +283,21 @@ class Ct2Whisper:
 
     def _features(self, audio: np.ndarray) -> np.ndarray:
         """The log-mel features transformers decodes: up to 30 s, padded to the window; longer, all of them."""
-        fe = self.feature_extractor
-        if audio.size <= fe.n_samples:
-            return fe(audio, sampling_rate=fe.sampling_rate, return_tensors="np")["input_features"][0]
-        return fe(audio, sampling_rate=fe.sampling_rate, return_tensors="np", truncation=False,
-                  padding="longest")["input_features"][0]
+        s = self.settings
+        return log_mel(audio, self.mel_filters, s["n_fft"], s["hop_length"], self.n_samples)
 
     # ---- transformers' sequential decoding ---------------------------------------------------------------
-    def _sequential(self, features: np.ndarray, prompt: list[int], max_new_tokens: int | None) -> list[dict]:
+    def _sequential(self, features: np.ndarray, prompt: list[int], max_new_tokens: int | None,
+                    stop: threading.Event | None = None) -> list[dict]:
         """Every segment, in order: windows of up to 30 s (zero-padded features) from ``seek``, each moving ``seek``
         to its last complete segment's end (or past the window). Each window's cap: ``max_new_tokens``, or where
         None, the generation config's ``max_length``, which transformers raises by the prompt's length at every
         window (capped at the decoder's positions)."""
         total, seek, segments = features.shape[-1], 0, []
-        max_length = int(self.gen.max_length)
+        max_length = self.max_length
         while seek < total:
+            if stop is not None and stop.is_set():
+                return segments
             frames = min(total - seek, self.window_frames)
             window = np.zeros((features.shape[0], self.window_frames), dtype=np.float32)
             window[:, :frames] = features[:, seek : seek + frames]
@@ -170,7 +322,7 @@ class Ct2Whisper:
         cuts = [i + 1 for i in range(len(sequence) - 1) if is_time[i] and is_time[i + 1]]
         if not cuts:
             stamps = [t for t in sequence if t >= begin]
-            last = int(torch.tensor(frames) * _FEATURE_SECONDS / _TIME_PRECISION)  # (in float32, as transformers)
+            last = int(np.float32(frames) * np.float32(_FEATURE_SECONDS) / np.float32(_TIME_PRECISION))  # (float32, as transformers)
             if stamps and stamps[-1] != begin:
                 last = stamps[-1] - begin
             return [{"start": offset, "end": offset + last * _TIME_PRECISION, "tokens": sequence}], frames
@@ -190,4 +342,8 @@ class Ct2Whisper:
         return segments, (sequence[start - 2] - begin) * self.input_stride
 
 
-__all__ = ["Ct2Whisper", "BACKEND", "REFERENCE", "unavailable"]
+def _clip_key(audio: np.ndarray) -> str:
+    return f"{audio.size}:" + hashlib.blake2b(np.ascontiguousarray(audio).tobytes(), digest_size=16).hexdigest()
+
+
+__all__ = ["Ct2Whisper", "BACKEND", "REFERENCE", "unavailable", "log_mel", "ensure_folder", "cached_folder", "folder_key"]

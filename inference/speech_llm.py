@@ -181,12 +181,14 @@ class SpeechLLM:
     thread); the pieces, joined and stripped, are ``Answer.text``.
 
     ``asr_backend`` (one of ASR_BACKENDS; set it before the first transcription): who decodes the cascade's
-    Whisper. The transcripts are the same (tests/test_ct2_asr.py); answers name the one that ran."""
+    Whisper. The transcripts are the same (tests/test_ct2_asr.py); answers name the one that ran. ``ct2_asr``: an
+    ``inference.ct2_asr.Ct2Whisper`` of this checkpoint made before (``ct2_asr.cached_folder``), used where
+    CTranslate2 runs."""
 
     asr_backend = "auto"
 
     def __init__(self, model_dir: str | Path, device: str = "cpu", dtype: str | torch.dtype = "float32",
-                 check_speech: bool = True):
+                 check_speech: bool = True, ct2_asr=None):
         self.model_dir = Path(model_dir)
         self.device = resolve_device(device)
         # dtype "auto": how the weights are held is decided from this processor (utils.cpu_features.choose_llm_plan)
@@ -204,6 +206,7 @@ class SpeechLLM:
         self.processor = AudioMiniChatProcessor.from_pretrained(self.model_dir)
         self._asr = None
         self._ct2 = None  # the cascade's Whisper decoding in CTranslate2 (inference.ct2_asr), where it runs: _load_asr
+        self._ct2_given = ct2_asr  # one started already from this checkpoint's folder (the CLI's prefetch), if any
         self._whisper = None  # (model, <|startoftranscript|> id, no-speech token id, threshold), or False: none
 
     @property
@@ -353,6 +356,8 @@ class SpeechLLM:
         answer = self.text(transcript, prompt, text_position, max_new_tokens, on_text)
         answer.mode, answer.audio_seconds, answer.asr_backend = "cascade", len(clip) / 16000, self.asr_backend_used
         answer.timings = {"asr_s": asr_s, **answer.timings}
+        if self._ct2 is not None and self._ct2.last_waited != asr_s:  # transcribed ahead (Ct2Whisper.prefetch)
+            answer.timings["asr_wait_s"] = self._ct2.last_waited
         return _checked(answer, check)
 
     def transcribe(self, audio, sampling_rate: int | None = None) -> Answer:
@@ -405,8 +410,10 @@ class SpeechLLM:
 
         why = unavailable(asr) if self.device.type == "cpu" else f"it runs on the CPU only, not {self.device}"
         if why is None:
+            if self._ct2_given is not None:
+                return self._ct2_given
             try:
-                return Ct2Whisper(asr, processor, threads=torch.get_num_threads())
+                return Ct2Whisper.from_model(asr, processor, self.model_dir, threads=torch.get_num_threads())
             except (OSError, RuntimeError) as exc:  # e.g. no room for its temporary folder
                 if self.asr_backend == "ctranslate2":
                     raise
@@ -431,8 +438,10 @@ class SpeechLLM:
         start = time.perf_counter()
         # A cap per 30 s window (ASR_WINDOW_TOKENS, the generation config's max_length: _load_asr) stops rare Whisper
         # loops on digit strings ("19-0-0-0...") from running away. CTranslate2, where it runs, decodes the same.
-        text = self._ct2.transcribe(clip) if self._ct2 is not None else transcribe(model, processor, clip)
-        return text, time.perf_counter() - start
+        if self._ct2 is None:
+            return transcribe(model, processor, clip), time.perf_counter() - start
+        text = self._ct2.transcribe(clip)
+        return text, self._ct2.last_seconds  # (its own time, where it ran ahead: Ct2Whisper.prefetch)
 
 
 __all__ = ["SpeechLLM", "Answer", "SpeechCheck", "MODES", "DEFAULT_MODE", "DEFAULT_SUMMARY_PROMPT", "UNTRAINED_WARNING", "resolve_device",

@@ -17,7 +17,7 @@ ctranslate2 = pytest.importorskip("ctranslate2")
 from audio_minichat.assets.ct2_convert import _map_whisper_weights, _WeightMapper, write_whisper_ct2  # noqa: E402
 from audio_minichat.assets.ct2_model_bin import read_ct2_model_bin  # noqa: E402
 from audio_minichat.assets.ct2_whisper import transcribe  # noqa: E402
-from audio_minichat.inference.ct2_asr import Ct2Whisper, unavailable  # noqa: E402
+from audio_minichat.inference.ct2_asr import Ct2Whisper, cached_folder, ensure_folder, log_mel, unavailable  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECIALS = ["<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|translate|>", "<|transcribe|>", "<|startoflm|>",
@@ -60,6 +60,12 @@ def small_whisper(seed: int = 0):
     return model, WhisperProcessor(feature_extractor=WhisperFeatureExtractor(), tokenizer=tokenizer)
 
 
+def _fast(model, processor, tmp_path) -> Ct2Whisper:
+    """``model`` as if saved in ``tmp_path/ckpt``, written once into ``tmp_path/cache`` and run from there."""
+    (tmp_path / "ckpt").mkdir(exist_ok=True)
+    return Ct2Whisper.from_model(model, processor, tmp_path / "ckpt", threads=1, cache_dir=tmp_path / "cache")
+
+
 def _audio(seconds: float, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * 16000)) / 16000
@@ -97,13 +103,13 @@ def test_the_export_is_the_models_own_weights_exactly(tmp_path):
 
 
 @pytest.mark.parametrize("seconds, max_length", [(7.0, 448), (7.0, 12), (75.0, 64), (75.0, 9)])
-def test_transcripts_equal_transformers_on_a_random_whisper(seconds, max_length):
+def test_transcripts_equal_transformers_on_a_random_whisper(seconds, max_length, tmp_path):
     """Up to 30 s (<|notimestamps|>) and the long-form path (timestamps, seeking), with the config's cap at the
     decoder's positions and below (transformers raises max_length by the prompt at every window; CTranslate2 is
     asked for exactly that)."""
     model, processor = small_whisper()
     model.generation_config.max_length = max_length
-    fast = Ct2Whisper(model, processor, threads=1)
+    fast = _fast(model, processor, tmp_path)
     texts = []
     for seed in range(2 if max_length < 448 else 1):  # (at 448 every window writes 446 tokens: one clip is enough)
         clip = _audio(seconds, seed)
@@ -117,12 +123,12 @@ def test_transcripts_equal_transformers_on_a_random_whisper(seconds, max_length)
 
 
 @pytest.mark.parametrize("seconds", [7.0, 75.0])
-def test_timed_segments_equal_transformers_on_a_random_whisper(seconds):
+def test_timed_segments_equal_transformers_on_a_random_whisper(seconds, tmp_path):
     """inference.subtitles' segments (start, end, tokens): timestamps from the first window on, times to the bit."""
     from audio_minichat.inference.subtitles import MAX_TOKENS_PER_WINDOW, _whisper_segments
 
     model, processor = small_whisper(seed=1)
-    fast = Ct2Whisper(model, processor, threads=1)
+    fast = _fast(model, processor, tmp_path)
     for seed in range(2):
         clip = _audio(seconds, 10 + seed)
         expected = _whisper_segments(model, processor, clip)  # transformers' generate(return_segments=True)
@@ -154,6 +160,73 @@ def test_a_windows_segments_and_seek_are_transformers(sequence, frames):
     got, advance = fast._split(sequence, seek, frames)
     assert advance == int(offset)
     assert got == [{"start": float(e["start"]), "end": float(e["end"]), "tokens": e["tokens"].tolist()} for e in expected]
+
+
+@pytest.mark.parametrize("seconds", [0.3, 7.0, 30.0, 75.0])
+def test_the_numpy_features_are_transformers_features(seconds):
+    """log_mel against transformers' WhisperFeatureExtractor (padded to 30 s up to one window; the whole clip beyond),
+    within float32 rounding of an FFT of 400 points (the features are log10 of a power spectrum, scaled by 1/4)."""
+    from transformers import WhisperFeatureExtractor
+
+    fe = WhisperFeatureExtractor()
+    clip = _audio(seconds, 3)
+    if clip.size <= fe.n_samples:
+        expected = fe(clip, sampling_rate=16000, return_tensors="np")["input_features"][0]
+    else:
+        expected = fe(clip, sampling_rate=16000, return_tensors="np", truncation=False, padding="longest")["input_features"][0]
+    got = log_mel(clip, fe.mel_filters, fe.n_fft, fe.hop_length, fe.n_samples)
+    assert got.shape == expected.shape and got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, rtol=0, atol=2e-4)
+
+
+def test_the_folder_is_written_once_per_checkpoint_and_a_prefetch_is_waited_for_or_stopped(tmp_path):
+    """ensure_folder: none before, one complete folder after (no temporary folder left), the same folder again, a
+    new key once a checkpoint file changes. Ct2Whisper runs it without transformers' objects: the same transcript
+    as transformers; a prefetched clip is transcribed once (its result waited for), a prefetch of another clip is
+    stopped at its next window and the clip asked for is transcribed."""
+    import os
+    import time
+
+    model, processor = small_whisper()
+    ckpt, cache = tmp_path / "ckpt", tmp_path / "cache"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text("{}")
+    assert cached_folder(ckpt, cache) is None
+    folder = ensure_folder(model, processor, ckpt, cache)
+    assert cached_folder(ckpt, cache) == folder and ensure_folder(model, processor, ckpt, cache) == folder
+    assert sorted(p.name for p in (cache / "ct2").iterdir()) == [folder.name]
+    assert {"model.bin", "asr_settings.json", "mel_filters.npy", "tokenizer.json"} <= {p.name for p in folder.iterdir()}
+    fast = Ct2Whisper(folder, threads=1)
+    clip, other = _audio(7.0, 0), _audio(75.0, 1)
+    assert fast.transcribe(clip) == transcribe(model, processor, clip)
+    calls = []
+    original = fast._sequential
+    fast._sequential = lambda *a, **k: calls.append(1) or original(*a, **k)
+    fast.prefetch(clip)
+    assert fast.transcribe(clip) == transcribe(model, processor, clip) and len(calls) == 1
+    fast.prefetch(other)
+    stop = fast._prefetched[2]
+    assert fast.transcribe(clip) == transcribe(model, processor, clip) and stop.is_set() and len(calls) == 3
+    os.utime(ckpt / "config.json", ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert cached_folder(ckpt, cache) is None
+
+
+def test_a_folder_transcribes_with_neither_torch_nor_transformers_imported(tmp_path):
+    """What the CLI's cascade runs before the model loads: Ct2Whisper on a folder, a wav file read by load_audio."""
+    import soundfile as sf
+    from test_startup import HEAVY, imported_by
+
+    model, processor = small_whisper()
+    (tmp_path / "ckpt").mkdir()
+    folder = ensure_folder(model, processor, tmp_path / "ckpt", tmp_path / "cache")
+    clip = _audio(7.0, 0)
+    sf.write(str(tmp_path / "a.wav"), clip, 16000, subtype="FLOAT")
+    modules, run = imported_by([], code=(
+        "from audio_minichat.inference.ct2_asr import Ct2Whisper; from audio_minichat.audio_io import load_audio; "
+        f"print(Ct2Whisper({str(folder)!r}).transcribe(load_audio({str(tmp_path / 'a.wav')!r})))"))
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.rstrip("\n") == transcribe(model, processor, clip)
+    assert not modules & set(HEAVY), sorted(modules & set(HEAVY))
 
 
 def test_which_whisper_can_run_and_why_not():

@@ -198,3 +198,15 @@ def remove_stale_temporaries(parent: str | os.PathLike, name: str, older_than: f
 
 __all__ = ["atomic_write", "atomic_write_text", "atomic_write_json", "atomic_save_tensors", "atomic_directory",
            "remove_stale_temporaries", "share_modes", "OWNER_FILE"]
+
+
+def default_cache_dir() -> Path:
+    """``$AUDIO_MINICHAT_CACHE``, else ``~/.cache/audio_minichat``."""
+    env = os.environ.get("AUDIO_MINICHAT_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "audio_minichat"
+
+
+def build_dir(variant: str = "default", untrained: bool = False, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where ``assets.default_build.build_default`` keeps a build variant: ``<cache>/audio-minichat-<variant>[-untrained]``."""
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    return cache / (f"audio-minichat-{variant}" + ("-untrained" if untrained else ""))
