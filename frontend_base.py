@@ -204,12 +204,17 @@ class AudioFrontEnd(nn.Module):
             parts.extend(hidden[j, : int(n[j])] for j in range(hidden.shape[0]))
         return parts
 
+    def window_frame_counts(self, mask: torch.Tensor) -> list[int]:
+        """Each window's valid encoder frames, from its feature mask (the one rule: ``encode_windows`` and the
+        per-clip counts of the posterior's slots both read it)."""
+        scale = self.layout.mel_hop_length if self.layout.feature_kind == "mel" else 1
+        return [self.layout.encoder_frames(int(n) * scale) for n in mask.sum(-1).tolist()]
+
     def encode_windows(self, features: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Encoder frames for a batch of padded windows: (windows, frames, dim) and valid frame counts."""
         layout, encoder = self.layout, self.encoder
         sample_lengths = mask.sum(-1)
-        scale = layout.mel_hop_length if layout.feature_kind == "mel" else 1
-        frame_lengths = torch.tensor([layout.encoder_frames(int(n) * scale) for n in sample_lengths.tolist()], device=features.device)
+        frame_lengths = torch.tensor(self.window_frame_counts(mask), device=features.device)
         dtype = next(encoder.parameters()).dtype
         if layout.feature_kind == "mel":
             return whisper_window_states(encoder, features.to(dtype), mask.to(dtype), frame_lengths, self.training), frame_lengths

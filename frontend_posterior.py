@@ -174,10 +174,8 @@ class PosteriorFrontEnd(EncoderFramesFrontEnd):
         return self.embed_encoder_states(states, token_table=token_table, frames=frames)
 
     def clip_frames(self, audio_inputs_mask: torch.Tensor, audio_window_clip: torch.Tensor) -> list[int]:
-        """Each clip's encoder frames, from its windows' masks (the count ``encode_windows`` and the processor's
-        ``AudioLayout.clip_frames`` give)."""
-        scale = self.layout.mel_hop_length if self.layout.feature_kind == "mel" else 1
-        per_window = [self.layout.encoder_frames(int(n) * scale) for n in audio_inputs_mask.sum(-1).tolist()]
+        """Each clip's encoder frames: its windows' counts (``window_frame_counts``, as ``encode_windows``) summed."""
+        per_window = self.window_frame_counts(audio_inputs_mask)
         owners = audio_window_clip.tolist()
         return [sum(n for n, c in zip(per_window, owners) if c == k) for k in range(max(owners) + 1)]
 
