@@ -1,12 +1,13 @@
 """How the LLM's weights are held for inference: the one place that decides it (``dtype="auto"``), from what the
 processor reports at run time, and the one function that applies it.
 
-The choice (:func:`choose_llm_plan`): on a CPU whose PyTorch has the FBGEMM engine and that reports AVX2, where torch
-runs on one thread, the LLM's linear layers keep fp16 copies of their weights, packed once at load, and multiply in
-fp32 (PyTorch's dynamic fp16 linear); everything else (embeddings, norms, attention, the audio front end) stays fp32.
-Elsewhere (a GPU, a CPU without them, several threads): plain fp32, as before. Several threads: PyTorch runs the
-FBGEMM fp16 linear on one thread only (measured: CPU time / wall time 1.0 with 2 threads), while fp32 layers use them
-all; which wins there was not measured, so the rule keeps fp32.
+The choice (:func:`choose_llm_plan`): on a CPU whose PyTorch has the FBGEMM engine and that reports AVX2, the LLM's
+linear layers keep fp16 copies of their weights, packed once at load, and multiply in fp32 (PyTorch's dynamic fp16
+linear); everything else (embeddings, norms, attention, the audio front end) stays fp32. Elsewhere (a GPU, a CPU
+without them): plain fp32, as before. With several threads too: FBGEMM's fp16 linear runs on one thread, but fp32's
+multi-threaded layers gain nothing on a model this small (measured, 2 threads, 100 new tokens after the 2-minute
+example's 387-token prompt, idle 2-core AMD EPYC: fp32 8.5 s, fp16 weights 3.6-3.8 s, the same tokens; one thread
+with fp16 weights 4.3 s).
 
 Measured on a 2-core AMD EPYC (AVX512, avx512_bf16, no AMX), SmolLM2-135M (the offline default), 128 new tokens
 after a 396-token prompt, 1 thread (docs/recordings.md, "LLM weights"):
@@ -69,14 +70,12 @@ def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset[str]:
     return frozenset(flags)
 
 
-def choose_llm_plan(device_type: str, flags: Iterable[str], engines: Iterable[str], threads: int = 1) -> LlmPlan:
+def choose_llm_plan(device_type: str, flags: Iterable[str], engines: Iterable[str]) -> LlmPlan:
     """``dtype="auto"``: the plan for a model on ``device_type`` ("cpu", "cuda", ...), on a processor reporting
-    ``flags`` (:func:`cpu_flags`) with PyTorch's quantized ``engines`` (``torch.backends.quantized.supported_engines``),
-    torch running on ``threads`` threads. Pure: decided from the arguments only."""
+    ``flags`` (:func:`cpu_flags`) with PyTorch's quantized ``engines`` (``torch.backends.quantized.supported_engines``).
+    Pure: decided from the arguments only."""
     if device_type != "cpu":
         return LlmPlan(torch.float32, None, f"on {device_type}: float32 (the CPU rule does not apply)")
-    if threads > 1:
-        return LlmPlan(torch.float32, None, f"CPU with {threads} threads: float32 (fp16-weight layers run on one thread)")
     flags, engines = set(flags), set(engines)
     engine = next((e for e in FP16_WEIGHT_ENGINES if e in engines), None)
     missing = sorted(FP16_WEIGHT_FLAGS - flags)
@@ -85,15 +84,15 @@ def choose_llm_plan(device_type: str, flags: Iterable[str], engines: Iterable[st
                else f"the processor does not report {', '.join(missing)}")
         return LlmPlan(torch.float32, None, f"CPU: float32 ({why})")
     return LlmPlan(torch.float32, FP16_WEIGHTS,
-                   f"CPU with {', '.join(sorted(FP16_WEIGHT_FLAGS))}, PyTorch's {engine} engine and 1 thread: the LLM's "
+                   f"CPU with {', '.join(sorted(FP16_WEIGHT_FLAGS))} and PyTorch's {engine} engine: the LLM's "
                    "linear layers hold fp16 weights (fp32 arithmetic), the rest float32")
 
 
 def llm_plan(dtype: str | torch.dtype, device_type: str) -> LlmPlan:
-    """The plan for ``dtype``: "auto" is :func:`choose_llm_plan` on this processor with torch's thread count now (set
-    the threads first); a dtype name is that dtype with no quantization."""
+    """The plan for ``dtype``: "auto" is :func:`choose_llm_plan` on this processor; a dtype name is that dtype with no
+    quantization."""
     if isinstance(dtype, str) and dtype == "auto":
-        return choose_llm_plan(device_type, cpu_flags(), _fp16_linear_engines(), torch.get_num_threads())
+        return choose_llm_plan(device_type, cpu_flags(), _fp16_linear_engines())
     from .dtypes import parse_dtype
 
     return LlmPlan(parse_dtype(dtype), None, "as asked")
