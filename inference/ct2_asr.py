@@ -181,6 +181,7 @@ class Ct2Whisper:
         settings = json.loads((folder / SETTINGS).read_text(encoding="utf-8"))
         self.folder, self.settings = folder, settings
         self.model = ctranslate2.models.Whisper(str(folder), device="cpu", compute_type="float32", intra_threads=threads)
+        self.threads = self.later_threads = threads  # later_threads: what a transcription after the prefetch runs on
         self.mel_filters = np.load(folder / "mel_filters.npy", allow_pickle=False)
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.init_tokens = list(settings["init_tokens"])
@@ -240,6 +241,12 @@ class Ct2Whisper:
                 self.last_waited = time.perf_counter() - start
                 return text
             stop.set()  # another clip (a segment of a long one): the prefetch stops at its next window
+        if self.later_threads != self.threads:  # the prefetch ran on fewer (the caller's own thread was busy then)
+            import ctranslate2
+
+            self.model = ctranslate2.models.Whisper(str(self.folder), device="cpu", compute_type="float32",
+                                                    intra_threads=self.later_threads)
+            self.threads = self.later_threads
         text = self._transcribe(audio, None)
         self.last_seconds = self.last_waited = time.perf_counter() - start
         return text

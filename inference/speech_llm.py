@@ -411,6 +411,7 @@ class SpeechLLM:
         why = unavailable(asr) if self.device.type == "cpu" else f"it runs on the CPU only, not {self.device}"
         if why is None:
             if self._ct2_given is not None:
+                self._ct2_given.later_threads = torch.get_num_threads()
                 return self._ct2_given
             try:
                 return Ct2Whisper.from_model(asr, processor, self.model_dir, threads=torch.get_num_threads())
