@@ -183,7 +183,8 @@ def test_the_folder_is_written_once_per_checkpoint_and_a_prefetch_is_waited_for_
     """ensure_folder: none before, one complete folder after (no temporary folder left), the same folder again, a
     new key once a checkpoint file changes. Ct2Whisper runs it without transformers' objects: the same transcript
     as transformers; a prefetched clip is transcribed once (its result waited for), a prefetch of another clip is
-    stopped at its next window and the clip asked for is transcribed."""
+    stopped at its next window and the clip asked for is transcribed; a transcription after it runs on
+    ``later_threads``."""
     import os
     import time
 
@@ -207,6 +208,8 @@ def test_the_folder_is_written_once_per_checkpoint_and_a_prefetch_is_waited_for_
     fast.prefetch(other)
     stop = fast._prefetched[2]
     assert fast.transcribe(clip) == transcribe(model, processor, clip) and stop.is_set() and len(calls) == 3
+    fast.later_threads = 2  # after the prefetch: the threads asked for (SpeechLLM sets torch's)
+    assert fast.transcribe(clip) == transcribe(model, processor, clip) and fast.threads == 2
     os.utime(ckpt / "config.json", ns=(time.time_ns(), time.time_ns() + 10**9))
     assert cached_folder(ckpt, cache) is None
 
