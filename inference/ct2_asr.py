@@ -87,26 +87,27 @@ def cached_folder(model_dir: str | os.PathLike, cache_dir: str | os.PathLike | N
 
 def ensure_folder(asr, processor, model_dir: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:
     """The CTranslate2 folder of ``asr`` (the transformers Whisper loaded from ``model_dir``, with its ``processor``):
-    written once (beside, then renamed into place: a killed run leaves no half folder in use), then reused."""
+    written once (utils.io.atomic_directory: a killed run leaves no half folder in use), then reused. Writing it
+    removes the folders of earlier versions of the same checkpoint (same path, other files) and killed writers'
+    leftovers, so the cache holds one folder per checkpoint."""
     from ..assets.ct2_convert import write_whisper_ct2
-    from ..utils.io import default_cache_dir
+    from ..utils.io import atomic_directory, default_cache_dir, remove_stale_temporaries
 
     found = cached_folder(model_dir, cache_dir)
     if found is not None:
         return found
     folder = Path(cache_dir or default_cache_dir()) / "ct2" / folder_key(model_dir)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.with_name(f".{folder.name}.{os.getpid()}-{threading.get_ident()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    remove_stale_temporaries(folder.parent, folder.name, older_than=3600)
+    source = str(Path(model_dir).resolve())
+    with atomic_directory(folder) as tmp:
         write_whisper_ct2(asr, processor.tokenizer, tmp)
         fe, gen, tokenizer = processor.feature_extractor, asr.generation_config, processor.tokenizer
         np.save(tmp / "mel_filters.npy", np.asarray(fe.mel_filters, dtype=np.float32))
         tokenizer.backend_tokenizer.save(str(tmp / "tokenizer.json"))
         initial = getattr(gen, "max_initial_timestamp_index", None)
         settings = {
-            "version": FOLDER_VERSION, "init_tokens": _init_tokens(gen), "no_timestamps": int(gen.no_timestamps_token_id),
+            "version": FOLDER_VERSION, "model_dir": source, "init_tokens": _init_tokens(gen),
+            "no_timestamps": int(gen.no_timestamps_token_id),
             "first_special": min(int(gen.eos_token_id), int(gen.decoder_start_token_id)),
             "suppress": [int(t) for t in gen.suppress_tokens or [] if 0 <= int(t) < asr.config.vocab_size],
             "max_initial_timestamp": 10**6 if initial is None else int(initial),
@@ -117,13 +118,12 @@ def ensure_folder(asr, processor, model_dir: str | os.PathLike, cache_dir: str |
             "clean_up_tokenization_spaces": bool(getattr(tokenizer, "clean_up_tokenization_spaces", False)),
         }
         (tmp / SETTINGS).write_text(json.dumps(settings), encoding="utf-8")
+    for other in folder.parent.iterdir():  # earlier versions of this checkpoint
         try:
-            os.replace(tmp, folder)
-        except OSError:  # written meanwhile by another process: theirs is the same
-            if cached_folder(model_dir, cache_dir) is None:
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            if other != folder and json.loads((other / SETTINGS).read_text(encoding="utf-8")).get("model_dir") == source:
+                shutil.rmtree(other, ignore_errors=True)
+        except (OSError, ValueError):
+            continue
     return folder
 
 

@@ -181,7 +181,7 @@ def test_the_numpy_features_are_transformers_features(seconds):
 
 def test_the_folder_is_written_once_per_checkpoint_and_a_prefetch_is_waited_for_or_stopped(tmp_path):
     """ensure_folder: none before, one complete folder after (no temporary folder left), the same folder again, a
-    new key once a checkpoint file changes. Ct2Whisper runs it without transformers' objects: the same transcript
+    new key once a checkpoint file changes (and, written, it replaces the old one). Ct2Whisper runs it without transformers' objects: the same transcript
     as transformers; a prefetched clip is transcribed once (its result waited for), a prefetch of another clip is
     stopped at its next window and the clip asked for is transcribed; a transcription after it runs on
     ``later_threads``."""
@@ -212,6 +212,8 @@ def test_the_folder_is_written_once_per_checkpoint_and_a_prefetch_is_waited_for_
     assert fast.transcribe(clip) == transcribe(model, processor, clip) and fast.threads == 2
     os.utime(ckpt / "config.json", ns=(time.time_ns(), time.time_ns() + 10**9))
     assert cached_folder(ckpt, cache) is None
+    newer = ensure_folder(model, processor, ckpt, cache)  # the checkpoint written again: its old folder goes
+    assert newer != folder and sorted(p.name for p in (cache / "ct2").iterdir()) == [newer.name]
 
 
 def test_a_folder_transcribes_with_neither_torch_nor_transformers_imported(tmp_path):
