@@ -54,7 +54,7 @@ QFORMER_KWARGS: dict = {"audio_frontend": "qformer", "frontend_config": {"qforme
 POSTERIOR_CTC_KWARGS: dict = {"audio_frontend": "posterior", "keep_asr_decoder": True, "projector_type": "mlp",
                               "projector_hidden_size": 1024,
                               "frontend_config": {"posterior_head": "tied", "posterior_blank": True, "posterior_kernel": 4,
-                                                  "posterior_stride": 4, "posterior_temperature": 0.5}}
+                                                  "posterior_stride": 4, "posterior_temperature": 0.3}}
 # the study's LLM adapter that is active only for prompts with audio (configs/study/qformer_dense_lora*.yaml)
 STUDY_AUDIO_LORA: dict = {"r": 16, "alpha": 32, "targets": ["q_proj", "v_proj"]}
 VARIANTS = {
