@@ -208,16 +208,21 @@ class StreamPrinter:
         self.stream.flush()
 
 
+def available_cores() -> int:
+    """The processors this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def default_threads(cores: int | None = None, load: float | None = None) -> int:
     """The CPU threads torch gets unless ``--threads`` says: 1 where this process may run on 2 processors or fewer
     (``cores``); otherwise those idle now (their count less the 1-minute load average ``load``, rounded), at least 1.
     Measured on 2 cores: a second thread gained nothing when idle and made generation 2.4x slower with one core
     busy (docs/recordings.md, "Threads")."""
     if cores is None:
-        try:
-            cores = len(os.sched_getaffinity(0))
-        except (AttributeError, OSError):
-            cores = os.cpu_count() or 1
+        cores = available_cores()
     if cores <= 2:
         return 1
     if load is None:

@@ -306,54 +306,6 @@ def check_model_dir(model_dir) -> None:
         raise CliError(f"--model {str(path)!r} is not a complete checkpoint: {problem}")
 
 
-def _start_asr(args, mode, files, procs, log, prompt=None):
-    """``--mode cascade`` on the CPU in one process: where an earlier run wrote the checkpoint's CTranslate2 Whisper
-    (inference.ct2_asr.cached_folder), it starts transcribing the first file now, in a thread, before torch and
-    transformers are imported and the model is loaded (about 10 s on 2 cores, beside it); the cascade then takes
-    that transcript instead of making it. Returns the Ct2Whisper, or None: where anything is missing or odd, the
-    usual path runs (and reports what is wrong)."""
-    if mode != "cascade" or procs is not None or args.device not in (None, "cpu") or not files or files[0] is None:
-        return None
-    from ..utils.io import build_dir
-
-    if log is not None and log.is_done(files[0], mode, prompt, str(args.model or build_dir()), _max_new_tokens(args)):
-        return None
-    try:
-        from ..audio_io import load_audio
-        from ..inference.ct2_asr import Ct2Whisper, cached_folder
-
-        folder = cached_folder(args.model or build_dir())
-        if folder is None:
-            return None
-        # the threads asked for, less the core this thread needs meanwhile to import and load (measured on 2 cores,
-        # --threads 2: the ASR on 2 threads beside the import took 13.1 s, on 1 thread 8-9 s)
-        asr = Ct2Whisper(folder, threads=max(1, min(args.threads or default_threads(), _cores() - 1)))
-        asr.prefetch(load_audio(files[0], None, asr.settings["sampling_rate"]))
-        return asr
-    except Exception:  # noqa: BLE001 - an unreadable file, a missing package, ...: the usual path says what
-        return None
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-def _same_checkpoint(asr, model_dir):
-    """``asr`` (from :func:`_start_asr`) where its folder is still ``model_dir``'s (the checkpoint's files unchanged
-    since, e.g. not rebuilt on the way); else None, its work stopped."""
-    if asr is None:
-        return None
-    from ..inference.ct2_asr import cached_folder
-
-    if cached_folder(model_dir) == asr.folder:
-        return asr
-    asr.stop_prefetch()
-    return None
-
-
 def run(argv: list[str] | None = None) -> dict:
     """Parse ``argv`` and do the command. summarize / ask / transcribe answer each file in turn, printing each
     answer as it comes (unless --json), and return ``{"results": [...], "several": bool, "failed": n,
@@ -410,7 +362,9 @@ def run(argv: list[str] | None = None) -> dict:
     procs = start_processes(args, CliError)  # accelerate launch: this process's device, threads, part of OUT
     log = (procs.log() if procs is not None else JsonlLog(args.jsonl)) if args.jsonl else None
     several = several or procs is not None
-    early_asr = _start_asr(args, mode, files, procs, log, prompt=getattr(args, "prompt", None))
+    from .early_asr import same_checkpoint, start_asr
+
+    early_asr = start_asr(args, mode, files, procs, log, getattr(args, "prompt", None), _max_new_tokens(args))
     _quiet_transformers()
     from ..inference.speech_llm import SpeechLLM, resolve_device
 
@@ -425,7 +379,7 @@ def run(argv: list[str] | None = None) -> dict:
     model_dir = args.model or _build_default()
     check_model_dir(model_dir)
     llm = SpeechLLM(model_dir, device=args.device, dtype=args.dtype, check_speech=not args.no_speech_check,
-                    ct2_asr=_same_checkpoint(early_asr, model_dir))
+                    ct2_asr=same_checkpoint(early_asr, model_dir))
     load_s = time.perf_counter() - t0
     _step(f"model loaded ({load_s:.1f} s); running {args.command} ({mode or 'asr'} mode, {threads} "
           f"thread{'s' if threads > 1 else ''})...", args.quiet)
