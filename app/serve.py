@@ -303,6 +303,9 @@ def serve(args, model_dir) -> int:
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, stop)  # `kill PID` stops it as cleanly as Ctrl-C
+        # Ctrl-C too where the server was started with SIGINT ignored (a background job of a script: `cmd &` without
+        # job control), where Python leaves it ignored and `kill -INT` would do nothing
+        signal.signal(signal.SIGINT, stop)
     try:
         _step(f"serving on http://{args.host}:{args.port} (Ctrl-C stops)", False)
         while True:
