@@ -313,3 +313,26 @@ def test_page_in_a_browser_answers_an_uploaded_wav(served):
     server.send_signal(signal.SIGINT)  # Ctrl-C: the server closes and exits 0
     assert server.wait(timeout=30) == 0, log.read_text()[-3000:]
     assert "server stopped" in log.read_text()
+
+
+@pytest.mark.integration
+def test_ctrl_c_stops_a_server_started_with_sigint_ignored(tmp_path):
+    """A background job of a script (`audio-minichat serve &` without job control) starts with SIGINT ignored; the
+    server installs its own handler, so Ctrl-C / `kill -INT` still closes it cleanly (exit 0, "server stopped")."""
+    from audio_minichat.assets.default_build import build_default
+
+    build_default()
+    port, log = _free_port(), tmp_path / "server.log"
+    with open(log, "w") as out:
+        server = subprocess.Popen([sys.executable, "-m", "audio_minichat.app.cli", "serve", "--port", str(port),
+                                   "--threads", "1"], stdout=out, stderr=subprocess.STDOUT, env=_env(), cwd=tmp_path,
+                                  preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/", server, log, timeout=180)
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=30) == 0, log.read_text()[-3000:]
+        assert "server stopped" in log.read_text()
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(timeout=30)
