@@ -174,13 +174,12 @@ class Ct2Whisper:
     transformers are not imported. :meth:`from_model` makes one from a transformers Whisper."""
 
     def __init__(self, folder: str | os.PathLike, threads: int = 1):
-        import ctranslate2
         from tokenizers import Tokenizer
 
         folder = Path(folder)
         settings = json.loads((folder / SETTINGS).read_text(encoding="utf-8"))
         self.folder, self.settings = folder, settings
-        self.model = ctranslate2.models.Whisper(str(folder), device="cpu", compute_type="float32", intra_threads=threads)
+        self.model = self._load_model(threads)
         self.threads = self.later_threads = threads  # later_threads: what a transcription after the prefetch runs on
         self.mel_filters = np.load(folder / "mel_filters.npy", allow_pickle=False)
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
@@ -241,15 +240,20 @@ class Ct2Whisper:
                 self.last_waited = time.perf_counter() - start
                 return text
             stop.set()  # another clip (a segment of a long one): the prefetch stops at its next window
-        if self.later_threads != self.threads:  # the prefetch ran on fewer (the caller's own thread was busy then)
-            import ctranslate2
-
-            self.model = ctranslate2.models.Whisper(str(self.folder), device="cpu", compute_type="float32",
-                                                    intra_threads=self.later_threads)
-            self.threads = self.later_threads
+        self._on_later_threads()
         text = self._transcribe(audio, None)
         self.last_seconds = self.last_waited = time.perf_counter() - start
         return text
+
+    def _load_model(self, threads: int):
+        import ctranslate2
+
+        return ctranslate2.models.Whisper(str(self.folder), device="cpu", compute_type="float32", intra_threads=threads)
+
+    def _on_later_threads(self) -> None:
+        """After the prefetch, which ran on fewer threads (the caller's own was busy then): ``later_threads``."""
+        if self.later_threads != self.threads:
+            self.model, self.threads = self._load_model(self.later_threads), self.later_threads
 
     def stop_prefetch(self) -> None:
         """A prefetch no one will ask for stops at its next window."""
@@ -286,6 +290,7 @@ class Ct2Whisper:
     def segments(self, clip: np.ndarray, max_new_tokens: int) -> list[dict]:
         """transformers' ``generate(..., return_timestamps=True, return_segments=True, max_new_tokens=...)``
         segments of a clip: ``[{"start", "end", "tokens"}]`` (seconds in the clip, token ids)."""
+        self._on_later_threads()
         return self._sequential(self._features(clip), list(self.init_tokens), max_new_tokens)
 
     def _features(self, audio: np.ndarray) -> np.ndarray:
