@@ -24,6 +24,7 @@ from .configuration_audio_minichat import DEFAULT_AUDIO_TOKEN, read_audio_layout
 from .processor_kwargs import standard_call_kwargs
 from .audio_io import AUDIO_FILE_HINT, AudioInputError, AudioTruncatedWarning, load_audio  # noqa: F401 (re-exported)
 from .audio_spans import span_frames
+from .prompt_parts import audio_with_text, fill_placeholders, render_content
 
 # MiniChat-3B's format: "<s> [|User|] {prompt} </s>[|Assistant|] {response}</s>"; given to tokenizers with no template.
 MINICHAT_CHAT_TEMPLATE = (
@@ -180,40 +181,16 @@ class AudioMiniChatProcessor(ProcessorMixin):
 
     @staticmethod
     def audio_with_text(prompt: str | None, text_position: str = "before") -> list[dict]:
-        """User-turn parts for one clip with an optional text ``prompt`` before or after it."""
-        if text_position not in ("before", "after"):
-            raise ValueError(f"text_position must be 'before' or 'after', got {text_position!r}.")
-        parts = [{"type": "audio"}]
-        if prompt:
-            text = {"type": "text", "text": prompt}
-            parts = [text] + parts if text_position == "before" else parts + [text]
-        return parts
+        """User-turn parts for one clip with an optional text ``prompt`` before or after it (prompt_parts.py)."""
+        return audio_with_text(prompt, text_position)
 
     def _flatten_content(self, content, where: str = "message") -> str:
         return self.render_content(content, self.audio_token, where)
 
     @staticmethod
     def render_content(content, audio_token: str = DEFAULT_AUDIO_TOKEN, where: str = "message") -> str:
-        """The string the chat template sees for a message's content: text parts and one placeholder per audio
-        part, joined with newlines (the format the model was trained on; the data builder writes it too)."""
-        if isinstance(content, str):
-            return content
-        parts = []
-        for index, part in enumerate(content):
-            if not isinstance(part, dict):
-                raise ValueError(f"{where}, content part {index}: expected a dict with a 'type', got {type(part).__name__}.")
-            kind = part.get("type", "text")
-            if kind == "audio":
-                parts.append(audio_token)
-            elif kind == "text":
-                if "text" not in part:
-                    raise ValueError(f"{where}, content part {index}: a text part needs its 'text'.")
-                parts.append(part["text"])
-            else:
-                raise ValueError(
-                    f"{where}, content part {index}: unsupported content part type {kind!r}; expected 'text' or 'audio'."
-                )
-        return "\n".join(parts)
+        """The string the chat template sees for a message's content (prompt_parts.render_content)."""
+        return render_content(content, audio_token, where)
 
     # ---- ProcessorMixin.apply_chat_template hooks ----------------------------------------------------
     # ProcessorMixin.apply_chat_template normalizes the conversations, collects their audio (tokenize=True),
@@ -281,16 +258,8 @@ class AudioMiniChatProcessor(ProcessorMixin):
         return load_audio(source, part.get("sampling_rate", array_rate), self.layout.sampling_rate, name=where)
 
     def fill_placeholders(self, prompt: str, transcripts: Sequence[str]) -> str:
-        """Replace the audio placeholders of ``prompt``, in order, with ``transcripts``."""
-        pieces = prompt.split(self.audio_token)
-        if len(pieces) - 1 != len(transcripts):
-            raise ValueError(
-                f"The prompt has {len(pieces) - 1} {self.audio_token} placeholder(s) but {len(transcripts)} transcript(s) were given."
-            )
-        out = [pieces[0]]
-        for transcript, piece in zip(transcripts, pieces[1:]):
-            out.extend([transcript.strip(), piece])
-        return "".join(out)
+        """Replace the audio placeholders of ``prompt``, in order, with ``transcripts`` (prompt_parts.py)."""
+        return fill_placeholders(prompt, transcripts, self.audio_token)
 
     # ------------------------------------------------------------------------------------------------
     # audio

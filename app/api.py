@@ -28,7 +28,6 @@ import sys
 import tempfile
 import threading
 import time
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from .api_protocol import (

@@ -4,6 +4,7 @@ errors must not load them). Each is a copy of the value its owner defines; tests
 - ``MODES``, ``DEFAULT_MODE``, ``DEFAULT_SUMMARY_PROMPT``: ``inference/speech_llm.py``;
 - ``BUILD_VARIANTS``: the keys of ``VARIANTS`` in ``assets/default_build.py``;
 - ``BUILD_FRONTENDS``: the keys of ``FRONTENDS`` in ``assets/build_any.py`` (``audio-minichat build --frontend``);
+- ``LLM_BACKENDS``: ``inference/gguf_llm.py`` (``--llm-backend``, decided in app/llm_route.py);
 - ``MODEL_DTYPES``: "auto" (``utils/cpu_features.py`` decides) and the dtype names of ``utils/dtypes.py``.
 """
 
@@ -17,5 +18,12 @@ BUILD_FRONTENDS = ("asr_tokens", "pool", "stack", "qformer", "posterior")
 # float32.
 MODEL_DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEFAULT_MODEL_DTYPE = "auto"
+LLM_BACKENDS = ("auto", "llama.cpp", "transformers")
+LLM_ROUTE_HELP = ("who runs the LLM for the cascade and the text mode: llama.cpp (from the checkpoint's own GGUF file, "
+                  "with Whisper in CTranslate2 and no torch: less memory, faster; the answers can differ in wording from "
+                  "transformers', see docs/cpu-speed.md) or transformers (the reference, and every e2e answer); auto: "
+                  "llama.cpp where it can run (llama-cpp-python installed: pip install -e '.[fast]'; the checkpoint's "
+                  "LLM from a GGUF file; its Whisper folder written by a first cascade run), else transformers. --json "
+                  "names it as llm_backend")
 
-__all__ = ["MODES", "DEFAULT_MODE", "DEFAULT_SUMMARY_PROMPT", "BUILD_VARIANTS", "BUILD_FRONTENDS", "MODEL_DTYPES", "DEFAULT_MODEL_DTYPE"]
+__all__ = ["MODES", "DEFAULT_MODE", "DEFAULT_SUMMARY_PROMPT", "BUILD_VARIANTS", "BUILD_FRONTENDS", "MODEL_DTYPES", "DEFAULT_MODEL_DTYPE", "LLM_BACKENDS", "LLM_ROUTE_HELP"]

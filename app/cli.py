@@ -28,8 +28,8 @@ import time
 import warnings
 from pathlib import Path
 
-from .batch import JsonlLog, StreamPrinter, default_threads, display_path, expand_inputs, set_threads, trim_to_sentence
-from .choices import BUILD_VARIANTS, DEFAULT_MODE, DEFAULT_MODEL_DTYPE, DEFAULT_SUMMARY_PROMPT, MODEL_DTYPES, MODES
+from .batch import JsonlLog, StreamPrinter, default_threads, display_path, expand_inputs, trim_to_sentence
+from .choices import LLM_BACKENDS, LLM_ROUTE_HELP, BUILD_VARIANTS, DEFAULT_MODE, DEFAULT_MODEL_DTYPE, DEFAULT_SUMMARY_PROMPT, MODEL_DTYPES, MODES
 
 # torch and transformers are imported by the commands that use them, never at parsing: --help, --version and
 # argument errors print at once (tests/test_startup.py checks which modules they import).
@@ -190,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"e2e: the speech itself through the model; cascade: Whisper's transcript, then the LLM; "
                             f"text: --text or .txt files (default: {DEFAULT_MODE}, the best measured; text with --text)")
         p.add_argument("--text", default=None, help="content as text (implies --mode text)")
+        p.add_argument("--llm-backend", default="auto", choices=LLM_BACKENDS, help=LLM_ROUTE_HELP)
         p.add_argument("--raw", action="store_true",
                        help="print an answer that the token limit cut as it is (by default it ends at its last "
                             "complete sentence; --json / --jsonl say finish_reason 'length' either way)")
@@ -299,7 +300,7 @@ def check_model_dir(model_dir) -> None:
     config = path / "config.json"
     if not config.is_file() or json.loads(config.read_text(encoding="utf-8")).get("model_type") != "audio_minichat":
         raise CliError(f"--model {str(path)!r} is not an AudioMiniChat checkpoint (no config.json with model_type 'audio_minichat')")
-    from ..assets.default_build import checkpoint_problem
+    from ..assets.builds import checkpoint_problem
 
     problem = checkpoint_problem(path)  # before loading: a cut or missing file is one line, not a traceback
     if problem is not None:
@@ -362,27 +363,14 @@ def run(argv: list[str] | None = None) -> dict:
     procs = start_processes(args, CliError)  # accelerate launch: this process's device, threads, part of OUT
     log = (procs.log() if procs is not None else JsonlLog(args.jsonl)) if args.jsonl else None
     several = several or procs is not None
-    from .early_asr import same_checkpoint, start_asr
+    from .early_asr import start_asr
+    from .llm_route import load as load_route
 
     early_asr = start_asr(args, mode, files, procs, log, getattr(args, "prompt", None), _max_new_tokens(args))
-    _quiet_transformers()
-    from ..inference.speech_llm import SpeechLLM, resolve_device
-
-    resolve_device(args.device)  # before any model is built or loaded
-    import torch
-
-    from ..utils.dtypes import dtype_name
-
-    previous_threads = torch.get_num_threads()
-    threads = set_threads(args.threads or default_threads())  # before the model runs
-    t0 = _step("loading model...", args.quiet)
-    model_dir = args.model or _build_default()
-    check_model_dir(model_dir)
-    llm = SpeechLLM(model_dir, device=args.device, dtype=args.dtype, check_speech=not args.no_speech_check,
-                    ct2_asr=same_checkpoint(early_asr, model_dir))
-    load_s = time.perf_counter() - t0
-    _step(f"model loaded ({load_s:.1f} s); running {args.command} ({mode or 'asr'} mode, {threads} "
-          f"thread{'s' if threads > 1 else ''})...", args.quiet)
+    route = load_route(args, mode, procs, early_asr, _build_default, check_model_dir, _step, CliError)
+    llm, model_dir, load_s = route.llm, route.model_dir, route.load_s
+    _step(f"model loaded ({load_s:.1f} s); running {args.command} ({mode or 'asr'} mode, {route.threads} "
+          f"thread{'s' if route.threads > 1 else ''}{', llama.cpp' if route.backend != 'transformers' else ''})...", args.quiet)
     stream = args.command != "transcribe" and not args.json and not args.no_stream and sys.stdout.isatty() and not procs
     prompt = getattr(args, "prompt", None)
     all_files = files
@@ -433,8 +421,7 @@ def run(argv: list[str] | None = None) -> dict:
                 result["timings"]["load_s"] = load_s
                 result["model"] = os.path.abspath(model_dir)
                 result["max_new_tokens"] = _max_new_tokens(args)
-                result["threads"] = torch.get_num_threads()  # what generation ran with
-                result["dtype"], result["llm_quantization"] = dtype_name(llm.dtype), llm.llm_quantization  # --dtype's choice
+                result.update(route.fields())  # threads, dtype (--dtype's choice), llm_quantization, llm_backend
                 if not args.json:
                     _print_answer(result, args, printer, header, chapters_printed=bool(printer and printer.started and chapters))
             record = _record(path, mode or args.command, prompt, result, str(model_dir), _max_new_tokens(args))
@@ -442,7 +429,7 @@ def run(argv: list[str] | None = None) -> dict:
                 log.append(record)
             results.append(record if several else result)
     finally:
-        set_threads(previous_threads)  # a caller in this process (a test, a notebook) keeps its own
+        route.restore()  # a caller in this process (a test, a notebook) keeps its own threads
     if procs is not None:
         procs.finish(all_files, args.quiet)  # process 0 merges the parts into OUT
     return {"results": results, "several": several, "failed": failed, "answered": answered}

@@ -28,12 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-import torch
-
-from ..utils.dtypes import dtype_name
 from ..utils.io import atomic_directory, default_cache_dir, remove_stale_temporaries  # noqa: F401 - (default_cache_dir: read from here too)
 
 if TYPE_CHECKING:
+    import torch
     from transformers import FeatureExtractionMixin, LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 __all__ = [
@@ -150,8 +148,8 @@ WHISPER_ASSETS: dict[str, WhisperAsset] = {
 OFFLINE_LLMS: tuple[str, ...] = ("smollm2-135m-instruct",)
 OFFLINE_ENCODERS: dict[str, str] = {"whisper-tiny.en": "tiny.en", "whisper-base": "base"}
 
-LLM_DTYPE = torch.bfloat16  # the frozen LLM's working dtype; its cache is stored in it
-WHISPER_DTYPE = torch.float32  # exact for the float16 sources; loads as float32 with dtype="auto"
+LLM_DTYPE = "bfloat16"  # (a name: this module imports no torch) the frozen LLM's working dtype; its cache is stored in it
+WHISPER_DTYPE = "float32"  # exact for the float16 sources; loads as float32 with dtype="auto"
 
 # path -> (size, mtime_ns) of files whose sha256 was verified in this process
 _VERIFIED: dict[str, tuple[int, int]] = {}
@@ -290,7 +288,7 @@ def _resolve_cache_dir(cache_dir: str | os.PathLike[str] | None) -> Path:
 # --------------------------------------------------------------------------------------
 # LLM
 # --------------------------------------------------------------------------------------
-def load_gguf_llm(dtype: torch.dtype = LLM_DTYPE) -> tuple["LlamaForCausalLM", "PreTrainedTokenizerBase"]:
+def load_gguf_llm(dtype: "torch.dtype | str" = LLM_DTYPE) -> tuple["LlamaForCausalLM", "PreTrainedTokenizerBase"]:
     """Load SmolLM2-135M-Instruct from the pinned GGUF file (dequantised, dense weights).
 
     Returns:
@@ -300,12 +298,14 @@ def load_gguf_llm(dtype: torch.dtype = LLM_DTYPE) -> tuple["LlamaForCausalLM", "
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig, LlamaForCausalLM
 
+    from ..utils.dtypes import parse_dtype
+
     gguf = asset_path("smollm2-135m-instruct/gguf")
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(
         gguf.parent,
         gguf_file=gguf.name,
-        dtype=dtype,
+        dtype=parse_dtype(dtype),
         # Always unpack to plain nn.Linear weights (never GGUF-packed modules), so it can be saved.
         quantization_config=GgufConfig(dequantize=True),
         local_files_only=True,
@@ -328,16 +328,19 @@ def load_gguf_llm(dtype: torch.dtype = LLM_DTYPE) -> tuple["LlamaForCausalLM", "
     return model, tokenizer
 
 
-def build_cached_llm(cache_dir: str | os.PathLike[str] | None = None, dtype: torch.dtype = LLM_DTYPE) -> Path:
+def build_cached_llm(cache_dir: str | os.PathLike[str] | None = None, dtype: "torch.dtype | str" = LLM_DTYPE) -> Path:
     """Convert the GGUF LLM once into ``<cache_dir>/smollm2-135m-instruct/`` and return that directory.
 
     The directory holds ``save_pretrained`` output (safetensors, config, generation config,
     tokenizer with chat template) and loads with ``AutoModelForCausalLM.from_pretrained``.
     A ``dtype`` other than bfloat16 goes to ``smollm2-135m-instruct-<dtype>/``.
     """
+    from ..utils.dtypes import dtype_name, parse_dtype
+
     name = "smollm2-135m-instruct"
     pinned = ASSET_FILES[f"{name}/gguf"]
-    final = _resolve_cache_dir(cache_dir) / (name if dtype == LLM_DTYPE else f"{name}-{dtype_name(dtype)}")
+    dtype = parse_dtype(dtype)
+    final = _resolve_cache_dir(cache_dir) / (name if dtype_name(dtype) == LLM_DTYPE else f"{name}-{dtype_name(dtype)}")
     marker = {"asset": name, "format": CACHE_FORMAT_VERSION, "dtype": dtype_name(dtype),
               "sources": {pinned.path: pinned.sha256}}
 
@@ -411,14 +414,15 @@ def build_cached_whisper(cache_dir: str | os.PathLike[str] | None = None, which:
     The directory holds the ``WhisperForConditionalGeneration`` (float32 safetensors; exact,
     the sources are float16), its generation config and the ``WhisperProcessor``.
     """
+    from ..utils.dtypes import parse_dtype
     from .ct2_whisper import convert_ct2_whisper
 
     asset = _whisper_asset(which)
     final = _resolve_cache_dir(cache_dir) / asset.name
-    marker = _whisper_marker(asset, "transformers", dtype=dtype_name(WHISPER_DTYPE))
+    marker = _whisper_marker(asset, "transformers", dtype=WHISPER_DTYPE)
 
     def build(tmp: Path) -> None:
-        model, processor = convert_ct2_whisper(ct2_whisper_dir(which, cache_dir), dtype=WHISPER_DTYPE)
+        model, processor = convert_ct2_whisper(ct2_whisper_dir(which, cache_dir), dtype=parse_dtype(WHISPER_DTYPE))
         model.save_pretrained(tmp, safe_serialization=True)
         processor.save_pretrained(tmp)
 
@@ -444,15 +448,17 @@ def resolve_pretrained(spec: str | os.PathLike[str], cache_dir: str | os.PathLik
 def resolve_llm(
     spec: str | os.PathLike[str],
     *,
-    dtype: torch.dtype = LLM_DTYPE,
+    dtype: "torch.dtype | str" = LLM_DTYPE,
     cache_dir: str | os.PathLike[str] | None = None,
     **from_pretrained_kwargs: Any,
 ) -> tuple["PreTrainedModel", "PreTrainedTokenizerBase"]:
     """``(causal LM, tokenizer)`` from an offline name (``"smollm2-135m-instruct"``), a hub id or a local dir."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from ..utils.dtypes import parse_dtype
+
     path = resolve_pretrained(spec, cache_dir)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **from_pretrained_kwargs)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=parse_dtype(dtype), **from_pretrained_kwargs)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -462,7 +468,7 @@ def resolve_llm(
 def resolve_encoder(
     spec: str | os.PathLike[str],
     *,
-    dtype: torch.dtype = torch.float32,
+    dtype: "torch.dtype | str" = "float32",
     cache_dir: str | os.PathLike[str] | None = None,
     **from_pretrained_kwargs: Any,
 ) -> tuple["PreTrainedModel", "FeatureExtractionMixin"]:
@@ -474,8 +480,10 @@ def resolve_encoder(
     """
     from transformers import AutoFeatureExtractor, AutoModel
 
+    from ..utils.dtypes import parse_dtype
+
     path = resolve_pretrained(spec, cache_dir)
-    model = AutoModel.from_pretrained(path, dtype=dtype, **from_pretrained_kwargs)
+    model = AutoModel.from_pretrained(path, dtype=parse_dtype(dtype), **from_pretrained_kwargs)
     encoder = model.get_encoder() if getattr(model.config, "is_encoder_decoder", False) else model
     feature_extractor = AutoFeatureExtractor.from_pretrained(path)
     return encoder.eval(), feature_extractor

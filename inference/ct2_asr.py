@@ -30,7 +30,7 @@ import os
 import shutil
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, wait
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +42,7 @@ _FEATURE_SECONDS = 0.01  # seconds per mel frame (hop 160 at 16 kHz)
 
 
 SETTINGS = "asr_settings.json"  # written last: a folder with it is complete
-FOLDER_VERSION = 1  # the folder's layout; a new one makes new folders
+FOLDER_VERSION = 2  # the folder's layout; a new one makes new folders (2: no_speech_threshold)
 
 
 # ---- the features, in numpy ----------------------------------------------------------------------------------------
@@ -116,6 +116,8 @@ def ensure_folder(asr, processor, model_dir: str | os.PathLike, cache_dir: str |
             "hop_length": int(fe.hop_length), "sampling_rate": int(fe.sampling_rate),
             "input_stride": int(asr.model.encoder.conv1.stride[0] * asr.model.encoder.conv2.stride[0]),
             "clean_up_tokenization_spaces": bool(getattr(tokenizer, "clean_up_tokenization_spaces", False)),
+            # the speech check's vote (inference.answers.check_speech), as SpeechLLM._whisper_detector reads it
+            "no_speech_threshold": getattr(gen, "no_speech_threshold", None),
         }
         (tmp / SETTINGS).write_text(json.dumps(settings), encoding="utf-8")
     for other in folder.parent.iterdir():  # earlier versions of this checkpoint
@@ -195,6 +197,7 @@ class Ct2Whisper:
         self.n_samples = int(settings["n_samples"])
         self.input_stride = int(settings["input_stride"])
         self._prefetched: tuple[str, Future, threading.Event] | None = None
+        self._partial: list[int] = []  # the running prefetch's text tokens so far (:meth:`follow`)
         self.last_seconds: float | None = None  # the last transcription's own time (a prefetched one's too)
         self.last_waited: float | None = None  # how long its caller waited for it (less than that when prefetched)
 
@@ -261,12 +264,38 @@ class Ct2Whisper:
             self._prefetched[2].set()
             self._prefetched = None
 
-    def _transcribe(self, audio: np.ndarray, stop: threading.Event | None) -> str:
+    def _transcribe(self, audio: np.ndarray, stop: threading.Event | None, progress=None) -> str:
         # up to one window: padded to 30 s, <|notimestamps|> (timestamps the model writes anyway still cut segments,
         # as in transformers); longer: timestamps
         prompt = self.init_tokens + ([self.no_timestamps] if audio.size <= self.n_samples else [])
-        ids = [t for segment in self._sequential(self._features(audio), prompt, None, stop) for t in segment["tokens"]]
-        return self.decode_text([t for t in ids if t < self.first_special]).strip()
+        segments = self._sequential(self._features(audio), prompt, None, stop, progress)
+        return self.decode_text(self._text_tokens(segments)).strip()
+
+    def _text_tokens(self, segments: list[dict]) -> list[int]:
+        return [t for segment in segments for t in segment["tokens"] if t < self.first_special]
+
+    def start(self, audio: np.ndarray) -> None:
+        """Transcribe ``audio`` in a thread (:meth:`prefetch`, on ``later_threads``) unless a prefetch of it runs."""
+        audio = np.asarray(audio, dtype=np.float32)
+        if self._prefetched is not None and self._prefetched[0] == _clip_key(audio):
+            return
+        self.stop_prefetch()
+        self._on_later_threads()
+        self.prefetch(audio)
+
+    def follow(self, audio: np.ndarray, poll: float = 0.05):
+        """While a prefetch of ``audio`` runs (:meth:`prefetch`): its transcript so far (stripped), each time another
+        window adds to it. Yields nothing where none runs; :meth:`transcribe` then gives the whole transcript."""
+        if self._prefetched is None or self._prefetched[0] != _clip_key(np.asarray(audio, dtype=np.float32)):
+            return
+        future, seen = self._prefetched[1], 0
+        while not future.done():
+            partial = self._partial
+            if len(partial) > seen:
+                seen = len(partial)
+                yield self.decode_text(partial).strip()
+            else:
+                wait([future], timeout=poll)
 
     def prefetch(self, audio: np.ndarray) -> None:
         """Start transcribing ``audio`` in a thread now (CTranslate2 runs outside Python's lock, so the caller goes on
@@ -278,13 +307,29 @@ class Ct2Whisper:
         def work():
             try:
                 start = time.perf_counter()
-                text = self._transcribe(audio, stop)
+                text = self._transcribe(audio, stop, progress)
                 future.set_result((text, time.perf_counter() - start))
             except BaseException as exc:  # handed to whoever waits for it
                 future.set_exception(exc)
 
+        self._partial = []
+
+        def progress(segments):
+            self._partial = self._text_tokens(segments)
+
         self._prefetched = (_clip_key(audio), future, stop)
         threading.Thread(target=work, name="audio-minichat-asr-prefetch", daemon=True).start()
+
+    # ---- the speech check (inference.answers.check_speech) ---------------------------------------------
+    def no_speech_prob(self, window: np.ndarray) -> float:
+        """Whisper's probability of its no-speech token after <|startoftranscript|> on one window of at most 30 s
+        (SpeechLLM._no_speech_prob's number, from CTranslate2)."""
+        import ctranslate2
+
+        features = self._features(np.asarray(window, dtype=np.float32)[: self.n_samples])
+        result = self.model.generate(ctranslate2.StorageView.from_array(np.ascontiguousarray(features[None])),
+                                     [self.init_tokens[:1]], beam_size=1, max_length=2, return_no_speech_prob=True)
+        return float(result[0].no_speech_prob)
 
     # ---- timed segments (inference.subtitles) ----------------------------------------------------------
     def segments(self, clip: np.ndarray, max_new_tokens: int) -> list[dict]:
@@ -300,7 +345,7 @@ class Ct2Whisper:
 
     # ---- transformers' sequential decoding ---------------------------------------------------------------
     def _sequential(self, features: np.ndarray, prompt: list[int], max_new_tokens: int | None,
-                    stop: threading.Event | None = None) -> list[dict]:
+                    stop: threading.Event | None = None, progress=None) -> list[dict]:
         """Every segment, in order: windows of up to 30 s (zero-padded features) from ``seek``, each moving ``seek``
         to its last complete segment's end (or past the window). Each window's cap: ``max_new_tokens``, or where
         None, the generation config's ``max_length``, which transformers raises by the prompt's length at every
@@ -320,6 +365,8 @@ class Ct2Whisper:
                 cap = min(max_new_tokens, self.max_target_positions - len(prompt))
             found, advance = self._split(self._decode(window, prompt, cap), seek, frames)
             segments += found
+            if progress is not None:  # (the segments so far, after each window)
+                progress(segments)
             seek += advance if advance > 0 else frames  # (0: a pair at <|0.00|>, on which transformers never ends)
         return segments
 

@@ -34,7 +34,13 @@ import numpy as np
 
 from ..audio_io import MIN_SAMPLE_RATE
 from ..audio_io import load_audio
-from .speech_llm import DEFAULT_SUMMARY_PROMPT, FRAME_SECONDS, HOP_SECONDS, MODES, Answer, SpeechLLM, frame_dbfs
+from typing import TYPE_CHECKING
+
+from ..audio_io import FRAME_SECONDS, HOP_SECONDS, frame_dbfs
+from .answers import DEFAULT_SUMMARY_PROMPT, MODES, Answer
+
+if TYPE_CHECKING:  # (torch-free: the llama.cpp route, inference.gguf_cascade, reads this module too)
+    from .speech_llm import SpeechLLM
 
 # Each segment is summarized with SEGMENT_PROMPT; the chapter summaries are then answered with COMBINE_PROMPT, the
 # user's prompt itself: on examples/news_2min.wav in 45 s segments (docs/recordings.md) a preamble before it ("The

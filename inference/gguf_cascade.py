@@ -1,0 +1,128 @@
+"""The cascade and the text mode without torch (issue 26): Whisper in CTranslate2 (inference.ct2_asr, the same
+transcripts as the transformers Whisper) and the LLM in llama.cpp from the checkpoint's GGUF file
+(inference.gguf_llm). :class:`GgufSpeechLLM` answers as ``SpeechLLM`` does for these modes (same prompt, same
+speech check, same :class:`~.answers.Answer`), in a fraction of its memory and start-up time.
+
+While Whisper transcribes a clip (in a thread, window by window), the LLM evaluates the prompt so far: its
+beginning and the transcript's first windows. When the transcript is complete, only what is new is evaluated
+(GgufLLM keeps the longest prefix it shares with the whole prompt), so the answer does not depend on it.
+
+It is what ``--llm-backend auto`` runs for ``--mode cascade`` / ``text`` on the CPU where :func:`unavailable` finds
+nothing missing; ``SpeechLLM`` (transformers) is the reference and runs e2e.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from ..audio_io import load_audio
+from .answers import NO_SPEECH_THRESHOLD, Answer, _checked, _no_speech, check_speech, speech_gate
+from .gguf_llm import BACKEND, GgufLLM, TextPrompts
+from .gguf_llm import unavailable as llm_unavailable
+
+MODES = ("cascade", "text", "transcribe")
+_SENTINEL = "\u0000"  # where the transcript goes in the rendered prompt (the prefill's prompt so far)
+
+
+def unavailable(model_dir: str | os.PathLike, mode: str | None, device: str | None = "cpu") -> str | None:
+    """Why :class:`GgufSpeechLLM` cannot run ``mode`` for this checkpoint here (one line), or None."""
+    if mode not in MODES:
+        return f"it runs the cascade and the text mode only, not {mode}"
+    if device not in (None, "cpu"):
+        return f"it runs on the CPU only, not {device}"
+    import importlib.util
+
+    if importlib.util.find_spec("ctranslate2") is None:
+        return "ctranslate2 is not installed"
+    from .ct2_asr import cached_folder
+
+    if mode != "text" and cached_folder(model_dir) is None:
+        return "the checkpoint's CTranslate2 Whisper folder is not written yet (the first cascade writes it)"
+    return llm_unavailable(model_dir)
+
+
+class GgufSpeechLLM:
+    """``cascade`` / ``text`` / ``transcribe`` of a checkpoint with neither torch nor transformers' models (see the
+    module's text). ``ct2_asr``: a ``Ct2Whisper`` of this checkpoint started before (the CLI's prefetch)."""
+
+    llm_backend = BACKEND
+    asr_backend_used = "ctranslate2"
+    dtype = None  # (the LLM's weights are the GGUF file's: llm_quantization)
+
+    def __init__(self, model_dir: str | os.PathLike, threads: int = 1, check_speech: bool = True, ct2_asr=None):
+        from .ct2_asr import Ct2Whisper, cached_folder
+
+        self.model_dir = Path(model_dir)
+        self.llm = GgufLLM(self.model_dir, threads)
+        self.llm_quantization = f"gguf:{self.llm.gguf.name}"
+        self.speech_check = check_speech
+        folder = cached_folder(self.model_dir)
+        self.asr = ct2_asr if ct2_asr is not None else Ct2Whisper(folder, threads) if folder is not None else None
+        if self.asr is not None:
+            self.asr.later_threads = threads
+        self.threads = threads
+        self.processor = TextPrompts(self.llm, self._rate)  # what inference.longform reads
+
+    # ---- the speech check ----------------------------------------------------------------------------
+    def check_speech(self, clip):
+        threshold = self.asr.settings.get("no_speech_threshold") or NO_SPEECH_THRESHOLD
+        return check_speech(clip, self._rate, (self.asr.no_speech_prob, threshold, self.asr.n_samples))
+
+    @property
+    def _rate(self) -> int:
+        return int(self.asr.settings["sampling_rate"]) if self.asr is not None else 16000
+
+    def _load(self, audio, sampling_rate, mode):
+        if self.asr is None:
+            raise ValueError(f"{mode}: the checkpoint's CTranslate2 Whisper folder is not written yet")
+        clip = load_audio(audio, sampling_rate, self._rate)
+        return clip, *speech_gate(self.speech_check, self.check_speech, mode, audio, clip)
+
+    # ---- modes -----------------------------------------------------------------------------------------
+    def text(self, content: str, prompt: str | None = None, text_position: str = "before", max_new_tokens: int = 128,
+             on_text=None) -> Answer:
+        if not content or not content.strip():
+            raise ValueError("text mode needs non-empty content text.")
+        text, elapsed, finished, timings = self.llm.generate(self.llm.prompt(content, prompt, text_position),
+                                                             max_new_tokens, on_text)
+        return Answer("text", text, transcript=content, timings={"generate_s": elapsed, **timings}, finish_reason=finished)
+
+    def cascade(self, audio, prompt: str | None = None, text_position: str = "before", max_new_tokens: int = 128,
+                sampling_rate: int | None = None, on_text=None) -> Answer:
+        clip, check, silent = self._load(audio, sampling_rate, "cascade")
+        if silent is not None:
+            return silent
+        start = time.perf_counter()
+        self.asr.start(clip)  # transcribed in a thread (unless it is already), so that the LLM reads each window as it comes
+        head = self.llm.prompt(_SENTINEL, prompt, text_position).split(_SENTINEL)[0]
+        for partial in self.asr.follow(clip):
+            self.llm.prefill(head + partial)
+        transcript = self.asr.transcribe(clip)
+        asr_s = self.asr.last_seconds
+        waited = time.perf_counter() - start
+        if not transcript.strip():
+            return _checked(_no_speech("cascade", audio, clip, "Whisper transcribed no words", {"asr_s": asr_s}), check)
+        answer = self.text(transcript, prompt, text_position, max_new_tokens, on_text)
+        answer.mode, answer.audio_seconds, answer.asr_backend = "cascade", len(clip) / self._rate, self.asr_backend_used
+        answer.timings = {"asr_s": asr_s, "asr_wait_s": waited, **answer.timings}
+        return _checked(answer, check)
+
+    def transcribe(self, audio, sampling_rate: int | None = None) -> Answer:
+        clip, check, silent = self._load(audio, sampling_rate, "transcribe")
+        if silent is not None:
+            return silent
+        transcript = self.asr.transcribe(clip)
+        return _checked(Answer("transcribe", transcript, transcript=transcript, audio_seconds=len(clip) / self._rate,
+                               timings={"asr_s": self.asr.last_seconds}, asr_backend=self.asr_backend_used), check)
+
+    def run(self, mode: str, audio=None, content: str | None = None, **kwargs) -> Answer:
+        if mode == "text":
+            return self.text(content, **{k: v for k, v in kwargs.items() if k != "sampling_rate"})
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
+        return getattr(self, mode)(audio, **kwargs)
+
+
+__all__ = ["GgufSpeechLLM", "unavailable", "MODES"]

@@ -1,0 +1,132 @@
+"""The cascade and the text mode without torch (issue 26): the LLM in llama.cpp from the checkpoint's own GGUF file
+(inference/gguf_llm.py), Whisper in CTranslate2 (inference/gguf_cascade.py), chosen by ``--llm-backend``
+(app/llm_route.py). Checked on the real offline default: the same prompt and tokens as the processor, the same
+decoding rule as the model's ``answer_no_repeat_ngram_size``, the same transcript and speech check as ``SpeechLLM``,
+an answer that does not depend on the prefill, and a command line that never imports torch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("llama_cpp", reason="the llama.cpp route needs llama-cpp-python (extra fast; scripts/install.sh --test)")
+
+from audio_minichat.inference.gguf_llm import GgufLLM, banned_tokens, gguf_file, unavailable  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+NEWS = ROOT / "examples" / "news_2min.wav"
+PROMPT = "Summarize the following speech in a few sentences:"
+
+
+@pytest.fixture(scope="module")
+def default_dir():
+    from audio_minichat.assets.default_build import build_default
+
+    return build_default()
+
+
+@pytest.fixture(scope="module")
+def reference(default_dir):
+    from audio_minichat.inference.speech_llm import SpeechLLM
+
+    return SpeechLLM(default_dir)
+
+
+@pytest.fixture(scope="module")
+def light(default_dir, reference):
+    from audio_minichat.inference.gguf_cascade import GgufSpeechLLM
+
+    reference.transcribe(str(NEWS))  # writes the checkpoint's CTranslate2 Whisper folder (the first cascade does)
+    return GgufSpeechLLM(default_dir, threads=1)
+
+
+def test_the_default_names_its_gguf_file_and_others_say_why_not(default_dir, tmp_path):
+    assert gguf_file(default_dir).name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert unavailable(default_dir) is None
+    config = json.loads((Path(default_dir) / "config.json").read_text())
+    config["provenance"]["llm"] = "HuggingFaceTB/SmolLM2-135M-Instruct"  # a hub LLM: no GGUF file
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert unavailable(tmp_path) == "the checkpoint's LLM was not built from a GGUF file found on this machine"
+
+
+@pytest.mark.parametrize("prompt,position", [(PROMPT, "before"), ("What is said about the fish?", "after"), (None, "before")])
+def test_prompt_and_tokens_are_the_processors(reference, light, prompt, position):
+    content = (ROOT / "examples" / "news_2min.txt").read_text(encoding="utf-8")
+    processor = reference.processor
+    built = processor.build_prompt(processor.audio_with_text(prompt, position), transcripts=[content])
+    assert light.llm.prompt(content, prompt, position) == built
+    assert light.llm.encode(built) == processor(text=built)["input_ids"][0].tolist()
+    # what inference.longform reads of a processor, the same
+    assert light.processor.build_prompt(processor.audio_with_text(prompt, position)) == processor.build_prompt(
+        processor.audio_with_text(prompt, position))
+    assert light.processor.max_context_length == processor.max_context_length
+
+
+def test_banned_tokens_follow_the_models_answer_no_repeat_rule():
+    from audio_minichat.modeling_audio_minichat import AnswerNoRepeatNGram
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        size = int(rng.integers(1, 5))
+        prompt, answer = rng.integers(0, 6, 7).tolist(), rng.integers(0, 6, int(rng.integers(0, 12))).tolist()
+        scores = torch.zeros(1, 6)
+        out = AnswerNoRepeatNGram(size, len(prompt))(torch.tensor([prompt + answer]), scores)
+        expected = sorted(int(t) for t in torch.nonzero(torch.isinf(out[0])).flatten())
+        assert banned_tokens(answer, size) == expected, (size, answer)
+
+
+def test_cascade_transcript_and_answer(reference, light):
+    answer = light.cascade(str(NEWS), PROMPT, max_new_tokens=48)
+    assert answer.transcript == reference.transcribe(str(NEWS)).text  # CTranslate2's, the same as transformers'
+    assert answer.mode == "cascade" and answer.asr_backend == "ctranslate2" and answer.finish_reason == "length"
+    assert answer.timings["prefilled_tokens"] > 0  # the prompt's beginning was read while Whisper ran
+    # the prefill changes nothing: the same answer from the transcript alone
+    assert light.text(answer.transcript, PROMPT, max_new_tokens=48).text == answer.text
+    assert "ferr" in answer.text.lower() or "tid" in answer.text.lower(), answer.text
+
+
+def test_speech_check_matches_speech_llm_on_steady_noise(reference, light):
+    rng = np.random.default_rng(1)
+    noise = (0.05 * rng.standard_normal(16000 * 4)).astype(np.float32)  # steady: Whisper's vote counts
+    ours, theirs = light.check_speech(noise), reference.check_speech(noise)
+    assert ours.speech == theirs.speech and ours.reason is not None
+    assert ours.no_speech_prob == pytest.approx(theirs.no_speech_prob, abs=2e-3)
+
+
+def test_command_line_runs_without_torch(light, default_dir):
+    code = ("import sys, json; from audio_minichat.app.cli import run; "
+            f"r = run(['summarize', {str(NEWS)!r}, '--model', {str(default_dir)!r}, '--llm-backend', 'llama.cpp', "
+            "'--max-new-tokens', '16', '--quiet']); res = r['results'][0]; "
+            "print(json.dumps({'torch': 'torch' in sys.modules, 'backend': res['llm_backend'], 'dtype': res['dtype'], "
+            "'answer': res['answer']}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result == {"torch": False, "backend": "llama.cpp", "dtype": None, "answer": result["answer"]}
+    assert result["answer"]
+
+
+def test_llama_cpp_asked_for_where_it_cannot_run_is_one_line(default_dir, capsys):
+    from audio_minichat.app.cli import main
+
+    code = main(["summarize", str(NEWS), "--model", str(default_dir), "--mode", "e2e", "--llm-backend", "llama.cpp"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "--llm-backend llama.cpp: it runs the cascade and the text mode only, not e2e" in err
+
+
+def test_prefill_keeps_only_the_shared_prefix(light):
+    llm: GgufLLM = light.llm
+    news = (ROOT / "examples" / "news_2min.txt").read_text(encoding="utf-8")
+    prompt = llm.prompt(news[:1200], PROMPT)
+    plain = llm.generate(prompt, 12)[0]
+    llm.prefill(llm.prompt(news[:600] + " Something else entirely, about a cat on a roof." + news[600:1200], PROMPT))
+    again, _, _, timings = llm.generate(prompt, 12)  # the wrong guess's blocks are evaluated again
+    assert again == plain and 0 < timings["prefilled_tokens"] < timings["prompt_tokens"] - 64
+    assert timings["prefilled_tokens"] % 64 == 0
