@@ -70,6 +70,11 @@ EXTRAS_REQUIRE = {
     "serve": ["gradio>=6,<7"],
     # M4A/AAC (and whatever libsndfile cannot read) through FFmpeg's libraries, which PyAV's wheels bundle (audio_io.py).
     "audio": ["av>=14,<19"],
+    # the cascade and the text mode with the LLM in llama.cpp, from the checkpoint's own GGUF file, and no torch
+    # (inference/gguf_llm.py, --llm-backend; docs/cpu-speed.md). llama-cpp-python compiles llama.cpp for minutes:
+    # scripts/install.sh --fast builds it for a portable AVX2 set (its native build stops with an illegal
+    # instruction on some CPUs here).
+    "fast": ["llama-cpp-python>=0.3.36,<0.4"],
 }
 EXTRAS_REQUIRE["all"] = sorted({r for reqs in EXTRAS_REQUIRE.values() for r in reqs})
 # The test suite: every extra, pytest, selenium (tests/test_serve.py drives the page in Debian's chromium:
@@ -77,9 +82,8 @@ EXTRAS_REQUIRE["all"] = sorted({r for reqs in EXTRAS_REQUIRE.values() for r in r
 # checked against, is in install_requires.)
 EXTRAS_REQUIRE["test"] = EXTRAS_REQUIRE["all"] + ["pytest>=8,<10", "selenium>=4.20,<5", "openai>=1.40,<4"]
 # scripts/bench_cpu.py's anchor, the pipeline a CPU user would build by hand on the same weights (faster-whisper +
-# llama.cpp: scripts/handbuilt_pipeline.py; docs/cpu-speed.md). Neither in "all" nor in "test": llama-cpp-python
-# compiles C++ for minutes (and needs CMAKE_ARGS on some CPUs), so constraints.txt does not pin it either.
-EXTRAS_REQUIRE["bench"] = ["faster-whisper>=1.1,<2", "llama-cpp-python>=0.3,<0.4"]
+# llama.cpp: scripts/handbuilt_pipeline.py; docs/cpu-speed.md). Not in "all" / "test".
+EXTRAS_REQUIRE["bench"] = ["faster-whisper>=1.1,<2", *EXTRAS_REQUIRE["fast"]]
 
 setup(
     name="audio-minichat",

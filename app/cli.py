@@ -29,6 +29,7 @@ import warnings
 from pathlib import Path
 
 from .batch import JsonlLog, StreamPrinter, default_threads, display_path, expand_inputs, trim_to_sentence
+from .llm_route import quiet_transformers as _quiet_transformers
 from .choices import LLM_BACKENDS, LLM_ROUTE_HELP, BUILD_VARIANTS, DEFAULT_MODE, DEFAULT_MODEL_DTYPE, DEFAULT_SUMMARY_PROMPT, MODEL_DTYPES, MODES
 
 # torch and transformers are imported by the commands that use them, never at parsing: --help, --version and
@@ -513,15 +514,6 @@ def _record(path: str | None, mode: str, prompt: str | None, result: dict, model
     rest.setdefault("max_new_tokens", max_new_tokens)
     return {"file": None if path is None else display_path(os.path.abspath(path)), "mode": mode, "prompt": prompt,
             "answer": result.get("text"), "finish_reason": result.get("finish_reason"), **rest, "error": result.get("error")}
-
-
-def _quiet_transformers() -> None:
-    """transformers' own logging down to errors, no per-tensor progress bars (our step messages report progress);
-    called by the commands that load models, after the arguments are parsed."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
 
 
 def _asset_errors() -> tuple:

@@ -11,7 +11,9 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from ..inference.gguf_llm import BACKEND, LLM_BACKENDS, REFERENCE
+from .choices import LLM_BACKENDS
+
+_, BACKEND, REFERENCE = LLM_BACKENDS  # (inference/gguf_llm.py's; imported when a route loads)
 
 @dataclass
 class Route:
@@ -33,6 +35,15 @@ class Route:
                 "llm_backend": REFERENCE}
 
 
+def quiet_transformers() -> None:
+    """transformers' own logging down to errors, no per-tensor progress bars (the command line's step messages report
+    progress); called by the commands that load models, after the arguments are parsed."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
 def light_model_dir(args) -> str | None:
     """``--model``, or the offline default where it is built and current; None where building is needed (torch)."""
     if args.model:
@@ -47,8 +58,6 @@ def why_not_light(args, mode: str | None, procs) -> str | None:
     """Why the llama.cpp route cannot answer this command line (one line), or None."""
     if args.command not in ("summarize", "ask"):
         return f"{args.command} runs on transformers"
-    if procs is not None:
-        return "several processes (accelerate launch) run on transformers"
     if args.dtype not in (None, "auto"):
         return f"--dtype {args.dtype} sets transformers' weights"
     model_dir = light_model_dir(args)
@@ -80,9 +89,8 @@ def load(args, mode: str | None, procs, early_asr, build_default: Callable[[], s
         llm = GgufSpeechLLM(model_dir, threads=threads, check_speech=not args.no_speech_check, ct2_asr=asr)
         return Route(llm, model_dir, time.perf_counter() - t0, threads, BACKEND, lambda: None)
     from .batch import set_threads
-    from .cli import _quiet_transformers
 
-    _quiet_transformers()
+    quiet_transformers()
     from ..inference.speech_llm import SpeechLLM, resolve_device
 
     resolve_device(args.device)  # before any model is built or loaded
@@ -100,4 +108,4 @@ def load(args, mode: str | None, procs, early_asr, build_default: Callable[[], s
     return Route(llm, str(model_dir), time.perf_counter() - t0, threads, REFERENCE, lambda: set_threads(previous))
 
 
-__all__ = ["Route", "load", "why_not_light", "light_model_dir"]
+__all__ = ["Route", "load", "why_not_light", "light_model_dir", "quiet_transformers"]

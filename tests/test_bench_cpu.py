@@ -145,7 +145,7 @@ def test_missing_anchor_is_refused_in_one_line(tmp_path, hidden):
         assert done.stdout == ""
 
 
-def test_bench_extra_is_outside_all_and_test(monkeypatch):
+def test_bench_extra_is_faster_whisper_outside_all_and_test_and_llama_cpp_of_extra_fast(monkeypatch):
     import setuptools
 
     captured: dict = {}
@@ -155,4 +155,8 @@ def test_bench_extra_is_outside_all_and_test(monkeypatch):
     extras = captured["extras_require"]
     names = {r.split(">")[0].split("<")[0] for r in extras["bench"]}
     assert names == {"faster-whisper", "llama-cpp-python"}
-    assert not any(r in extras["all"] or r in extras["test"] for r in extras["bench"])
+    faster_whisper = [r for r in extras["bench"] if r.startswith("faster-whisper")]
+    assert not any(r in extras["all"] or r in extras["test"] for r in faster_whisper)
+    # llama.cpp is the route of extra "fast" (inference/gguf_llm.py), which the tests exercise
+    assert extras["fast"] == [r for r in extras["bench"] if r.startswith("llama-cpp-python")]
+    assert extras["fast"][0] in extras["all"] and extras["fast"][0] in extras["test"]

@@ -114,7 +114,8 @@ def test_inference_core_is_lean_and_extras_cover_each_use(monkeypatch):
     assert {"datasets", "pyyaml"} <= extras["data"]
     assert {"gradio"} == extras["serve"]
     assert {"av"} == extras["audio"]
-    assert extras["all"] == extras["train"] | extras["eval"] | extras["data"] | extras["serve"] | extras["audio"]
+    assert {"llama-cpp-python"} == extras["fast"]  # the llama.cpp route (inference/gguf_llm.py)
+    assert extras["all"] == extras["train"] | extras["eval"] | extras["data"] | extras["serve"] | extras["audio"] | extras["fast"]
     assert extras["test"] == extras["all"] | {"pytest", "selenium", "openai"}
     # package data a non-editable install needs: the shipped weights, the spelling mapping, the ROUGE module
     data = kwargs["package_data"]

@@ -111,3 +111,6 @@ def test_cli_choices_agree_with_their_owners():
     from audio_minichat.assets.build_any import FRONTENDS
 
     assert choices.BUILD_FRONTENDS == tuple(FRONTENDS)
+    from audio_minichat.inference import gguf_llm
+
+    assert choices.LLM_BACKENDS == gguf_llm.LLM_BACKENDS
