@@ -27,13 +27,23 @@ def start_asr(args, mode, files, procs, log, prompt, max_new_tokens):
         folder = cached_folder(args.model or build_dir())
         if folder is None:
             return None
-        # the threads asked for, less the core this thread needs meanwhile to import and load (measured on 2 cores,
-        # --threads 2: the ASR on 2 threads beside the import took 13.1 s, on 1 thread 8-9 s)
-        asr = Ct2Whisper(folder, threads=max(1, min(args.threads or default_threads(), available_cores() - 1)))
+        # the threads asked for, less the core this thread needs meanwhile to import torch and load (measured on 2
+        # cores, --threads 2: the ASR on 2 threads beside the import took 13.1 s, on 1 thread 8-9 s); all of them
+        # where the llama.cpp route will answer (app/llm_route.py: no torch to import)
+        threads = args.threads or default_threads()
+        asr = Ct2Whisper(folder, threads=threads if _light_route_likely(args) else max(1, min(threads, available_cores() - 1)))
         asr.prefetch(load_audio(files[0], None, asr.settings["sampling_rate"]))
         return asr
     except Exception:  # noqa: BLE001 - an unreadable file, a missing package, ...: the usual path says what
         return None
+
+
+def _light_route_likely(args) -> bool:
+    """Whether the llama.cpp route (app/llm_route.py) is likely to answer: asked for or auto, llama-cpp-python installed
+    (a cheap look; the route itself checks the rest)."""
+    import importlib.util
+
+    return getattr(args, "llm_backend", "transformers") != "transformers" and importlib.util.find_spec("llama_cpp") is not None
 
 
 def same_checkpoint(asr, model_dir):

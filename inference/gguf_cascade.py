@@ -13,11 +13,13 @@ nothing missing; ``SpeechLLM`` (transformers) is the reference and runs e2e.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
 
 from ..audio_io import load_audio
+from .ct2_asr import SETTINGS
 from .answers import NO_SPEECH_THRESHOLD, Answer, _checked, _no_speech, check_speech, speech_gate
 from .gguf_llm import BACKEND, GgufLLM, TextPrompts
 from .gguf_llm import unavailable as llm_unavailable
@@ -58,10 +60,13 @@ class GgufSpeechLLM:
         self.llm = GgufLLM(self.model_dir, threads)
         self.llm_quantization = f"gguf:{self.llm.gguf.name}"
         self.speech_check = check_speech
-        folder = cached_folder(self.model_dir)
-        self.asr = ct2_asr if ct2_asr is not None else Ct2Whisper(folder, threads) if folder is not None else None
-        if self.asr is not None:
-            self.asr.later_threads = threads
+        self._folder = ct2_asr.folder if ct2_asr is not None else cached_folder(self.model_dir)
+        self._asr = ct2_asr  # the cascade's Whisper, loaded when a clip first needs it (the text mode never does)
+        if ct2_asr is not None:
+            ct2_asr.later_threads = threads
+        self._new_asr = lambda: Ct2Whisper(self._folder, threads)
+        self._sampling_rate = 16000 if self._folder is None else int(
+            json.loads((Path(self._folder) / SETTINGS).read_text(encoding="utf-8"))["sampling_rate"])
         self.threads = threads
         self.processor = TextPrompts(self.llm, self._rate)  # what inference.longform reads
 
@@ -71,12 +76,20 @@ class GgufSpeechLLM:
         return check_speech(clip, self._rate, (self.asr.no_speech_prob, threshold, self.asr.n_samples))
 
     @property
+    def asr(self):
+        """The checkpoint's Whisper in CTranslate2 (inference.ct2_asr.Ct2Whisper), loaded on first use."""
+        if self._asr is None:
+            if self._folder is None:
+                raise ValueError(f"{self.model_dir}: the checkpoint's CTranslate2 Whisper folder is not written yet "
+                                 "(the first cascade with --llm-backend transformers writes it)")
+            self._asr = self._new_asr()
+        return self._asr
+
+    @property
     def _rate(self) -> int:
-        return int(self.asr.settings["sampling_rate"]) if self.asr is not None else 16000
+        return self._sampling_rate
 
     def _load(self, audio, sampling_rate, mode):
-        if self.asr is None:
-            raise ValueError(f"{mode}: the checkpoint's CTranslate2 Whisper folder is not written yet")
         clip = load_audio(audio, sampling_rate, self._rate)
         return clip, *speech_gate(self.speech_check, self.check_speech, mode, audio, clip)
 
@@ -97,8 +110,13 @@ class GgufSpeechLLM:
         start = time.perf_counter()
         self.asr.start(clip)  # transcribed in a thread (unless it is already), so that the LLM reads each window as it comes
         head = self.llm.prompt(_SENTINEL, prompt, text_position).split(_SENTINEL)[0]
-        for partial in self.asr.follow(clip):
-            self.llm.prefill(head + partial)
+        # the prompt so far on the threads Whisper leaves (one, beside it, on 2 cores: measured best, docs/cpu-speed.md)
+        self.llm.batch_threads(max(1, self.threads - 1))
+        try:
+            for partial in self.asr.follow(clip):
+                self.llm.prefill(head + partial)
+        finally:
+            self.llm.batch_threads()
         transcript = self.asr.transcribe(clip)
         asr_s = self.asr.last_seconds
         waited = time.perf_counter() - start

@@ -119,6 +119,13 @@ class GgufLLM:
         self._lock = threading.Lock()  # one evaluation at a time (the prefill's thread, generate)
         self.last_prefilled = 0  # how many of the last prompt's tokens were evaluated before it came (and kept)
 
+    def batch_threads(self, threads: int | None = None) -> None:
+        """Threads for evaluating prompts (the answer's tokens keep ``threads``); None: ``threads`` again. The cascade
+        evaluates its prompt on fewer while Whisper runs beside it."""
+        import llama_cpp
+
+        llama_cpp.llama_set_n_threads(self.llm.ctx, self.threads, threads or self.threads)
+
     # ---- the prompt ----------------------------------------------------------------------------------
     def prompt(self, content: str, prompt: str | None = None, text_position: str = "before") -> str:
         """The text mode's prompt for ``content``: ``processor.build_prompt(processor.audio_with_text(prompt,
