@@ -42,18 +42,48 @@ class AudioFrontEndOutput(ModelOutput):
         return tuple(e[m] for e, m in zip(self.embeddings, self.fill_mask))
 
 
+class TemporalMix(nn.Module):
+    """A residual block over neighbouring positions (the second-to-last axis of (..., positions, dim)): a depthwise
+    convolution of ``TEMPORAL_KERNEL`` positions, GELU, a linear map, added to the input. Its output map starts at zero,
+    so a projector with it starts as the plain MLP. The positions are one sequence: callers give one clip at a time
+    (``AudioProjector.per_sequence``)."""
+
+    def __init__(self, dim: int, kernel: int):
+        super().__init__()
+        self.conv = nn.Conv1d(dim, dim, kernel, padding=kernel // 2, groups=dim)
+        self.out = nn.Linear(dim, dim)
+
+    def init_weights(self, std: float) -> None:
+        nn.init.normal_(self.conv.weight, mean=0.0, std=1.0 / self.conv.kernel_size[0])
+        nn.init.zeros_(self.conv.bias)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        seq = x.reshape(-1, shape[-2], shape[-1]).transpose(1, 2)  # (sequences, dim, positions)
+        mixed = nn.functional.gelu(self.conv(seq)).transpose(1, 2).reshape(shape)
+        return x + self.out(mixed)
+
+
+TEMPORAL_KERNEL = 5  # positions a TemporalMix convolution reads (2 on each side: 160 ms either way at 80 ms a position)
+
+
 class AudioProjector(nn.Module):
-    """Linear map (the paper) or linear-GELU-linear MLP from ``in_dim`` to ``out_dim`` (default: the LLM's
-    embedding size; the posterior front end's head maps onto the LLM's vocabulary)."""
+    """Linear map (the paper), linear-GELU-linear MLP, or that MLP with a TemporalMix block inside (``conv_mlp``), from
+    ``in_dim`` to ``out_dim`` (default: the LLM's embedding size; the posterior front end's head maps onto the LLM's
+    vocabulary). ``per_sequence``: whether an output depends on its neighbours (then each clip goes in alone)."""
 
     def __init__(self, config, in_dim: int, out_dim: int | None = None):
         super().__init__()
         out_dim = out_dim or config.text_config.hidden_size
+        self.per_sequence = config.projector_type == "conv_mlp"
         if config.projector_type == "linear":
             self.net = nn.Sequential(nn.Linear(in_dim, out_dim))
         else:
             hidden = config.projector_hidden_size or config.text_config.hidden_size
-            self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim))
+            mix = [TemporalMix(hidden, TEMPORAL_KERNEL)] if self.per_sequence else []
+            self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), *mix, nn.Linear(hidden, out_dim))
 
     def init_weights(self, std: float) -> None:
         for module in self.net:
@@ -61,6 +91,8 @@ class AudioProjector(nn.Module):
                 nn.init.normal_(module.weight, mean=0.0, std=std)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
+            elif isinstance(module, TemporalMix):
+                module.init_weights(std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.to(self.net[0].weight.dtype))

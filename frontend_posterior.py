@@ -147,7 +147,12 @@ class PosteriorFrontEnd(EncoderFramesFrontEnd):
             raise ValueError(f"audio_frontend='posterior': the head scores {vocab} tokens but the LLM's "
                              f"embedding table has {token_table.shape[0]} rows.")
         table = token_table.detach()[:vocab]
-        probs, blank = self.probabilities(nn.utils.rnn.pad_sequence(list(states), batch_first=True), table)
+        if self.projector.per_sequence:  # a head with temporal context reads each clip alone (no padding beside it)
+            parts = [self.probabilities(s.unsqueeze(0), table) for s in states]
+            probs = nn.utils.rnn.pad_sequence([p[0][0] for p in parts], batch_first=True)
+            blank = None if parts[0][1] is None else nn.utils.rnn.pad_sequence([p[1][0] for p in parts], batch_first=True)
+        else:
+            probs, blank = self.probabilities(nn.utils.rnn.pad_sequence(list(states), batch_first=True), table)
         counts = [s.shape[0] for s in states]
         if blank is None:
             mixed = (probs @ table.float()).to(table.dtype)

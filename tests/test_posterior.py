@@ -241,3 +241,32 @@ def test_with_a_blank_the_slots_follow_seconds_and_the_filled_ones_are_the_kept_
             torch.testing.assert_close(out.embeddings[i][:n], read @ table[: read.shape[-1]], **tolerances(reduction=read.shape[-1]))
         logits = model(**batch).logits
     assert torch.isfinite(logits).all()
+
+
+def test_a_head_with_temporal_context_starts_as_the_mlp_reads_neighbours_once_trained_and_each_clip_alone():
+    """projector_type "conv_mlp" (frontend_base.TemporalMix): fresh, it is the MLP it wraps (its output map is zero);
+    with that map set, a position's scores follow its neighbours; in a padded batch each clip reads no other."""
+    from audio_minichat.frontend_base import TemporalMix
+
+    model, processor = make_model("whisper", audio_frontend="posterior", projector_type="conv_mlp",
+                                  projector_hidden_size=32, frontend_config={**CTC, "posterior_top_k": 5})
+    model.audio_frontend.init_weights(0.02)  # a fresh head, as a build initialises it (from_components)
+    head = model.audio_frontend.projector
+    net = head.net
+    assert head.per_sequence and isinstance(net[2], TemporalMix)
+    x = torch.randn(9, net[0].in_features)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), net[3](net[1](net[0](x))))  # fresh: the plain MLP
+        torch.nn.init.normal_(net[2].out.weight, std=0.5)
+        moved = x.clone()
+        moved[0] += 5.0
+        changed = (net(moved) - net(x)).abs().amax(-1)
+        assert changed[:3].min() > 0 and torch.all(changed[3:] == 0)  # position 0 reaches positions 1 and 2, no further
+    clips, batch = audio_batch(processor)
+    table = model.get_input_embeddings().weight
+    with torch.no_grad():
+        together = model.audio_frontend(*frontend_inputs(model, batch), token_table=table).embeddings
+        for clip, batched in zip(clips, together):
+            single = processor(text=processor.build_prompt("summarize <|audio|>"), audio=clip, sampling_rate=16000)
+            alone = model.audio_frontend(*frontend_inputs(model, single), token_table=table).embeddings[0]
+            torch.testing.assert_close(batched, alone, **tolerances(reduction=model.config.text_config.vocab_size))

@@ -80,7 +80,10 @@ class Aligner:
         on the clips' positions packed together (no work on padding). ``columns``: only those tokens (+ the blank)."""
         lengths = torch.tensor([s.shape[0] for s in states])
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-            flat = self.frontend.scores(torch.cat(states), self.table, columns)
+            if self.frontend.projector.per_sequence:  # a head with temporal context: each clip alone
+                flat = torch.cat([self.frontend.scores(s, self.table, columns) for s in states])
+            else:
+                flat = self.frontend.scores(torch.cat(states), self.table, columns)
         return torch.nn.utils.rnn.pad_sequence(flat.float().split(lengths.tolist()), batch_first=True), lengths
 
 
