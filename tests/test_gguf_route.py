@@ -130,3 +130,15 @@ def test_prefill_keeps_only_the_shared_prefix(light):
     again, _, _, timings = llm.generate(prompt, 12)  # the wrong guess's blocks are evaluated again
     assert again == plain and 0 < timings["prefilled_tokens"] < timings["prompt_tokens"] - 64
     assert timings["prefilled_tokens"] % 64 == 0
+
+
+def test_long_content_is_cut_into_chapters_on_the_llama_cpp_route(light, default_dir):
+    """inference.longform reads the route's torch-free processor (TextPrompts): text is split at its tokens' offsets,
+    each piece summarized, then the summaries combined."""
+    from audio_minichat.app.cli import run
+
+    result = run(["summarize", "--mode", "text", str(ROOT / "examples" / "news_2min.txt"), "--model", str(default_dir),
+                  "--llm-backend", "llama.cpp", "--segment-seconds", "40", "--chapters", "--max-new-tokens", "24",
+                  "--quiet"])["results"][0]
+    assert result["llm_backend"] == "llama.cpp" and result["answer"]
+    assert len(result["chapters"]) >= 3 and all(c["text"] for c in result["chapters"])
