@@ -39,6 +39,18 @@ def frontend_inputs(model, batch):
                                batch.get("input_values_mask")) + (batch["audio_window_clip"],)
 
 
+def assert_each_clip_alone(model, processor):
+    """Each clip's embeddings in a padded batch equal its embeddings alone."""
+    clips, batch = audio_batch(processor)
+    table = model.get_input_embeddings().weight
+    with torch.no_grad():
+        together = model.audio_frontend(*frontend_inputs(model, batch), token_table=table).embeddings
+        for clip, batched in zip(clips, together):
+            single = processor(text=processor.build_prompt("summarize <|audio|>"), audio=clip, sampling_rate=16000)
+            alone = model.audio_frontend(*frontend_inputs(model, single), token_table=table).embeddings[0]
+            torch.testing.assert_close(batched, alone, **tolerances(reduction=model.config.text_config.vocab_size))
+
+
 def test_options_round_trip_and_refuse_bad_values(tmp_path):
     options = {"posterior_kernel": 6, "posterior_stride": 3, "posterior_top_k": 4, "posterior_temperature": 0.5}
     model, _ = posterior_model(**options)
@@ -125,14 +137,7 @@ def test_each_embedding_is_the_posterior_mixture_of_the_llm_embeddings(kind, top
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_padded_batch_gives_each_clip_its_embeddings_alone(kind):
     model, processor = posterior_model(kind, posterior_top_k=5)
-    clips, batch = audio_batch(processor)
-    table = model.get_input_embeddings().weight
-    with torch.no_grad():
-        together = model.audio_frontend(*frontend_inputs(model, batch), token_table=table).embeddings
-        for clip, batched in zip(clips, together):
-            single = processor(text=processor.build_prompt("summarize <|audio|>"), audio=clip, sampling_rate=16000)
-            alone = model.audio_frontend(*frontend_inputs(model, single), token_table=table).embeddings[0]
-            torch.testing.assert_close(batched, alone, **tolerances(reduction=model.config.text_config.vocab_size))
+    assert_each_clip_alone(model, processor)
 
 
 def test_gradients_reach_the_head_and_encoder_never_the_llm_embeddings():
@@ -262,11 +267,4 @@ def test_a_head_with_temporal_context_starts_as_the_mlp_reads_neighbours_once_tr
         moved[0] += 5.0
         changed = (net(moved) - net(x)).abs().amax(-1)
         assert changed[:3].min() > 0 and torch.all(changed[3:] == 0)  # position 0 reaches positions 1 and 2, no further
-    clips, batch = audio_batch(processor)
-    table = model.get_input_embeddings().weight
-    with torch.no_grad():
-        together = model.audio_frontend(*frontend_inputs(model, batch), token_table=table).embeddings
-        for clip, batched in zip(clips, together):
-            single = processor(text=processor.build_prompt("summarize <|audio|>"), audio=clip, sampling_rate=16000)
-            alone = model.audio_frontend(*frontend_inputs(model, single), token_table=table).embeddings[0]
-            torch.testing.assert_close(batched, alone, **tolerances(reduction=model.config.text_config.vocab_size))
+    assert_each_clip_alone(model, processor)
