@@ -290,6 +290,14 @@ def serve(args, model_dir) -> int:
     llm = SpeechLLM(model_dir, device=args.device, dtype=args.dtype, check_speech=not args.no_speech_check)
     _step(f"model loaded ({time.perf_counter() - t0:.1f} s)", args.quiet)
     page = build_page(llm, os.path.basename(os.path.normpath(str(model_dir))), args.mode, args.max_new_tokens)
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():  # before launch: the page answers before it returns
+        signal.signal(signal.SIGTERM, stop)  # `kill PID` stops it as cleanly as Ctrl-C
+        # Ctrl-C too where the server was started with SIGINT ignored (a background job of a script: `cmd &` without
+        # job control), where Python leaves it ignored and `kill -INT` would do nothing
+        signal.signal(signal.SIGINT, stop)
     try:
         page.queue(default_concurrency_limit=1).launch(server_name=args.host, server_port=args.port, quiet=True,
                                                        prevent_thread_lock=True, show_error=True,
@@ -297,15 +305,10 @@ def serve(args, model_dir) -> int:
     except OSError as exc:
         why = str(exc).splitlines()[0]
         raise ServeError(f"cannot serve on {args.host}:{args.port} ({why}): choose another --port") from None
-
-    def stop(signum, frame):
-        raise KeyboardInterrupt
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, stop)  # `kill PID` stops it as cleanly as Ctrl-C
-        # Ctrl-C too where the server was started with SIGINT ignored (a background job of a script: `cmd &` without
-        # job control), where Python leaves it ignored and `kill -INT` would do nothing
-        signal.signal(signal.SIGINT, stop)
+    except KeyboardInterrupt:  # stopped while it started
+        page.close()
+        _step("server stopped", args.quiet)
+        return 0
     try:
         _step(f"serving on http://{args.host}:{args.port} (Ctrl-C stops)", False)
         while True:
