@@ -54,7 +54,7 @@ class GgufSpeechLLM:
     dtype = None  # (the LLM's weights are the GGUF file's: llm_quantization)
 
     def __init__(self, model_dir: str | os.PathLike, threads: int = 1, check_speech: bool = True, ct2_asr=None):
-        from .ct2_asr import Ct2Whisper, cached_folder
+        from .ct2_asr import cached_folder
 
         self.model_dir = Path(model_dir)
         self.llm = GgufLLM(self.model_dir, threads)
@@ -64,8 +64,7 @@ class GgufSpeechLLM:
         self._asr = ct2_asr  # the cascade's Whisper, loaded when a clip first needs it (the text mode never does)
         if ct2_asr is not None:
             ct2_asr.later_threads = threads
-        self._new_asr = lambda: Ct2Whisper(self._folder, threads)
-        self._sampling_rate = 16000 if self._folder is None else int(
+        self._rate = 16000 if self._folder is None else int(
             json.loads((Path(self._folder) / SETTINGS).read_text(encoding="utf-8"))["sampling_rate"])
         self.threads = threads
         self.processor = TextPrompts(self.llm, self._rate)  # what inference.longform reads
@@ -82,12 +81,10 @@ class GgufSpeechLLM:
             if self._folder is None:
                 raise ValueError(f"{self.model_dir}: the checkpoint's CTranslate2 Whisper folder is not written yet "
                                  "(the first cascade with --llm-backend transformers writes it)")
-            self._asr = self._new_asr()
-        return self._asr
+            from .ct2_asr import Ct2Whisper
 
-    @property
-    def _rate(self) -> int:
-        return self._sampling_rate
+            self._asr = Ct2Whisper(self._folder, self.threads)
+        return self._asr
 
     def _load(self, audio, sampling_rate, mode):
         clip = load_audio(audio, sampling_rate, self._rate)

@@ -117,7 +117,6 @@ class GgufLLM:
         if self.llm.n_vocab() < self.tokenizer.get_vocab_size(with_added_tokens=False):
             raise ValueError(f"{self.gguf}: {self.llm.n_vocab()} tokens, fewer than the checkpoint's tokenizer's")
         self._lock = threading.Lock()  # one evaluation at a time (the prefill's thread, generate)
-        self.last_prefilled = 0  # how many of the last prompt's tokens were evaluated before it came (and kept)
 
     def batch_threads(self, threads: int | None = None) -> None:
         """Threads for evaluating prompts (the answer's tokens keep ``threads``); None: ``threads`` again. The cascade
@@ -192,7 +191,7 @@ class GgufLLM:
                              f"{self.max_context - len(ids)} or less, or shorten the audio or the text")
         start = time.perf_counter()
         with self._lock:
-            self.last_prefilled = self._evaluate(ids)  # (the tokens evaluated before: kept)
+            prefilled = self._evaluate(ids)  # (the tokens evaluated before it came: kept)
             prefill_s = time.perf_counter() - start
             new: list[int] = []
             shown = ""
@@ -218,7 +217,7 @@ class GgufLLM:
             on_text(answer[len(shown):])
         elapsed = time.perf_counter() - start
         return answer.strip(), elapsed, finish, {"prefill_s": prefill_s, "decode_s": elapsed - prefill_s,
-                                                 "prefilled_tokens": self.last_prefilled, "prompt_tokens": len(ids)}
+                                                 "prefilled_tokens": prefilled, "prompt_tokens": len(ids)}
 
     def _stream(self, new: list[int], shown: str, on_text) -> str:
         """Hand ``on_text`` the answer's new whole words (as transformers' TextStreamer: up to the last space)."""
