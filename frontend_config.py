@@ -10,6 +10,7 @@ that hears. The configuration registers the options classes (``FRONTEND_CONFIGS`
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import ClassVar
 
@@ -79,4 +80,71 @@ def positive_int(owner: str, name: str, value) -> int:
     return int(value)
 
 
-__all__ = ["ASR_DECODER_TYPES", "FramesConfig", "FrontEndConfig", "positive_int"]
+
+
+@dataclass(frozen=True)
+class AudioLayout:
+    """Pure arithmetic from a clip's sample count to its encoder windows and frames (what every front end shares).
+
+    A clip is split into ``ceil(n / window_samples)`` windows of nearly equal length (no tiny tail window), each
+    window is encoded on its own, and the encoder frames of all windows of the clip are concatenated; the front end's
+    options turn that into the clip's embedding count (``FrontEndConfig.num_embeddings``).
+    """
+
+    sampling_rate: int
+    window_samples: int
+    min_samples: int
+    feature_kind: str  # "mel" (log-mel features) or "conv" (the raw waveform): ENCODER_FEATURE_KINDS
+    mel_hop_length: int = 160
+    convs: tuple = ()  # ((kernel, stride, padding), ...) applied after the mel features / to the waveform
+    samples_per_frame: int = 320
+    # Whether each window's features are padded to the full window (Whisper's decoder expects 30 s inputs).
+    pad_windows: bool = False
+
+    # ---- windows -------------------------------------------------------------------------------
+    def split_windows(self, num_samples: int) -> list[tuple[int, int]]:
+        """(start, end) sample ranges of the encoder windows of a clip of ``num_samples`` samples."""
+        n = max(int(num_samples), self.min_samples)
+        k = max(1, math.ceil(n / self.window_samples))
+        base, extra = divmod(n, k)
+        bounds, start = [], 0
+        for i in range(k):
+            end = start + base + (1 if i < extra else 0)
+            bounds.append((start, end))
+            start = end
+        return bounds
+
+    # ---- frames ----------------------------------------------------------------------------------
+    def feature_frames(self, window_samples: int) -> int:
+        """Frames the feature extractor yields for one window (mel frames or raw samples)."""
+        return self.audio_frames(self.window_samples if self.pad_windows else window_samples)
+
+    def audio_frames(self, window_samples: int) -> int:
+        """Feature frames that hold the window's audio (the processor's ``input_features_mask``)."""
+        if self.feature_kind == "mel":
+            return window_samples // self.mel_hop_length
+        return window_samples
+
+    def encoder_frames(self, window_samples: int) -> int:
+        """Encoder output frames for one window."""
+        length = self.feature_frames(window_samples)
+        for kernel, stride, padding in self.convs:
+            length = (length + 2 * padding - kernel) // stride + 1
+        return max(length, 0)
+
+    def clip_frames(self, num_samples: int) -> int:
+        return sum(self.encoder_frames(e - s) for s, e in self.split_windows(num_samples))
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["convs"] = [list(c) for c in self.convs]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "AudioLayout":
+        d = dict(d)
+        d["convs"] = tuple(tuple(c) for c in d.get("convs", ()))
+        return cls(**d)
+
+
+__all__ = ["ASR_DECODER_TYPES", "AudioLayout", "FramesConfig", "FrontEndConfig", "positive_int"]

@@ -70,7 +70,7 @@ EXTRAS_REQUIRE = {
     "serve": ["gradio>=6,<7"],
     # M4A/AAC (and whatever libsndfile cannot read) through FFmpeg's libraries, which PyAV's wheels bundle (audio_io.py).
     "audio": ["av>=14,<19"],
-    # the cascade and the text mode with the LLM in llama.cpp, from the checkpoint's own GGUF file, and no torch
+    # the cascade, the text mode and the default e2e with the LLM in llama.cpp, from the checkpoint's own GGUF file, and no torch
     # (inference/gguf_llm.py, --llm-backend; docs/cpu-speed.md). llama-cpp-python compiles llama.cpp for minutes:
     # scripts/install.sh --fast builds it for a portable AVX2 set (its native build stops with an illegal
     # instruction on some CPUs here).

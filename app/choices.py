@@ -19,9 +19,10 @@ BUILD_FRONTENDS = ("asr_tokens", "pool", "stack", "qformer", "posterior")
 MODEL_DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEFAULT_MODEL_DTYPE = "auto"
 LLM_BACKENDS = ("auto", "llama.cpp", "transformers")
-LLM_ROUTE_HELP = ("who runs the LLM for the cascade and the text mode: llama.cpp (from the checkpoint's own GGUF file, "
-                  "with Whisper in CTranslate2 and no torch: less memory, faster; the answers can differ in wording from "
-                  "transformers', see docs/cpu-speed.md) or transformers (the reference, and every e2e answer); auto: "
+LLM_ROUTE_HELP = ("who runs the LLM: llama.cpp (from the checkpoint's own GGUF file, with Whisper in CTranslate2 and no "
+                  "torch: less memory, faster; the cascade, the text mode, and e2e where it is the soft cascade, as the "
+                  "default's is; the answers can differ in wording from transformers', see docs/cpu-speed.md) or "
+                  "transformers (the reference, and every other e2e front end); auto: "
                   "llama.cpp where it can run (llama-cpp-python installed: pip install -e '.[fast]'; the checkpoint's "
                   "LLM from a GGUF file; its Whisper folder written by a first cascade run), else transformers. --json "
                   "names it as llm_backend")

@@ -1,6 +1,6 @@
 """Which runtime answers a command line's files (issue 26, ``--llm-backend``): ``SpeechLLM`` (torch and transformers:
-every mode, the reference) or ``GgufSpeechLLM`` (CTranslate2 + llama.cpp, inference/gguf_cascade.py: the cascade and
-the text mode on the CPU, torch never imported). ``auto`` takes the second wherever it can run: llama-cpp-python is
+every mode, the reference) or ``GgufSpeechLLM`` (CTranslate2 + llama.cpp, inference/gguf_cascade.py: the cascade, the
+text mode and the soft cascade's e2e on the CPU, torch never imported). ``auto`` takes the second wherever it can run: llama-cpp-python is
 installed (extra ``fast``), the checkpoint's LLM came from a GGUF file that is on this machine, its CTranslate2 Whisper
 folder is written (the cascade's first run writes it) and the command needs nothing else (summarize / ask, one
 process, no --dtype other than auto)."""

@@ -78,19 +78,14 @@ def read_build_info(model_dir: str | os.PathLike) -> dict:
 def safetensors_problem(path: str | os.PathLike) -> str | None:
     """Why a safetensors file is unusable, from its header alone (its JSON header must parse and the file must be as
     long as the header's last data offset), or None. Reads the header, never the tensors."""
-    import struct
+    from ..utils.safetensors_view import read_header
 
     try:
         size = os.path.getsize(path)
-        with open(path, "rb") as fh:
-            head = fh.read(8)
-            if len(head) < 8:
-                return f"{size} bytes, shorter than a safetensors header"
-            (length,) = struct.unpack("<Q", head)
-            if length > size - 8:
-                return f"cut short: {size} bytes, its header alone claims {8 + length}"
-            header = json.loads(fh.read(length))
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        length, header = read_header(path)
+    except ValueError as exc:
+        return str(exc)
+    except OSError as exc:
         return f"not a safetensors file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
     ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict) and "data_offsets" in v]
     need = 8 + length + max(ends, default=0)

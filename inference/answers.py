@@ -33,6 +33,10 @@ ASR_WINDOW_TOKENS = 224  # the cascade's cap on the tokens Whisper writes per 30
 # Who decodes the cascade's Whisper (SpeechLLM.asr_backend): "auto" is CTranslate2 where it can run (the CPU, ctranslate2
 # installed, a Whisper whose prompt is fixed: inference.ct2_asr.unavailable), else transformers; either may be forced.
 ASR_BACKENDS = ("auto", "ctranslate2", "transformers")
+UNTRAINED_WARNING = (
+    "this model's audio projector is untrained: end-to-end answers do not reflect the speech yet "
+    "(use --mode cascade or a trained checkpoint)"
+)
 
 
 @dataclass
@@ -145,3 +149,9 @@ def speech_gate(speech_check: bool, check, mode: str, audio, clip: np.ndarray) -
     answer = _no_speech(mode, audio, clip, result.reason, {"speech_check_s": result.check_s}, stacklevel=5)
     answer.speech = result.to_dict()
     return result, answer
+
+
+def e2e_warning(build_info: dict) -> str | None:
+    """The warning an e2e answer carries, from the checkpoint's build record (``config.provenance``): the note of a
+    trained projector with a known limitation, or UNTRAINED_WARNING where the projector is untrained."""
+    return build_info.get("projector_note") or (None if build_info.get("projector_trained", False) else UNTRAINED_WARNING)

@@ -175,12 +175,13 @@ class Ct2Whisper:
     """A CTranslate2 Whisper folder (:func:`ensure_folder`) run on the CPU with ``threads`` threads: torch and
     transformers are not imported. :meth:`from_model` makes one from a transformers Whisper."""
 
-    def __init__(self, folder: str | os.PathLike, threads: int = 1):
+    def __init__(self, folder: str | os.PathLike, threads: int = 1, compute_type: str = "float32"):
         from tokenizers import Tokenizer
 
         folder = Path(folder)
         settings = json.loads((folder / SETTINGS).read_text(encoding="utf-8"))
         self.folder, self.settings = folder, settings
+        self.compute_type = compute_type  # the float32 files quantised as they load where another is asked for
         self.model = self._load_model(threads)
         self.threads = self.later_threads = threads  # later_threads: what a transcription after the prefetch runs on
         self.mel_filters = np.load(folder / "mel_filters.npy", allow_pickle=False)
@@ -251,7 +252,7 @@ class Ct2Whisper:
     def _load_model(self, threads: int):
         import ctranslate2
 
-        return ctranslate2.models.Whisper(str(self.folder), device="cpu", compute_type="float32", intra_threads=threads)
+        return ctranslate2.models.Whisper(str(self.folder), device="cpu", compute_type=self.compute_type, intra_threads=threads)
 
     def _on_later_threads(self) -> None:
         """After the prefetch, which ran on fewer threads (the caller's own was busy then): ``later_threads``."""

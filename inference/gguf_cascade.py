@@ -1,14 +1,16 @@
-"""The cascade and the text mode without torch (issue 26): Whisper in CTranslate2 (inference.ct2_asr, the same
-transcripts as the transformers Whisper) and the LLM in llama.cpp from the checkpoint's GGUF file
-(inference.gguf_llm). :class:`GgufSpeechLLM` answers as ``SpeechLLM`` does for these modes (same prompt, same
-speech check, same :class:`~.answers.Answer`), in a fraction of its memory and start-up time.
+"""The cascade, the text mode and the soft cascade's e2e without torch (issue 26): Whisper in CTranslate2
+(inference.ct2_asr, the same transcripts as the transformers Whisper; inference.ct2_soft_tokens, the same e2e
+embeddings as frontend_asr_tokens) and the LLM in llama.cpp from the checkpoint's GGUF file (inference.gguf_llm), which
+reads e2e's embeddings in place of its audio placeholder. :class:`GgufSpeechLLM` answers as ``SpeechLLM`` does for
+these modes (same prompt, same speech check, same :class:`~.answers.Answer`), in a fraction of its memory and
+start-up time.
 
 While Whisper transcribes a clip (in a thread, window by window), the LLM evaluates the prompt so far: its
 beginning and the transcript's first windows. When the transcript is complete, only what is new is evaluated
 (GgufLLM keeps the longest prefix it shares with the whole prompt), so the answer does not depend on it.
 
-It is what ``--llm-backend auto`` runs for ``--mode cascade`` / ``text`` on the CPU where :func:`unavailable` finds
-nothing missing; ``SpeechLLM`` (transformers) is the reference and runs e2e.
+It is what ``--llm-backend auto`` runs on the CPU where :func:`unavailable` finds nothing missing; ``SpeechLLM``
+(transformers) is the reference and runs every other e2e front end.
 """
 
 from __future__ import annotations
@@ -16,22 +18,24 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 
 from ..audio_io import load_audio
 from .ct2_asr import SETTINGS
-from .answers import NO_SPEECH_THRESHOLD, Answer, _checked, _no_speech, check_speech, speech_gate
+from ..assets.builds import read_build_info
+from .answers import NO_SPEECH_THRESHOLD, Answer, _checked, _no_speech, check_speech, e2e_warning, speech_gate
 from .gguf_llm import BACKEND, GgufLLM, TextPrompts
 from .gguf_llm import unavailable as llm_unavailable
 
-MODES = ("cascade", "text", "transcribe")
+MODES = ("cascade", "text", "transcribe", "e2e")
 _SENTINEL = "\u0000"  # where the transcript goes in the rendered prompt (the prefill's prompt so far)
 
 
 def unavailable(model_dir: str | os.PathLike, mode: str | None, device: str | None = "cpu") -> str | None:
     """Why :class:`GgufSpeechLLM` cannot run ``mode`` for this checkpoint here (one line), or None."""
     if mode not in MODES:
-        return f"it runs the cascade and the text mode only, not {mode}"
+        return f"it runs the cascade, the text mode and e2e only, not {mode}"
     if device not in (None, "cpu"):
         return f"it runs on the CPU only, not {device}"
     import importlib.util
@@ -40,8 +44,15 @@ def unavailable(model_dir: str | os.PathLike, mode: str | None, device: str | No
         return "ctranslate2 is not installed"
     from .ct2_asr import cached_folder
 
-    if mode != "text" and cached_folder(model_dir) is None:
+    folder = cached_folder(model_dir)
+    if mode != "text" and folder is None:
         return "the checkpoint's CTranslate2 Whisper folder is not written yet (the first cascade writes it)"
+    if mode == "e2e":
+        from .ct2_soft_tokens import unavailable as soft_unavailable
+
+        why = soft_unavailable(model_dir, folder)
+        if why is not None:
+            return why
     return llm_unavailable(model_dir)
 
 
@@ -62,12 +73,20 @@ class GgufSpeechLLM:
         self.speech_check = check_speech
         self._folder = ct2_asr.folder if ct2_asr is not None else cached_folder(self.model_dir)
         self._asr = ct2_asr  # the cascade's Whisper, loaded when a clip first needs it (the text mode never does)
+        self._soft = None  # e2e's embeddings (inference.ct2_soft_tokens.SoftTokens), made on its first clip
         if ct2_asr is not None:
             ct2_asr.later_threads = threads
         self._rate = 16000 if self._folder is None else int(
             json.loads((Path(self._folder) / SETTINGS).read_text(encoding="utf-8"))["sampling_rate"])
         self.threads = threads
-        self.processor = TextPrompts(self.llm, self._rate)  # what inference.longform reads
+        self.processor = TextPrompts(self.llm, self._rate, *self._e2e_front_end())  # what inference.longform reads
+
+    def _e2e_front_end(self) -> tuple:
+        """(layout, front-end options) where this checkpoint's e2e runs here, else (None, None)."""
+        from .ct2_soft_tokens import read_front_end
+        from .ct2_soft_tokens import unavailable as soft_unavailable
+
+        return (None, None) if soft_unavailable(self.model_dir, self._folder) else read_front_end(self.model_dir)
 
     # ---- the speech check ----------------------------------------------------------------------------
     def check_speech(self, clip):
@@ -123,6 +142,29 @@ class GgufSpeechLLM:
         answer.mode, answer.audio_seconds, answer.asr_backend = "cascade", len(clip) / self._rate, self.asr_backend_used
         answer.timings = {"asr_s": asr_s, "asr_wait_s": waited, **answer.timings}
         return _checked(answer, check)
+
+    def e2e(self, audio, prompt: str | None = None, text_position: str = "before", max_new_tokens: int = 128,
+            sampling_rate: int | None = None, on_text=None) -> Answer:
+        """The soft cascade (the default's e2e): Whisper's top-k mixtures of the LLM's own embeddings
+        (inference.ct2_soft_tokens), read by the LLM in place of the audio placeholder."""
+        clip, check, silent = self._load(audio, sampling_rate, "e2e")
+        if silent is not None:
+            return silent
+        if self._soft is None:
+            from .ct2_soft_tokens import SoftTokens
+
+            self._soft = SoftTokens(self.model_dir, self.asr)
+        self.asr.stop_prefetch()  # (a cascade's transcript, which e2e does not read)
+        embeddings, tokens = self._soft.read(clip)
+        head, tail = self.llm.audio_prompt(prompt, text_position)
+        text, elapsed, finished, timings = self.llm.generate_parts([head, embeddings, tail], max_new_tokens, on_text)
+        warning = e2e_warning(read_build_info(self.model_dir))
+        if warning:
+            warnings.warn(warning, stacklevel=2)
+        # transcript: what the LLM read from the speech (the ASR tokens behind its embeddings), as SpeechLLM.e2e's
+        return _checked(Answer("e2e", text, transcript=self.asr.decode_text(tokens).strip(), audio_seconds=len(clip) / self._rate,
+                               timings={"asr_s": self._soft.last_seconds, "generate_s": elapsed, **timings},
+                               warning=warning, finish_reason=finished), check)
 
     def transcribe(self, audio, sampling_rate: int | None = None) -> Answer:
         clip, check, silent = self._load(audio, sampling_rate, "transcribe")

@@ -1,4 +1,5 @@
-"""The LLM of the cascade and the text mode run by llama.cpp from the checkpoint's own GGUF file (issue 26).
+"""The LLM of the cascade, the text mode and the soft cascade's e2e run by llama.cpp from the checkpoint's own GGUF
+file (issue 26).
 
 The offline default's LLM *is* a GGUF file (SmolLM2-135M-Instruct Q4_1, dequantised into the checkpoint), and a
 checkpoint built with ``audio-minichat build --llm FILE.gguf`` names its file too (``config.provenance["llm"]``).
@@ -16,7 +17,8 @@ transformers route's text answers and loop rate, side by side).
 
 :meth:`GgufLLM.prefill` evaluates a prompt's beginning ahead (the cascade feeds it the transcript window by window
 while Whisper still runs); a later :meth:`GgufLLM.generate` keeps the longest evaluated prefix that its prompt
-shares and evaluates only the rest, so the answer is the same as without the prefill.
+shares and evaluates only the rest, so the answer is the same as without the prefill. :meth:`GgufLLM.generate_parts`
+takes a prompt of token ids and input embeddings (e2e's audio, read in place of the audio placeholder).
 """
 
 from __future__ import annotations
@@ -117,6 +119,18 @@ class GgufLLM:
         if self.llm.n_vocab() < self.tokenizer.get_vocab_size(with_added_tokens=False):
             raise ValueError(f"{self.gguf}: {self.llm.n_vocab()} tokens, fewer than the checkpoint's tokenizer's")
         self._lock = threading.Lock()  # one evaluation at a time (the prefill's thread, generate)
+        self.hidden_size = int(self.llm.n_embd())
+        self._embd_batch = None  # llama.cpp's batch of input embeddings (_eval_embeddings), made on first use
+
+    def __del__(self):
+        batch, self._embd_batch = getattr(self, "_embd_batch", None), None
+        if batch is not None:
+            try:
+                import llama_cpp
+
+                llama_cpp.llama_batch_free(batch)
+            except (ImportError, TypeError, AttributeError):  # (at interpreter exit, llama_cpp may be gone first)
+                pass
 
     def batch_threads(self, threads: int | None = None) -> None:
         """Threads for evaluating prompts (the answer's tokens keep ``threads``); None: ``threads`` again. The cascade
@@ -131,6 +145,13 @@ class GgufLLM:
         text_position), transcripts=[content])`` of the checkpoint, built without torch."""
         parts = render_content(audio_with_text(prompt, text_position), self.audio_token)
         return self.render([{"role": "user", "content": parts}], [content])
+
+    def audio_prompt(self, prompt: str | None = None, text_position: str = "before") -> tuple[list[int], list[int]]:
+        """The e2e prompt's token ids before and after its audio (``processor.build_prompt(processor.audio_with_text(
+        prompt, text_position))``, whose one audio placeholder the processor expands to the clip's embeddings)."""
+        rendered = self.render([{"role": "user", "content": render_content(audio_with_text(prompt, text_position), self.audio_token)}])
+        head, _, tail = rendered.partition(self.audio_token)
+        return self.encode(head), self.encode(tail)
 
     def render(self, messages: list[dict], transcripts=None) -> str:
         """The chat template rendered on ``messages`` (contents flattened) with the generation prompt, by the renderer
@@ -182,16 +203,62 @@ class GgufLLM:
         """Greedy answer to a rendered prompt: ``(text, seconds, finish_reason, timings)``, timings with
         ``prefill_s`` (the prompt's part not evaluated ahead), ``decode_s`` and ``prefilled_tokens``."""
         ids = self.encode(text)
-        if len(ids) >= self.max_context:
-            raise ValueError(f"the prompt is {len(ids)} tokens and fills the LLM's context of {self.max_context} tokens, "
-                             "leaving none to answer in: shorten the audio or the text")
-        if len(ids) + max_new_tokens > self.max_context:
-            raise ValueError(f"the prompt is {len(ids)} tokens and {max_new_tokens} new tokens would run past the LLM's "
-                             f"context of {self.max_context} tokens: use max_new_tokens (--max-new-tokens) "
-                             f"{self.max_context - len(ids)} or less, or shorten the audio or the text")
+        return self._answer(len(ids), lambda: self._evaluate(ids), max_new_tokens, on_text)
+
+    def generate_parts(self, parts: list, max_new_tokens: int, on_text=None) -> tuple[str, float, str, dict]:
+        """:meth:`generate` for a prompt of parts, in order: token id lists and arrays of input embeddings
+        (positions, hidden size), which the LLM reads in place of tokens (the e2e route's audio)."""
+        return self._answer(sum(len(part) for part in parts), lambda: self._evaluate_parts(parts), max_new_tokens, on_text)
+
+    def _evaluate_parts(self, parts: list) -> int:
+        """The cache holds ``parts`` afterwards, evaluated from position 0, each part in blocks of EVAL_BLOCK from its
+        own start (the same blocks for the same prompt, as :meth:`_evaluate`). An embedding's position holds id -1, so
+        no later prompt shares it as a prefix."""
+        self.llm.n_tokens = 0
+        for part in parts:
+            for begin in range(0, len(part), EVAL_BLOCK):
+                block = part[begin : begin + EVAL_BLOCK]
+                if isinstance(part, np.ndarray):
+                    self._eval_embeddings(block)
+                else:
+                    self.llm.eval(list(block))
+        return 0
+
+    def _eval_embeddings(self, embeddings: np.ndarray) -> None:
+        """Evaluate input embeddings (positions, hidden) at the next positions (at most EVAL_BLOCK)."""
+        import ctypes
+
+        import llama_cpp
+
+        count, hidden = embeddings.shape
+        if hidden != self.hidden_size:
+            raise ValueError(f"embeddings of size {hidden}; this LLM's are {self.hidden_size}")
+        if self._embd_batch is None:
+            self._embd_batch = llama_cpp.llama_batch_init(EVAL_BLOCK, self.hidden_size, 1)
+        batch, past = self._embd_batch, self.llm.n_tokens
+        data = np.ascontiguousarray(embeddings, dtype=np.float32)
+        ctypes.memmove(batch.embd, data.ctypes.data, data.nbytes)
+        for i in range(count):
+            batch.pos[i], batch.n_seq_id[i], batch.logits[i] = past + i, 1, i == count - 1
+            batch.seq_id[i][0] = 0
+        batch.n_tokens = count
+        self.llm._ctx.kv_cache_seq_rm(-1, past, -1)
+        if llama_cpp.llama_decode(self.llm.ctx, batch) != 0:
+            raise RuntimeError(f"llama.cpp could not evaluate {count} input embeddings at position {past}")
+        self.llm.input_ids[past : past + count] = -1
+        self.llm.n_tokens = past + count
+
+    def _answer(self, prompt_tokens: int, evaluate, max_new_tokens: int, on_text) -> tuple[str, float, str, dict]:
+        if prompt_tokens >= self.max_context:
+            raise ValueError(f"the prompt is {prompt_tokens} tokens and fills the LLM's context of {self.max_context} "
+                             "tokens, leaving none to answer in: shorten the audio or the text")
+        if prompt_tokens + max_new_tokens > self.max_context:
+            raise ValueError(f"the prompt is {prompt_tokens} tokens and {max_new_tokens} new tokens would run past the "
+                             f"LLM's context of {self.max_context} tokens: use max_new_tokens (--max-new-tokens) "
+                             f"{self.max_context - prompt_tokens} or less, or shorten the audio or the text")
         start = time.perf_counter()
         with self._lock:
-            prefilled = self._evaluate(ids)  # (the tokens evaluated before it came: kept)
+            prefilled = evaluate()  # (the tokens evaluated before it came: kept)
             prefill_s = time.perf_counter() - start
             new: list[int] = []
             shown = ""
@@ -217,7 +284,7 @@ class GgufLLM:
             on_text(answer[len(shown):])
         elapsed = time.perf_counter() - start
         return answer.strip(), elapsed, finish, {"prefill_s": prefill_s, "decode_s": elapsed - prefill_s,
-                                                 "prefilled_tokens": prefilled, "prompt_tokens": len(ids)}
+                                                 "prefilled_tokens": prefilled, "prompt_tokens": prompt_tokens}
 
     def _stream(self, new: list[int], shown: str, on_text) -> str:
         """Hand ``on_text`` the answer's new whole words (as transformers' TextStreamer: up to the last space)."""
@@ -237,15 +304,23 @@ class _Layout:
 
 
 class TextPrompts:
-    """What inference.longform reads of a processor (``llm.processor``) for the text prompts of the cascade and the
-    text mode: the checkpoint's tokenizer, prompt building, context length and sampling rate, torch-free."""
+    """What inference.longform reads of a processor (``llm.processor``), torch-free: the checkpoint's tokenizer, prompt
+    building, context length and sampling rate, and, for e2e, the embeddings a clip gets (``layout``: the checkpoint's
+    ``AudioLayout``, ``frontend``: its front end's options)."""
 
-    def __init__(self, llm: GgufLLM, sampling_rate: int):
+    def __init__(self, llm: GgufLLM, sampling_rate: int, layout=None, frontend=None):
         self._llm = llm
         self.audio_token = llm.audio_token
         self.max_context_length = llm.max_context
-        self.layout = _Layout(sampling_rate)
+        self.layout = layout if layout is not None else _Layout(sampling_rate)
+        self.frontend = frontend
         self.audio_with_text = staticmethod(audio_with_text)
+
+    def num_audio_tokens(self, num_samples: int, num_spans: int | None = None) -> int:
+        """``AudioMiniChatProcessor.num_audio_tokens``: the embeddings a clip of ``num_samples`` samples gets."""
+        if self.frontend is None:
+            raise ValueError("this route reads no audio embeddings (cascade and text only)")
+        return self.frontend.num_embeddings(self.layout, num_samples, num_spans)
 
     def tokenizer(self, text: str, add_special_tokens: bool = False, return_offsets_mapping: bool = False) -> dict:
         enc = self._llm.tokenizer.encode(text, add_special_tokens=add_special_tokens)

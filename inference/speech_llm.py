@@ -38,14 +38,10 @@ from ..modeling_audio_minichat import AudioMiniChatForConditionalGeneration
 from ..audio_io import load_audio
 from .answers import (  # noqa: F401 - also read from here
     ASR_BACKENDS, ASR_WINDOW_TOKENS, NO_SPEECH_THRESHOLD, STEADY_SPREAD_DB, Answer, SpeechCheck, _checked, _no_speech,
-    DEFAULT_MODE, DEFAULT_SUMMARY_PROMPT, MODES, check_speech, finish_reason, speech_gate)
+    DEFAULT_MODE, DEFAULT_SUMMARY_PROMPT, MODES, UNTRAINED_WARNING, check_speech, e2e_warning, finish_reason, speech_gate)
 from ..processing_audio_minichat import AudioMiniChatProcessor
 from ..utils.cpu_features import FP16_WEIGHTS, fp16_weight_linears, llm_plan
 
-UNTRAINED_WARNING = (
-    "this model's audio projector is untrained: end-to-end answers do not reflect the speech yet "
-    "(use --mode cascade or a trained checkpoint)"
-)
 def resolve_device(device: str | torch.device) -> torch.device:
     """``device`` as a ``torch.device`` that exists on this machine, or a ValueError saying why not (one line)."""
     try:
@@ -210,7 +206,7 @@ class SpeechLLM:
                                 sampling_rate=self.processor.layout.sampling_rate)
         text, elapsed, read, finished = self._generate(inputs, max_new_tokens, on_text)
         # an untrained projector, or a trained one whose build records a known limitation
-        warning = self.info.get("projector_note") or (None if self.projector_trained else UNTRAINED_WARNING)
+        warning = e2e_warning(self.info)
         if warning:
             warnings.warn(warning, stacklevel=2)
         # transcript: what the model read from the speech (its internal ASR decoding as text), where it reads tokens

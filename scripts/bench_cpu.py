@@ -9,7 +9,9 @@ Commands (--commands, comma-separated; default all):
   cascade    audio-minichat summarize AUDIO --mode cascade --json --raw (--llm-backend auto: llama.cpp where
              llama-cpp-python is installed, inference/gguf_cascade.py)
   cascade-transformers   the same with --llm-backend transformers (torch; the reference)
-  e2e        audio-minichat summarize AUDIO --mode e2e --json --raw
+  e2e        audio-minichat summarize AUDIO --mode e2e --json --raw (auto: llama.cpp and CTranslate2 where the
+             checkpoint's e2e is the soft cascade, inference/ct2_soft_tokens.py)
+  e2e-transformers       the same with --llm-backend transformers
   text       audio-minichat summarize --mode text --text TRANSCRIPT --json --raw, TRANSCRIPT being the one the cascade
              reads (`audio-minichat transcribe AUDIO`, run once per recording before the rounds, not timed)
   text-transformers      the same with --llm-backend transformers
@@ -38,7 +40,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 HANDBUILT = Path(__file__).resolve().parent / "handbuilt_pipeline.py"
-COMMANDS = ("handbuilt", "cascade", "cascade-transformers", "e2e", "text", "text-transformers", "version")
+COMMANDS = ("handbuilt", "cascade", "cascade-transformers", "e2e", "e2e-transformers", "text", "text-transformers", "version")
 ANCHOR = "handbuilt"
 NO_RATIO = ("version",)  # start-up alone: no pipeline to compare with the anchor's
 VERSIONS = ("audio-minichat", "torch", "transformers", "faster-whisper", "ctranslate2", "llama-cpp-python")

@@ -99,9 +99,10 @@ def test_speech_check_matches_speech_llm_on_steady_noise(reference, light):
     assert ours.no_speech_prob == pytest.approx(theirs.no_speech_prob, abs=2e-3)
 
 
-def test_command_line_runs_without_torch(light, default_dir):
+@pytest.mark.parametrize("mode", ["cascade", "e2e"])
+def test_command_line_runs_without_torch(light, default_dir, mode):
     code = ("import sys, json; from audio_minichat.app.cli import run; "
-            f"r = run(['summarize', {str(NEWS)!r}, '--model', {str(default_dir)!r}, '--llm-backend', 'llama.cpp', "
+            f"r = run(['summarize', {str(NEWS)!r}, '--model', {str(default_dir)!r}, '--llm-backend', 'llama.cpp', '--mode', {mode!r}, "
             "'--max-new-tokens', '16', '--quiet']); res = r['results'][0]; "
             "print(json.dumps({'torch': 'torch' in sys.modules, 'backend': res['llm_backend'], 'dtype': res['dtype'], "
             "'answer': res['answer']}))")
@@ -115,10 +116,10 @@ def test_command_line_runs_without_torch(light, default_dir):
 def test_llama_cpp_asked_for_where_it_cannot_run_is_one_line(default_dir, capsys):
     from audio_minichat.app.cli import main
 
-    code = main(["summarize", str(NEWS), "--model", str(default_dir), "--mode", "e2e", "--llm-backend", "llama.cpp"])
+    code = main(["summarize", str(NEWS), "--model", str(default_dir), "--dtype", "bfloat16", "--llm-backend", "llama.cpp"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1, err
-    assert "--llm-backend llama.cpp: it runs the cascade and the text mode only, not e2e" in err
+    assert "--llm-backend llama.cpp: --dtype bfloat16 sets transformers' weights" in err
 
 
 def test_prefill_keeps_only_the_shared_prefix(light):
@@ -142,3 +143,87 @@ def test_long_content_is_cut_into_chapters_on_the_llama_cpp_route(light, default
                   "--quiet"])["results"][0]
     assert result["llm_backend"] == "llama.cpp" and result["answer"]
     assert len(result["chapters"]) >= 3 and all(c["text"] for c in result["chapters"])
+
+
+# ---- e2e (the soft cascade) without torch: inference/ct2_soft_tokens.py -----------------------------------------------
+def test_e2e_embeddings_are_the_torch_front_ends(reference, light):
+    """Whisper's tokens and the top-k mixtures of the LLM's embeddings from CTranslate2's scores: the same tokens and
+    (float32, sums of 8 products of 576-wide rows) the same embeddings as frontend_asr_tokens on the 2-minute example."""
+    from audio_minichat.audio_io import load_audio
+    from audio_minichat.inference.ct2_soft_tokens import SoftTokens
+
+    clip = load_audio(str(NEWS), None, 16000)
+    processor, model = reference.processor, reference.model
+    inputs = processor(text=processor.build_prompt(processor.audio_with_text(PROMPT, "before")), audio=[clip], sampling_rate=16000)
+    with torch.no_grad():
+        out = model.audio_frontend(inputs["input_features"], inputs["input_features_mask"], inputs["audio_window_clip"],
+                                   token_table=model.get_input_embeddings().weight)
+    embeddings, tokens = SoftTokens(light.model_dir, light.asr).read(clip)
+    assert len(inputs["input_features"]) == 4 and tokens == out.token_ids[0].tolist()
+    expected = out.filled_embeddings()[0].float().numpy()
+    assert embeddings.shape == expected.shape == (len(tokens) + 2, 576)  # (" 2024"-like tokens fill a slot per piece)
+    np.testing.assert_allclose(embeddings, expected, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("prompt,position", [(PROMPT, "before"), ("What is said about the fish?", "after"), (None, "before")])
+def test_e2e_prompt_around_the_audio_is_the_processors(reference, light, prompt, position):
+    processor = reference.processor
+    ids = processor(text=processor.build_prompt(processor.audio_with_text(prompt, position)), audio=[np.zeros(16000, np.float32)],
+                    sampling_rate=16000)["input_ids"][0].tolist()
+    audio_id = processor.tokenizer.convert_tokens_to_ids(processor.audio_token)
+    head, tail = light.llm.audio_prompt(prompt, position)
+    slots = processor.num_audio_tokens(16000)
+    assert ids == head + [audio_id] * slots + tail
+    assert light.processor.num_audio_tokens(16000) == slots  # what inference.longform reads, torch-free
+
+
+def test_llama_cpp_reads_embeddings_as_transformers_does(reference, light):
+    """The same input embeddings (a prompt's own token embeddings) give llama.cpp and transformers the same next token,
+    and the prompt as tokens gives llama.cpp the same one: the embedding path is the token path."""
+    from audio_minichat.utils.safetensors_view import tensor_view
+    from audio_minichat.inference.ct2_soft_tokens import embedding_table_name
+
+    llm = light.llm
+    ids = llm.encode(llm.prompt((ROOT / "examples" / "short.txt").read_text(encoding="utf-8"), PROMPT))
+    table = tensor_view(light.model_dir, embedding_table_name(light.model_dir))
+    embeddings = np.asarray(table[ids], dtype=np.float32)
+    llm._evaluate_parts([embeddings])
+    from_embeddings = llm._logits().copy()
+    llm._evaluate_parts([ids])
+    from_tokens = llm._logits().copy()
+    with torch.no_grad():
+        hf = reference.model.language_model(inputs_embeds=torch.from_numpy(embeddings)[None]).logits[0, -1].float().numpy()
+    assert int(np.argmax(from_embeddings)) == int(np.argmax(from_tokens)) == int(np.argmax(hf))
+    assert set(np.argsort(-from_embeddings)[:3]) == set(np.argsort(-hf)[:3])
+
+
+def test_e2e_answers_follow_their_own_audio(light):
+    """Each clip's answer carries its own clip's content (a fixed answer cannot pass both); the transcript field is
+    what the LLM read; the answer does not depend on the order things were evaluated in before."""
+    news = light.e2e(str(NEWS), PROMPT, max_new_tokens=40)
+    short = light.e2e(str(ROOT / "examples" / "short.wav"), PROMPT, max_new_tokens=40)
+    assert news.mode == "e2e" and news.timings["asr_s"] > 0 and news.warning is None
+    assert any(w in news.text.lower() for w in ("ferr", "tid")), news.text
+    assert any(w in short.text.lower() for w in ("maya", "tom", "bridge", "late", "meeting")), short.text
+    assert "ferr" not in short.text.lower() and "Mill Road" in short.transcript
+    assert light.e2e(str(NEWS), PROMPT, max_new_tokens=40).text == news.text
+
+
+def test_e2e_route_says_why_not_for_a_trained_state_projection(default_dir, light, tmp_path):
+    """The route computes the mixture only: a checkpoint whose decoder-state projection is not zero keeps transformers."""
+    from safetensors.numpy import save_file
+
+    from audio_minichat.inference.ct2_soft_tokens import unavailable as soft_unavailable
+
+    for name in ("config.json", "processor_config.json"):
+        (tmp_path / name).write_text((Path(default_dir) / name).read_text())
+    text = json.loads((tmp_path / "config.json").read_text())["text_config"]
+    weights = {"audio_frontend.asr_token_map": -np.ones((8, 2), np.int64),
+               "audio_frontend.projector.log_temperature": np.zeros((), np.float32),
+               "audio_frontend.projector.net.0.weight": np.zeros((4, 3), np.float32),
+               "language_model.model.embed_tokens.weight": np.zeros((text["vocab_size"], text["hidden_size"]), np.float32)}
+    save_file(weights, str(tmp_path / "model.safetensors"))
+    assert soft_unavailable(tmp_path, light._folder) is None
+    weights["audio_frontend.projector.net.0.weight"][1, 2] = 0.5
+    save_file(weights, str(tmp_path / "model.safetensors"))
+    assert "decoder-state projection is trained" in soft_unavailable(tmp_path, light._folder)
