@@ -22,7 +22,7 @@ def start_asr(args, mode, files, procs, log, prompt, max_new_tokens):
         return None
     try:
         from ..audio_io import load_audio
-        from ..inference.ct2_asr import Ct2Whisper, cached_folder
+        from ..inference.ct2_asr import REFERENCE_COMPUTE_TYPE, Ct2Whisper, cached_folder, fast_compute_type
 
         folder = cached_folder(args.model or build_dir())
         if folder is None:
@@ -31,7 +31,9 @@ def start_asr(args, mode, files, procs, log, prompt, max_new_tokens):
         # cores, --threads 2: the ASR on 2 threads beside the import took 13.1 s, on 1 thread 8-9 s); all of them
         # where the llama.cpp route will answer (app/llm_route.py: no torch to import)
         threads = args.threads or default_threads()
-        asr = Ct2Whisper(folder, threads=threads if _light_route_likely(args) else max(1, min(threads, available_cores() - 1)))
+        light = _light_route_likely(args)  # (its Whisper runs in the compute type that route reads)
+        asr = Ct2Whisper(folder, threads=threads if light else max(1, min(threads, available_cores() - 1)),
+                         compute_type=fast_compute_type() if light else REFERENCE_COMPUTE_TYPE)
         asr.prefetch(load_audio(files[0], None, asr.settings["sampling_rate"]))
         return asr
     except Exception:  # noqa: BLE001 - an unreadable file, a missing package, ...: the usual path says what

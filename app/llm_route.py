@@ -25,14 +25,15 @@ class Route:
     restore: Callable[[], None]  # the process's own thread settings back (a caller in this process keeps its own)
 
     def fields(self) -> dict:
-        """What ``--json`` says of the runtime: threads, dtype, llm_quantization, llm_backend."""
+        """What ``--json`` says of the runtime: threads, dtype, llm_quantization, llm_backend, asr_compute_type (the
+        CTranslate2 Whisper's, where one transcribes: it changes transcripts)."""
         if self.backend == BACKEND:
             return {"threads": self.threads, "dtype": None, "llm_quantization": self.llm.llm_quantization,
-                    "llm_backend": BACKEND}
+                    "llm_backend": BACKEND, "asr_compute_type": self.llm.asr_compute_type}
         from ..utils.dtypes import dtype_name
 
         return {"threads": self.threads, "dtype": dtype_name(self.llm.dtype), "llm_quantization": self.llm.llm_quantization,
-                "llm_backend": REFERENCE}
+                "llm_backend": REFERENCE, "asr_compute_type": self.llm.asr_compute_type}
 
 
 def quiet_transformers() -> None:

@@ -45,6 +45,32 @@ SETTINGS = "asr_settings.json"  # written last: a folder with it is complete
 FOLDER_VERSION = 2  # the folder's layout; a new one makes new folders (2: no_speech_threshold)
 
 
+# The llama.cpp route's Whisper (inference.gguf_cascade) runs quantised where it measured faster with no more word
+# errors: int8 weights (CTranslate2 quantises the float32 files as they load), on a CPU with int8 dot products.
+# Measured (scripts/whisper_compute_types.py, benchmarks/cpu_speed/whisper_compute_types.json; 2-core Intel Xeon with
+# AMX and avx512_vnni, 2 threads, the 2-minute example): the cascade's transcript 3.70 -> 2.25 s, e2e's tokens 2.64 ->
+# 1.90 s, peak memory 805 -> 634 MiB; word errors on 20 spoken XSum documents 11.41 -> 10.85 %. Not measured on a CPU
+# without VNNI, which keeps float32. The transformers route's CTranslate2 Whisper stays float32: the reference.
+INT8_DOT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+FAST_COMPUTE_TYPE = "int8"
+REFERENCE_COMPUTE_TYPE = "float32"
+
+
+def fast_compute_type(flags=None, offered=None) -> str:
+    """The compute type of the llama.cpp route's Whisper on this CPU (see INT8_DOT_FLAGS): FAST_COMPUTE_TYPE where
+    CTranslate2 offers it and the processor reports int8 dot products, else float32. ``flags``/``offered``: this
+    machine's (utils.cpu_flags, ``ctranslate2.get_supported_compute_types("cpu")``) unless given."""
+    if flags is None:
+        from ..utils.cpu_flags import reported_cpu_flags
+
+        flags = reported_cpu_flags()
+    if offered is None:
+        import ctranslate2
+
+        offered = ctranslate2.get_supported_compute_types("cpu")
+    return FAST_COMPUTE_TYPE if FAST_COMPUTE_TYPE in set(offered) and INT8_DOT_FLAGS & set(flags) else REFERENCE_COMPUTE_TYPE
+
+
 # ---- the features, in numpy ----------------------------------------------------------------------------------------
 def log_mel(audio: np.ndarray, mel_filters: np.ndarray, n_fft: int, hop: int, n_samples: int) -> np.ndarray:
     """Whisper's log-mel features (mel bins, frames) as transformers' feature extractor computes them: up to
@@ -175,7 +201,7 @@ class Ct2Whisper:
     """A CTranslate2 Whisper folder (:func:`ensure_folder`) run on the CPU with ``threads`` threads: torch and
     transformers are not imported. :meth:`from_model` makes one from a transformers Whisper."""
 
-    def __init__(self, folder: str | os.PathLike, threads: int = 1, compute_type: str = "float32"):
+    def __init__(self, folder: str | os.PathLike, threads: int = 1, compute_type: str = REFERENCE_COMPUTE_TYPE):
         from tokenizers import Tokenizer
 
         folder = Path(folder)
@@ -406,4 +432,4 @@ def _clip_key(audio: np.ndarray) -> str:
     return f"{audio.size}:" + hashlib.blake2b(np.ascontiguousarray(audio).tobytes(), digest_size=16).hexdigest()
 
 
-__all__ = ["Ct2Whisper", "BACKEND", "REFERENCE", "unavailable", "log_mel", "ensure_folder", "cached_folder", "folder_key"]
+__all__ = ["Ct2Whisper", "BACKEND", "REFERENCE", "unavailable", "fast_compute_type", "log_mel", "ensure_folder", "cached_folder", "folder_key"]

@@ -65,12 +65,16 @@ class GgufSpeechLLM:
     dtype = None  # (the LLM's weights are the GGUF file's: llm_quantization)
 
     def __init__(self, model_dir: str | os.PathLike, threads: int = 1, check_speech: bool = True, ct2_asr=None):
-        from .ct2_asr import cached_folder
+        from .ct2_asr import cached_folder, fast_compute_type
 
         self.model_dir = Path(model_dir)
         self.llm = GgufLLM(self.model_dir, threads)
         self.llm_quantization = f"gguf:{self.llm.gguf.name}"
         self.speech_check = check_speech
+        self.asr_compute_type = fast_compute_type()
+        if ct2_asr is not None and ct2_asr.compute_type != self.asr_compute_type:  # (started for the other route)
+            ct2_asr.stop_prefetch()
+            ct2_asr = None
         self._folder = ct2_asr.folder if ct2_asr is not None else cached_folder(self.model_dir)
         self._asr = ct2_asr  # the cascade's Whisper, loaded when a clip first needs it (the text mode never does)
         self._soft = None  # e2e's embeddings (inference.ct2_soft_tokens.SoftTokens), made on its first clip
@@ -102,7 +106,7 @@ class GgufSpeechLLM:
                                  "(the first cascade with --llm-backend transformers writes it)")
             from .ct2_asr import Ct2Whisper
 
-            self._asr = Ct2Whisper(self._folder, self.threads)
+            self._asr = Ct2Whisper(self._folder, self.threads, compute_type=self.asr_compute_type)
         return self._asr
 
     def _load(self, audio, sampling_rate, mode):

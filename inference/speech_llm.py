@@ -309,6 +309,11 @@ class SpeechLLM:
 
         return None if self._asr is None else BACKEND if self._ct2 is not None else REFERENCE
 
+    @property
+    def asr_compute_type(self) -> str | None:
+        """The CTranslate2 Whisper's compute type where it decodes the cascade (float32, the reference), else None."""
+        return None if self._ct2 is None else self._ct2.compute_type
+
     def _transcribe(self, clip: np.ndarray) -> tuple[str, float]:
         from ..assets.ct2_whisper import transcribe
 

@@ -1,9 +1,9 @@
 """Do the llama.cpp route's answers keep the quality of the transformers route's (issue 26, point 4)?
 
 The same 20 spoken XSum documents (eval/benchmark.py's seeded draw, read by the `joe` voice), the same prompt and
-token limit, answered by the text mode and the cascade of each route: transformers (SpeechLLM at the command line's
+token limit, answered by the text mode, the cascade and e2e (``--modes``) of each route: transformers (SpeechLLM at the command line's
 default --dtype auto) and llama.cpp (GgufSpeechLLM: the checkpoint's GGUF file, Whisper in CTranslate2). Reported per
-route and mode: R-1 / R-L against the reference summaries, R-L of the cascade against the same route's text answer
+route and mode: R-1 / R-L against the reference summaries, R-L of a spoken mode against the same route's text answer
 (and, as the control a fixed sentence cannot pass, against the text answers to the *other* documents: the margin),
 the loop rate (metrics.repetition) and the mean time per answer; and between routes: R-L of llama.cpp's answers
 against transformers' on the same input.
@@ -32,8 +32,13 @@ def main(argv=None) -> int:
     p.add_argument("--max-new-tokens", type=int, default=60)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--model", default=None, help="checkpoint (default: the offline default)")
+    p.add_argument("--modes", default="text,cascade", help="comma-separated: text (always run: the spoken modes' target), cascade, e2e")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "llm_backend" / "quality.json"))
     args = p.parse_args(argv)
+    modes = ["text"] + [m for m in args.modes.split(",") if m and m != "text"]
+    unknown = sorted(set(modes) - {"text", "cascade", "e2e"})
+    if unknown:
+        raise SystemExit(f"llm_backend_quality: unknown mode(s) {', '.join(unknown)}: text, cascade, e2e")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import soundfile as sf
     import torch
@@ -59,7 +64,7 @@ def main(argv=None) -> int:
     seconds: dict[tuple[str, str], list[float]] = {}
     transcripts: dict[str, list[str]] = {}
     for name, llm in routes.items():
-        for mode in ("text", "cascade"):
+        for mode in modes:
             out, took = [], []
             for i, doc in enumerate(docs, start=1):
                 start = time.perf_counter()
@@ -67,8 +72,9 @@ def main(argv=None) -> int:
                     answer = llm.text(doc["document"], DEFAULT_PROMPT, max_new_tokens=args.max_new_tokens)
                 else:
                     audio, rate = sf.read(str(cache / args.voice / f"{doc['id']}.wav"), dtype="float32")
-                    answer = llm.cascade(audio, DEFAULT_PROMPT, max_new_tokens=args.max_new_tokens, sampling_rate=rate)
-                    transcripts.setdefault(name, []).append(answer.transcript)
+                    answer = getattr(llm, mode)(audio, DEFAULT_PROMPT, max_new_tokens=args.max_new_tokens, sampling_rate=rate)
+                    if mode == "cascade":
+                        transcripts.setdefault(name, []).append(answer.transcript)
                 took.append(time.perf_counter() - start)
                 out.append(answer.text)
                 print(f"[quality] {name} {mode} {i}/{len(docs)} {took[-1]:.1f} s", file=sys.stderr, flush=True)
@@ -84,23 +90,22 @@ def main(argv=None) -> int:
         text = answers[(name, "text")]
         row = {"route": name, "mode": mode, "rouge1": score(preds, refs, "rouge1"), "rougeL": score(preds, refs, "rougeL"),
                "loop_rate": round(100 * loop_rate(preds), 1), "median_s": round(statistics.median(seconds[(name, mode)]), 2)}
-        if mode == "cascade":
+        if mode != "text":
             own = score(preds, text, "rougeL")
             n = len(preds)
             others = statistics.mean(score(preds, text[k:] + text[:k], "rougeL") for k in range(1, n))
             row.update({"rougeL_vs_text": own, "rougeL_vs_other_texts": round(others, 2), "margin": round(own - others, 2)})
         rows.append(row)
-    between = {mode: score(answers[("llama.cpp", mode)], answers[("transformers", mode)], "rougeL") for mode in ("text", "cascade")}
-    same = {mode: sum(a == b for a, b in zip(answers[("llama.cpp", mode)], answers[("transformers", mode)]))
-            for mode in ("text", "cascade")}
+    between = {mode: score(answers[("llama.cpp", mode)], answers[("transformers", mode)], "rougeL") for mode in modes}
+    same = {mode: sum(a == b for a, b in zip(answers[("llama.cpp", mode)], answers[("transformers", mode)])) for mode in modes}
     result = {"config": {**vars(args), "prompt": DEFAULT_PROMPT, "doc_ids": [d["id"] for d in docs],
-                         "transcripts_equal": transcripts["llama.cpp"] == transcripts["transformers"]},
+                         "transcripts_equal": transcripts.get("llama.cpp") == transcripts.get("transformers")},
               "rows": rows, "rougeL_llama_vs_transformers": between, "identical_answers": same,
               "answers": {f"{k[0]}/{k[1]}": v for k, v in answers.items()}}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-    print("| route | mode | R-1 | R-L | cascade R-L vs its text (others, margin) | loop % | median s |")
+    print("| route | mode | R-1 | R-L | R-L vs its text (others, margin) | loop % | median s |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         vs = f"{r['rougeL_vs_text']} ({r['rougeL_vs_other_texts']}, {r['margin']})" if "margin" in r else "-"

@@ -115,7 +115,7 @@ def main(argv=None) -> int:
               "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-    print("| compute type | cascade ASR s | e2e soft tokens s | load s | Whisper MiB | peak MiB | WER % (cascade / e2e read) | same as float32 (of %d) |" % len(docs))
+    print(f"| compute type | cascade ASR s | e2e soft tokens s | load s | Whisper MiB | peak MiB | WER % (cascade / e2e read) | same as float32 (of {len(docs)}) |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['compute_type']} | {r['cascade_asr_s']} | {r['e2e_soft_tokens_s']} | {r['load_s']} | {r['load_mib']} | "

@@ -32,6 +32,8 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from .cpu_flags import reported_cpu_flags
+
 FP16_WEIGHTS = "fp16-weights"  # the LLM's linear layers hold fp16 weights and compute in fp32
 LLM_QUANTIZATIONS = (None, FP16_WEIGHTS)
 # What PyTorch's dynamic fp16 linear needs: FBGEMM (x86) and a processor with AVX2 (FBGEMM's fp16 kernels; every
@@ -51,19 +53,11 @@ class LlmPlan:
 
 
 def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset[str]:
-    """The processor's feature flags as the kernel lists them (``flags`` in /proc/cpuinfo: ``avx2``, ``avx512f``,
-    ``avx512_bf16``, ``amx_bf16``, ...), plus what PyTorch's own detection reports (``avx2`` under its AVX2 or AVX512
-    capability), so a system without /proc/cpuinfo still says what PyTorch found. Empty if neither says anything."""
-    flags: set[str] = set()
-    try:
-        with open(cpuinfo, encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                key, _, value = line.partition(":")
-                if key.strip() in ("flags", "Features"):  # x86, Arm
-                    flags.update(value.split())
-                    break
-    except OSError:
-        pass
+    """The processor's feature flags as the kernel lists them (utils.cpu_flags.reported_cpu_flags: ``avx2``,
+    ``avx512f``, ``avx512_bf16``, ``amx_bf16``, ...), plus what PyTorch's own detection reports (``avx2`` under its AVX2
+    or AVX512 capability), so a system without /proc/cpuinfo still says what PyTorch found. Empty if neither says
+    anything."""
+    flags = set(reported_cpu_flags(cpuinfo))
     capability = torch.backends.cpu.get_cpu_capability()  # "DEFAULT", "AVX2", "AVX512", "ZVECTOR", "SVE256", ...
     if capability in ("AVX2", "AVX512"):
         flags.add("avx2")
