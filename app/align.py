@@ -19,6 +19,8 @@ def parse_args(argv=None):
     p.add_argument("--model", default=None, help="a posterior checkpoint with posterior_blank (default: the untrained posterior_ctc build, "
                    "made once in the model cache)")
     p.add_argument("--minutes", type=float, default=30.0, help="training time budget (a resumed run counts its past)")
+    p.add_argument("--steps", type=int, default=0, help="stop at this step as well (0: the time budget alone); a run "
+                                                       "compared with another stops at the same step")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--negatives", type=int, default=4096,
                    help="sampled softmax: tokens drawn per step besides the batch's targets (0: the whole vocabulary)")

@@ -220,7 +220,7 @@ def train(args, stream, sets: dict) -> dict:
     try:
         if state["step"] == 0:
             log({"step": 0, "rows": 0, "seconds": 0.0, "eval": evaluate(aligner, sets)})
-        while time.monotonic() - started < budget:
+        while time.monotonic() - started < budget and not (getattr(args, "steps", 0) and state["step"] >= args.steps):
             batch = stream.take(args.batch)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(args, state["rows"])
