@@ -34,6 +34,9 @@ FRONTEND = "audio_frontend."
 TOKEN_MAP = FRONTEND + "asr_token_map"
 TEMPERATURE = FRONTEND + "projector.log_temperature"
 STATE_PROJECTION = FRONTEND + "projector.net."
+# windows decoded side by side: CTranslate2 returns every step's scores over the whole vocabulary (200 KB a step, ~90
+# steps a window), so a long recording is decoded 4 windows (2 minutes) at a time
+WINDOW_BATCH = 4
 
 
 def _processor_config(model_dir: Path) -> dict:
@@ -190,9 +193,11 @@ class SoftTokens:
         """A clip's audio embeddings (filled slots, hidden) and the ASR tokens behind them."""
         start = time.perf_counter()
         embeddings, tokens = [], []
-        for window_tokens, top_scores, top_ids in self.decode(self.windows(np.asarray(clip, dtype=np.float32))):
-            embeddings.append(self.embed(window_tokens, top_scores, top_ids))
-            tokens += window_tokens
+        windows = self.windows(np.asarray(clip, dtype=np.float32))
+        for first in range(0, len(windows), WINDOW_BATCH):
+            for window_tokens, top_scores, top_ids in self.decode(windows[first : first + WINDOW_BATCH]):
+                embeddings.append(self.embed(window_tokens, top_scores, top_ids))
+                tokens += window_tokens
         self.last_seconds = time.perf_counter() - start
         return np.concatenate(embeddings), tokens
 

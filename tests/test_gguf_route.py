@@ -250,3 +250,19 @@ def test_the_routes_whisper_is_int8_only_where_the_cpu_has_int8_dot_products():
     assert fast_compute_type({"avx2", "avx_vnni"}, offered) == "int8"
     assert fast_compute_type({"avx2", "avx512f"}, offered) == "float32"  # not measured without VNNI: the reference
     assert fast_compute_type({"avx512_vnni"}, {"float32"}) == "float32"  # a CTranslate2 that offers no int8
+
+
+def test_e2e_windows_read_in_groups_are_read_alike(light, monkeypatch):
+    """A long recording's windows are decoded a few at a time (ct2_soft_tokens.WINDOW_BATCH): the same tokens and
+    embeddings as all side by side."""
+    from audio_minichat.audio_io import load_audio
+    from audio_minichat.inference import ct2_soft_tokens
+    from audio_minichat.inference.ct2_soft_tokens import SoftTokens
+
+    clip = load_audio(str(NEWS), None, 16000)
+    soft = SoftTokens(light.model_dir, light.asr)
+    together, tokens = soft.read(clip)
+    monkeypatch.setattr(ct2_soft_tokens, "WINDOW_BATCH", 3)  # 4 windows: a group of 3, then 1
+    apart, tokens_apart = soft.read(clip)
+    assert tokens_apart == tokens
+    np.testing.assert_allclose(apart, together, atol=1e-5, rtol=0)
