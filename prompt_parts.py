@@ -4,12 +4,18 @@ by the llama.cpp route (inference/gguf_llm.py), which must build the very same p
 - :func:`audio_with_text`: the parts of a turn holding one clip and an optional text prompt before or after it;
 - :func:`render_content`: the string the chat template sees for a message's content (text parts and one
   placeholder per audio part, joined with newlines: the format the model was trained on);
-- :func:`fill_placeholders`: the placeholders replaced, in order, by transcripts (the text version of a prompt).
+- :func:`fill_placeholders`: the placeholders replaced, in order, by transcripts (the text version of a prompt);
+- :func:`render_chat`: a chat template rendered on plain messages as transformers' ``apply_chat_template`` renders it,
+  with jinja2 alone (importing transformers' renderer costs about a second of CPU, which the llama.cpp route does not
+  spend); templates that use transformers' own ``{% generation %}`` tag go to transformers' renderer.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Sequence
+from functools import lru_cache
 
 
 def audio_with_text(prompt: str | None, text_position: str = "before") -> list[dict]:
@@ -57,3 +63,46 @@ def fill_placeholders(prompt: str, transcripts: Sequence[str], audio_token: str)
     for transcript, piece in zip(transcripts, pieces[1:]):
         out.extend([transcript.strip(), piece])
     return "".join(out)
+
+
+def _tojson(value, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+    """The ``tojson`` filter chat templates expect: plain JSON (jinja2's own escapes HTML characters)."""
+    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+
+def _raise_exception(message):
+    import jinja2
+
+    raise jinja2.exceptions.TemplateError(message)
+
+
+def _strftime_now(format_string):
+    from datetime import datetime
+
+    return datetime.now().strftime(format_string)
+
+
+@lru_cache(maxsize=8)
+def _compiled(template: str):
+    """A chat template compiled in a sandbox, with the environment chat templates are written for (blocks trimmed,
+    loop controls, ``tojson``, ``raise_exception``, ``strftime_now``)."""
+    from jinja2.ext import loopcontrols
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+    env.filters["tojson"] = _tojson
+    env.globals.update(raise_exception=_raise_exception, strftime_now=_strftime_now)
+    return env.from_string(template)
+
+
+def render_chat(template: str, messages: list[dict], add_generation_prompt: bool = True, **variables) -> str:
+    """``template`` rendered on ``messages`` (role / string content) with ``add_generation_prompt`` and ``variables``
+    (the tokenizer's special tokens), as transformers' ``apply_chat_template(..., tokenize=False)`` renders it."""
+    if re.search(r"\{%-?\s*generation\s*-?%\}", template):
+        from transformers.utils.chat_template_utils import render_jinja_template
+
+        rendered, _ = render_jinja_template(conversations=[messages], chat_template=template,
+                                            add_generation_prompt=add_generation_prompt, **variables)
+        return rendered[0]
+    return _compiled(template).render(messages=messages, add_generation_prompt=add_generation_prompt, **variables)
+

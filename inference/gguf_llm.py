@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..prompt_parts import audio_with_text, fill_placeholders, render_content
+from ..prompt_parts import audio_with_text, fill_placeholders, render_chat, render_content
 
 BACKEND = "llama.cpp"
 REFERENCE = "transformers"
@@ -154,13 +154,10 @@ class GgufLLM:
         return self.encode(head), self.encode(tail)
 
     def render(self, messages: list[dict], transcripts=None) -> str:
-        """The chat template rendered on ``messages`` (contents flattened) with the generation prompt, by the renderer
-        the processor's ``apply_chat_template`` uses, the placeholders then filled with ``transcripts``."""
-        from transformers.utils.chat_template_utils import render_jinja_template
-
-        rendered, _ = render_jinja_template(conversations=[messages], chat_template=self.chat_template,
-                                            add_generation_prompt=True, **self.special_tokens)
-        return rendered[0] if transcripts is None else fill_placeholders(rendered[0], transcripts, self.audio_token)
+        """The chat template rendered on ``messages`` (contents flattened) with the generation prompt, as the processor's
+        ``apply_chat_template`` renders it (prompt_parts.render_chat), the placeholders then filled with ``transcripts``."""
+        rendered = render_chat(self.chat_template, messages, add_generation_prompt=True, **self.special_tokens)
+        return rendered if transcripts is None else fill_placeholders(rendered, transcripts, self.audio_token)
 
     def encode(self, text: str) -> list[int]:
         """Token ids of a rendered prompt, as the processor tokenizes it (no special tokens added)."""

@@ -115,12 +115,13 @@ def test_command_line_runs_without_torch(light, default_dir, mode):
     code = ("import sys, json; from audio_minichat.app.cli import run; "
             f"r = run(['summarize', {str(NEWS)!r}, '--model', {str(default_dir)!r}, '--llm-backend', 'llama.cpp', '--mode', {mode!r}, "
             "'--max-new-tokens', '16', '--quiet']); res = r['results'][0]; "
-            "print(json.dumps({'torch': 'torch' in sys.modules, 'backend': res['llm_backend'], 'dtype': res['dtype'], "
+            "print(json.dumps({'torch': 'torch' in sys.modules, 'transformers': 'transformers' in sys.modules, "
+            "'backend': res['llm_backend'], 'dtype': res['dtype'], "
             "'answer': res['answer']}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result == {"torch": False, "backend": "llama.cpp", "dtype": None, "answer": result["answer"]}
+    assert result == {"torch": False, "transformers": False, "backend": "llama.cpp", "dtype": None, "answer": result["answer"]}
     assert result["answer"]
 
 
@@ -266,3 +267,30 @@ def test_e2e_windows_read_in_groups_are_read_alike(light, monkeypatch):
     apart, tokens_apart = soft.read(clip)
     assert tokens_apart == tokens
     np.testing.assert_allclose(apart, together, atol=1e-5, rtol=0)
+
+
+LLAMA3_STYLE = ("{{ bos_token }}{% for message in messages %}{% if loop.index0 == 0 and message['role'] != 'system' %}"
+                "{{ '<|start_header_id|>system<|end_header_id|>\n\nYou are helpful.<|eot_id|>' }}{% endif %}"
+                "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}"
+                "{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}")
+CONTROL_STYLE = ("{%- for message in messages %}\n  {%- if message['role'] not in ['user', 'assistant', 'system'] %}"
+                 "{{ raise_exception('bad role') }}{% endif %}\n  {%- if loop.last and not add_generation_prompt %}{% break %}{% endif %}\n"
+                 "[{{ message['role'] | upper }}] {{ message | tojson }}\n{%- endfor %}\n{%- if add_generation_prompt %}\n[ASSISTANT] {% endif %}")
+
+
+@pytest.mark.parametrize("template", ["default", LLAMA3_STYLE, CONTROL_STYLE])
+def test_chat_templates_render_as_transformers_renders_them(default_dir, template):
+    """prompt_parts.render_chat (jinja2 alone, no transformers import) against transformers' own renderer: the same
+    text for the default's template, a Llama-3-style one and one with loop controls, tojson and raise_exception."""
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    from audio_minichat.prompt_parts import render_chat
+
+    if template == "default":
+        template = (Path(default_dir) / "chat_template.jinja").read_text(encoding="utf-8")
+    messages = [{"role": "system", "content": "Be brief <b>&</b>."}, {"role": "user", "content": "A \"quoted\" é\n<|audio|>"}]
+    for chat in (messages, messages[1:]):
+        for generation in (True, False):
+            expected = render_jinja_template(conversations=[chat], chat_template=template, add_generation_prompt=generation,
+                                             bos_token="<s>", eos_token="</s>")[0][0]
+            assert render_chat(template, chat, add_generation_prompt=generation, bos_token="<s>", eos_token="</s>") == expected
