@@ -47,10 +47,10 @@ FOLDER_VERSION = 2  # the folder's layout; a new one makes new folders (2: no_sp
 
 # The llama.cpp route's Whisper (inference.gguf_cascade) runs quantised where it measured faster with no more word
 # errors: int8 weights (CTranslate2 quantises the float32 files as they load), on a CPU with int8 dot products.
-# Measured (scripts/whisper_compute_types.py, benchmarks/cpu_speed/whisper_compute_types.json; 2-core Intel Xeon with
-# AMX and avx512_vnni, 2 threads, the 2-minute example): the cascade's transcript 3.70 -> 2.25 s, e2e's tokens 2.64 ->
-# 1.90 s, peak memory 805 -> 634 MiB; word errors on 20 spoken XSum documents 11.41 -> 10.85 %. Not measured on a CPU
-# without VNNI, which keeps float32. The transformers route's CTranslate2 Whisper stays float32: the reference.
+# Measured (scripts/whisper_compute_types.py, benchmarks/cpu_speed/whisper_compute_types*.json; 2-core Intel Xeon
+# with AMX and avx512_vnni, 2 threads, the 2-minute example): the cascade's transcript 4.24 -> 2.54 s, e2e's tokens
+# 2.90 -> 2.32 s, peak memory 805 -> 634 MiB; word errors on 20 spoken XSum documents 11.41 -> 10.85 %. Not measured on
+# a CPU without VNNI, which keeps float32. The transformers route's CTranslate2 Whisper stays float32: the reference.
 INT8_DOT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
 FAST_COMPUTE_TYPE = "int8"
 REFERENCE_COMPUTE_TYPE = "float32"

@@ -9,6 +9,9 @@ transcripts are word for word float32's. The CPU's flags are recorded beside the
 CPU family it was measured on.
 
     python scripts/whisper_compute_types.py --threads 2 --out benchmarks/cpu_speed/whisper_compute_types.json
+
+``--alternate N`` times the compute types side by side in one process instead (all loaded, N rounds in alternating
+order after a warm-up round, medians): the steadier speed figure, no word counts.
 """
 
 from __future__ import annotations
@@ -73,6 +76,28 @@ def measure(compute_type: str, threads: int, rounds: int, num_docs: int, voice: 
     return row
 
 
+def alternate(types: list[str], threads: int, rounds: int) -> dict:
+    """Speed of each compute type, side by side in this process (see the module's text)."""
+    from audio_minichat.assets.builds import cached_build
+    from audio_minichat.audio_io import load_audio
+    from audio_minichat.inference.ct2_asr import Ct2Whisper, cached_folder
+    from audio_minichat.inference.ct2_soft_tokens import SoftTokens
+
+    model_dir = cached_build()
+    clip = load_audio(str(EXAMPLE), None, 16000)
+    whisper = {t: Ct2Whisper(cached_folder(model_dir), threads, compute_type=t) for t in types}
+    soft = {t: SoftTokens(model_dir, w) for t, w in whisper.items()}
+    took: dict = {t: {"cascade_asr_s": [], "e2e_soft_tokens_s": []} for t in types}
+    for r in range(rounds + 1):
+        for t in types if r % 2 == 0 else types[::-1]:
+            for key, fn in (("cascade_asr_s", lambda: whisper[t].transcribe(clip)), ("e2e_soft_tokens_s", lambda: soft[t].read(clip))):
+                start = time.perf_counter()
+                fn()
+                if r:  # (round 0: the warm-up)
+                    took[t][key].append(time.perf_counter() - start)
+    return {t: {k: round(statistics.median(v), 3) for k, v in runs.items()} for t, runs in took.items()}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=2)
@@ -80,6 +105,7 @@ def main(argv=None) -> int:
     p.add_argument("--num-docs", type=int, default=20)
     p.add_argument("--voice", default="joe")
     p.add_argument("--types", default=None, help="comma-separated (default: float32 and every int type offered)")
+    p.add_argument("--alternate", type=int, default=0, help="rounds side by side in one process (speed only)")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # (the child process: one compute type)
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "cpu_speed" / "whisper_compute_types.json"))
     args = p.parse_args(argv)
@@ -95,6 +121,13 @@ def main(argv=None) -> int:
 
     offered = sorted(ctranslate2.get_supported_compute_types("cpu"))
     types = args.types.split(",") if args.types else ["float32"] + [t for t in ("int16", "int8", "int8_float32") if t in offered]
+    if args.alternate:
+        result = {"config": {**vars(args), "offered": offered}, "alternating": alternate(types, args.threads, args.alternate)}
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+        for t, row in result["alternating"].items():
+            print(f"| {t} | {row['cascade_asr_s']} | {row['e2e_soft_tokens_s']} |")
+        return 0
     docs = select_documents(load_documents(80, 400), args.num_docs, 0)
     synthesize_documents(docs, args.voice, DEFAULT_CACHE.expanduser(), progress=False)
     rows = []
