@@ -11,7 +11,7 @@ errors must not load them). Each is a copy of the value its owner defines; tests
 MODES = ("e2e", "cascade", "text")
 DEFAULT_MODE = "cascade"
 DEFAULT_SUMMARY_PROMPT = "Summarize the following speech in a few sentences:"
-BUILD_VARIANTS = ("default", "pool", "qformer", "qformer_lora", "qformer_lora_base", "posterior_ctc")
+BUILD_VARIANTS = ("default", "pool", "qformer", "qformer_lora", "qformer_lora_base", "posterior_ctc", "posterior_ctc_conv")
 BUILD_FRONTENDS = ("asr_tokens", "pool", "stack", "qformer", "posterior")
 # --dtype: how the model's weights are held. "auto" (the default): from what the processor reports at run time; on a
 # CPU with AVX2 and 1 thread the LLM's linear layers hold fp16 weights (utils.cpu_features.choose_llm_plan), else

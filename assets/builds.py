@@ -41,6 +41,8 @@ POSTERIOR_CTC_KWARGS: dict = {"audio_frontend": "posterior", "keep_asr_decoder":
                               "projector_hidden_size": 1024,
                               "frontend_config": {"posterior_head": "tied", "posterior_blank": True, "posterior_kernel": 4,
                                                   "posterior_stride": 4, "posterior_temperature": 0.3}}
+POSTERIOR_CTC_CONV_KWARGS: dict = {**POSTERIOR_CTC_KWARGS, "projector_type": "conv_mlp",
+                                   "frontend_config": {**POSTERIOR_CTC_KWARGS["frontend_config"], "posterior_temperature": 0.5}}
 # the study's LLM adapter that is active only for prompts with audio (configs/study/qformer_dense_lora*.yaml)
 STUDY_AUDIO_LORA: dict = {"r": 16, "alpha": 32, "targets": ["q_proj", "v_proj"]}
 VARIANTS = {
@@ -58,6 +60,10 @@ VARIANTS = {
     # the posterior route (after LegoSLM): CTC-aligned posteriors over the LLM's tokens, read as mixtures of its
     # embeddings (training/align_posterior.py, python -m audio_minichat.app.align)
     "posterior_ctc": (POSTERIOR_CTC_KWARGS, WEIGHTS_DIR / "posterior_ctc_projector.safetensors"),
+    # the same with temporal context in its head (a depthwise convolution over 5 positions inside the MLP), trained on
+    # the same rows and schedule, read at 0.5: the recognition-free route that hears most (docs/hearing-study.md,
+    # seventh sitting)
+    "posterior_ctc_conv": (POSTERIOR_CTC_CONV_KWARGS, WEIGHTS_DIR / "posterior_ctc_conv_projector.safetensors"),
 }
 
 
