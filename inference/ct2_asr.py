@@ -46,19 +46,20 @@ FOLDER_VERSION = 2  # the folder's layout; a new one makes new folders (2: no_sp
 
 
 # The llama.cpp route's Whisper (inference.gguf_cascade) runs quantised where it measured faster with no more word
-# errors: int8 weights (CTranslate2 quantises the float32 files as they load), on a CPU with int8 dot products.
+# errors: int8 weights (CTranslate2 quantises the float32 files as they load), on the CPU family it was measured on.
 # Measured (scripts/whisper_compute_types.py, benchmarks/cpu_speed/whisper_compute_types*.json; 2-core Intel Xeon
-# with AMX and avx512_vnni, 2 threads, the 2-minute example): the cascade's transcript 4.24 -> 2.54 s, e2e's tokens
-# 2.90 -> 2.32 s, peak memory 805 -> 634 MiB; word errors on 20 spoken XSum documents 11.41 -> 10.85 %. Not measured on
-# a CPU without VNNI, which keeps float32. The transformers route's CTranslate2 Whisper stays float32: the reference.
-INT8_DOT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+# with AMX, 2 threads, the 2-minute example): the cascade's transcript 4.24 -> 2.54 s, e2e's tokens 2.90 -> 2.32 s,
+# peak memory 805 -> 634 MiB; word errors on 20 spoken XSum documents 11.41 -> 10.85 %. Not measured on a CPU without
+# AMX (the project's AMD machines; Intel without AMX), which keeps float32 until it is. The transformers route's
+# CTranslate2 Whisper stays float32: the reference.
+INT8_MEASURED_FLAGS = frozenset({"amx_int8"})
 FAST_COMPUTE_TYPE = "int8"
 REFERENCE_COMPUTE_TYPE = "float32"
 
 
 def fast_compute_type(flags=None, offered=None) -> str:
-    """The compute type of the llama.cpp route's Whisper on this CPU (see INT8_DOT_FLAGS): FAST_COMPUTE_TYPE where
-    CTranslate2 offers it and the processor reports int8 dot products, else float32. ``flags``/``offered``: this
+    """The compute type of the llama.cpp route's Whisper on this CPU (see INT8_MEASURED_FLAGS): FAST_COMPUTE_TYPE where
+    CTranslate2 offers it and the processor is of the family it was measured faster on, else float32. ``flags``/``offered``: this
     machine's (utils.cpu_flags, ``ctranslate2.get_supported_compute_types("cpu")``) unless given."""
     if flags is None:
         from ..utils.cpu_flags import reported_cpu_flags
@@ -68,7 +69,7 @@ def fast_compute_type(flags=None, offered=None) -> str:
         import ctranslate2
 
         offered = ctranslate2.get_supported_compute_types("cpu")
-    return FAST_COMPUTE_TYPE if FAST_COMPUTE_TYPE in set(offered) and INT8_DOT_FLAGS & set(flags) else REFERENCE_COMPUTE_TYPE
+    return FAST_COMPUTE_TYPE if FAST_COMPUTE_TYPE in set(offered) and INT8_MEASURED_FLAGS & set(flags) else REFERENCE_COMPUTE_TYPE
 
 
 # ---- the features, in numpy ----------------------------------------------------------------------------------------
