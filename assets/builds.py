@@ -105,15 +105,13 @@ def checkpoint_problem(model_dir: str | os.PathLike) -> str | None:
     (``model.safetensors``, or every shard its index names) whole by their headers and sizes, and
     ``processor_config.json``. One line naming the file that is missing or cut short (an interrupted copy is the
     usual cause), or None. Cheap: reads file sizes and safetensors headers only."""
+    from ..utils.safetensors_view import INDEX, weights_files
+
     folder = Path(model_dir)
-    weights = [folder / "model.safetensors"]
-    index = folder / "model.safetensors.index.json"
-    if not weights[0].exists() and index.is_file():
-        try:
-            shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            return f"{str(index)!r} is not a readable weights index"
-        weights = [folder / name for name in shards]
+    try:
+        weights = weights_files(folder)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return f"{str(folder / INDEX)!r} is not a readable weights index"
     for path in weights:
         if not path.is_file():
             return f"{str(path)!r} is missing (an interrupted copy?): the checkpoint's weights are not all there"

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..frontend_asr_tokens_config import AsrTokensConfig
 from ..frontend_config import AudioLayout
-from ..utils.safetensors_view import read_header, tensor_view
+from ..utils.safetensors_view import tensor_shapes, tensor_view
 
 FRONTEND = "audio_frontend."
 TOKEN_MAP = FRONTEND + "asr_token_map"
@@ -44,22 +44,13 @@ def _processor_config(model_dir: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
-def _tensor_shapes(model_dir: Path) -> dict[str, list[int]]:
-    """Every tensor's name and shape in the checkpoint's weights (one file, or every shard of its index)."""
-    index = model_dir / "model.safetensors.index.json"
-    files = [model_dir / "model.safetensors"]
-    if not files[0].is_file() and index.is_file():
-        files = [model_dir / s for s in sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))]
-    return {k: v["shape"] for f in files for k, v in read_header(f)[1].items() if k != "__metadata__"}
-
-
 def embedding_table_name(model_dir: str | os.PathLike) -> str | None:
     """The name of the LLM's input embedding table among the checkpoint's tensors: the one under ``language_model.``
     shaped (vocabulary, hidden size) whose name says ``embed``; None where there is not exactly one."""
     model_dir = Path(model_dir)
     text = json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("text_config") or {}
     shape = [text.get("vocab_size"), text.get("hidden_size")]
-    found = [k for k, v in _tensor_shapes(model_dir).items() if k.startswith("language_model.") and "embed" in k and v == shape]
+    found = [k for k, v in tensor_shapes(model_dir).items() if k.startswith("language_model.") and "embed" in k and v == shape]
     return found[0] if len(found) == 1 else None
 
 
@@ -85,7 +76,7 @@ def unavailable(model_dir: str | os.PathLike, whisper_folder: str | os.PathLike 
     if set(options.asr_begin_suppress_tokens) - {blank, options.asr_eos_token_id}:
         return "its first step suppresses tokens other than the blank and the end (CTranslate2's suppress_blank)"
     try:
-        projection = [name for name in _tensor_shapes(model_dir) if name.startswith(STATE_PROJECTION)]
+        projection = [name for name in tensor_shapes(model_dir) if name.startswith(STATE_PROJECTION)]
         if any(np.any(tensor_view(model_dir, name)) for name in projection):
             return "its decoder-state projection is trained (non-zero): it needs Whisper's decoder states, which CTranslate2 does not return"
         tensor_view(model_dir, TOKEN_MAP)

@@ -66,6 +66,7 @@ class GgufSpeechLLM:
 
     def __init__(self, model_dir: str | os.PathLike, threads: int = 1, check_speech: bool = True, ct2_asr=None):
         from .ct2_asr import cached_folder, fast_compute_type
+        from .ct2_soft_tokens import read_front_end
 
         self.model_dir = Path(model_dir)
         self.llm = GgufLLM(self.model_dir, threads)
@@ -83,14 +84,8 @@ class GgufSpeechLLM:
         self._rate = 16000 if self._folder is None else int(
             json.loads((Path(self._folder) / SETTINGS).read_text(encoding="utf-8"))["sampling_rate"])
         self.threads = threads
-        self.processor = TextPrompts(self.llm, self._rate, *self._e2e_front_end())  # what inference.longform reads
-
-    def _e2e_front_end(self) -> tuple:
-        """(layout, front-end options) where this checkpoint's e2e runs here, else (None, None)."""
-        from .ct2_soft_tokens import read_front_end
-        from .ct2_soft_tokens import unavailable as soft_unavailable
-
-        return (None, None) if soft_unavailable(self.model_dir, self._folder) else read_front_end(self.model_dir)
+        # what inference.longform reads; e2e's front end read only where an e2e prompt is measured
+        self.processor = TextPrompts(self.llm, self._rate, lambda: read_front_end(self.model_dir))
 
     # ---- the speech check ----------------------------------------------------------------------------
     def check_speech(self, clip):

@@ -302,22 +302,25 @@ class _Layout:
 
 class TextPrompts:
     """What inference.longform reads of a processor (``llm.processor``), torch-free: the checkpoint's tokenizer, prompt
-    building, context length and sampling rate, and, for e2e, the embeddings a clip gets (``layout``: the checkpoint's
-    ``AudioLayout``, ``frontend``: its front end's options)."""
+    building, context length and sampling rate, and, for e2e, the embeddings a clip gets (``front_end``: a callable
+    giving the checkpoint's ``AudioLayout`` and its front end's options, called when first needed)."""
 
-    def __init__(self, llm: GgufLLM, sampling_rate: int, layout=None, frontend=None):
+    def __init__(self, llm: GgufLLM, sampling_rate: int, front_end=None):
         self._llm = llm
         self.audio_token = llm.audio_token
         self.max_context_length = llm.max_context
-        self.layout = layout if layout is not None else _Layout(sampling_rate)
-        self.frontend = frontend
+        self.layout = _Layout(sampling_rate)
+        self._front_end, self._read_front_end = None, front_end
         self.audio_with_text = staticmethod(audio_with_text)
 
     def num_audio_tokens(self, num_samples: int, num_spans: int | None = None) -> int:
         """``AudioMiniChatProcessor.num_audio_tokens``: the embeddings a clip of ``num_samples`` samples gets."""
-        if self.frontend is None:
+        if self._read_front_end is None:
             raise ValueError("this route reads no audio embeddings (cascade and text only)")
-        return self.frontend.num_embeddings(self.layout, num_samples, num_spans)
+        if self._front_end is None:
+            self._front_end = self._read_front_end()
+        layout, options = self._front_end
+        return options.num_embeddings(layout, num_samples, num_spans)
 
     def tokenizer(self, text: str, add_special_tokens: bool = False, return_offsets_mapping: bool = False) -> dict:
         enc = self._llm.tokenizer.encode(text, add_special_tokens=add_special_tokens)

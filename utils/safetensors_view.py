@@ -35,16 +35,37 @@ def read_header(path: str | os.PathLike) -> tuple[int, dict]:
             raise ValueError(f"not a safetensors file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
 
 
+INDEX = "model.safetensors.index.json"
+
+
+def weight_map(model_dir: str | os.PathLike) -> dict[str, str] | None:
+    """A sharded checkpoint's tensor -> shard file map (its index), or None where it holds one ``model.safetensors``
+    (or no index). Raises what reading an unreadable index raises (OSError, ValueError, KeyError, ...)."""
+    folder = Path(model_dir)
+    if (folder / "model.safetensors").exists() or not (folder / INDEX).is_file():
+        return None
+    return json.loads((folder / INDEX).read_text(encoding="utf-8"))["weight_map"]
+
+
+def weights_files(model_dir: str | os.PathLike) -> list[Path]:
+    """The checkpoint's safetensors files: ``model.safetensors``, or every shard its index names."""
+    mapping, folder = weight_map(model_dir), Path(model_dir)
+    return [folder / "model.safetensors"] if mapping is None else [folder / name for name in sorted(set(mapping.values()))]
+
+
 def weights_file(model_dir: str | os.PathLike, name: str) -> Path:
     """The safetensors file of ``model_dir`` that holds tensor ``name`` (``model.safetensors`` or a shard)."""
-    folder = Path(model_dir)
-    index = folder / "model.safetensors.index.json"
-    if not (folder / "model.safetensors").is_file() and index.is_file():
-        shard = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {}).get(name)
-        if shard is None:
-            raise KeyError(f"{folder}: no tensor {name!r} in its weights")
-        return folder / shard
-    return folder / "model.safetensors"
+    mapping, folder = weight_map(model_dir), Path(model_dir)
+    if mapping is None:
+        return folder / "model.safetensors"
+    if name not in mapping:
+        raise KeyError(f"{folder}: no tensor {name!r} in its weights")
+    return folder / mapping[name]
+
+
+def tensor_shapes(model_dir: str | os.PathLike) -> dict[str, list[int]]:
+    """Every tensor's name and shape in the checkpoint's weights, from the files' headers."""
+    return {k: v["shape"] for f in weights_files(model_dir) for k, v in read_header(f)[1].items() if k != "__metadata__"}
 
 
 def tensor_view(model_dir: str | os.PathLike, name: str) -> np.ndarray:
@@ -68,4 +89,4 @@ def tensor_view(model_dir: str | os.PathLike, name: str) -> np.ndarray:
     return np.memmap(path, dtype=dtype, mode="r", offset=8 + length + begin, shape=shape)
 
 
-__all__ = ["read_header", "weights_file", "tensor_view"]
+__all__ = ["read_header", "weight_map", "weights_files", "weights_file", "tensor_shapes", "tensor_view"]
