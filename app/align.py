@@ -29,6 +29,8 @@ def parse_args(argv=None):
     p.add_argument("--decay-to", type=int, default=None, help="rows seen when it reaches --lr-floor x --lr")
     p.add_argument("--lr-floor", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--unique-rows", type=int, default=0, help="repeat the first N rows over and over (0: every row "
+                   "fresh): the repeated-data arm of a data-vs-compute study; kept in the checkpoint")
     p.add_argument("--voices", type=int, default=300, help="training voices drawn (dataprep.voices.training_voices)")
     p.add_argument("--eval-every", type=int, default=200)
     p.add_argument("--log-every", type=int, default=20)
@@ -54,7 +56,8 @@ def main(argv=None) -> int:
         evaluate_checkpoint(args, sets)
         finish(args)
         return 0
-    stream = RowStream(args.seed, args.state["next_row"], args.voices, pool, queue_size=4 * args.batch)
+    stream = RowStream(args.seed, args.state["next_row"], args.voices, pool, queue_size=4 * args.batch,
+                       unique_rows=args.unique_rows)
     try:
         train(args, stream, sets)
     finally:

@@ -35,13 +35,17 @@ def text_pool(seed: int, cache: Path | None = None) -> list[str]:
     return texts
 
 
-def row(texts: list[str], voices: list, seed: int, index: int) -> tuple[str, object]:
-    """Row ``index``: (text, voice), a pure function of (seed, index); held-out texts never come up."""
+def row(texts: list[str], voices: list, seed: int, index: int, unique_rows: int = 0) -> tuple[str, object]:
+    """Row ``index``: (text, voice), a pure function of (seed, index); held-out texts never come up. ``unique_rows``
+    N > 0 repeats the first N rows (row ``index`` is row ``index % N``): the repeated-data arm of a data-vs-compute
+    study, the same rows in the same order as the fresh run's first N."""
+    if unique_rows:
+        index %= unique_rows
     rng = random.Random(f"align:{seed}:{index}")
     return texts[rng.randrange(len(texts) - HELD_OUT)], voices[rng.randrange(len(voices))]
 
 
-def _produce(queue, seed: int, start: int, voices_n: int, pool: Path) -> None:
+def _produce(queue, seed: int, start: int, voices_n: int, pool: Path, unique_rows: int = 0) -> None:
     """Worker: rows ``start, start + 1, ...`` synthesised, as (index, text, audio) on ``queue`` (audio None: a row the
     engine refused)."""
     os.environ["OMP_NUM_THREADS"] = "1"
@@ -54,7 +58,7 @@ def _produce(queue, seed: int, start: int, voices_n: int, pool: Path) -> None:
     texts, voices = text_pool(seed, pool), training_voices(seed, voices_n)
     index = start
     while True:
-        text, voice = row(texts, voices, seed, index)
+        text, voice = row(texts, voices, seed, index, unique_rows)
         try:
             audio = synthesize(text, voice)
         except Exception:  # noqa: BLE001 - a TTS engine's refusal skips the row
@@ -74,12 +78,14 @@ def held_out(texts: list[str], voice_names=("joe", "espeak")) -> dict[str, list[
 
 class RowStream:
     """Rows ``start, start + 1, ...`` from a worker process, handed out in index order: ``take(n)`` -> n (text, audio)
-    rows; ``next_row`` (the index to resume from) and ``skipped`` (rows the engine refused or over MAX_SECONDS)."""
+    rows; ``next_row`` (the index to resume from) and ``skipped`` (rows the engine refused or over MAX_SECONDS).
+    ``unique_rows`` N > 0: the first N rows over and over (``row``)."""
 
-    def __init__(self, seed: int, start: int, voices: int, pool: Path, queue_size: int = 64):
+    def __init__(self, seed: int, start: int, voices: int, pool: Path, queue_size: int = 64, unique_rows: int = 0):
         ctx = mp.get_context("fork")
         self.queue = ctx.Queue(maxsize=queue_size)
-        self.worker = ctx.Process(target=_produce, args=(self.queue, seed, start, voices, pool), daemon=True)
+        self.worker = ctx.Process(target=_produce, args=(self.queue, seed, start, voices, pool, unique_rows),
+                                 daemon=True)
         self.worker.start()
         self.next_row, self.skipped = start, 0
         self._pending: dict[int, tuple] = {}

@@ -19,6 +19,7 @@ LLM here reads the filled ones only. Equal token ids and embeddings within float
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -28,7 +29,7 @@ import numpy as np
 
 from ..frontend_asr_tokens_config import AsrTokensConfig
 from ..frontend_config import AudioLayout
-from ..utils.safetensors_view import tensor_shapes, tensor_view
+from ..utils.safetensors_view import tensor_shapes, tensor_view, weights_files
 
 FRONTEND = "audio_frontend."
 TOKEN_MAP = FRONTEND + "asr_token_map"
@@ -55,7 +56,19 @@ def embedding_table_name(model_dir: str | os.PathLike) -> str | None:
 
 
 def unavailable(model_dir: str | os.PathLike, whisper_folder: str | os.PathLike | None) -> str | None:
-    """Why :class:`SoftTokens` cannot compute this checkpoint's e2e embeddings (one line), or None."""
+    """Why :class:`SoftTokens` cannot compute this checkpoint's e2e embeddings (one line), or None. Read once per
+    process for the same files (the route's choice and SoftTokens' own guard ask alike): a checkpoint or Whisper
+    folder rewritten since (another modification time or size) is read again."""
+    model_dir = Path(model_dir)
+    watched = [model_dir / "processor_config.json", *weights_files(model_dir)]
+    if whisper_folder is not None:
+        watched.append(Path(whisper_folder) / "tokenizer.json")
+    stamps = tuple((path.stat().st_mtime_ns, path.stat().st_size) if path.exists() else None for path in watched)
+    return _unavailable(str(model_dir), None if whisper_folder is None else str(whisper_folder), stamps)
+
+
+@functools.lru_cache(maxsize=8)
+def _unavailable(model_dir: str, whisper_folder: str | None, stamps: tuple) -> str | None:
     model_dir = Path(model_dir)
     processor = _processor_config(model_dir)
     if processor.get("audio_frontend") != AsrTokensConfig.name:

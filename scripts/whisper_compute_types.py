@@ -12,6 +12,11 @@ CPU family it was measured on.
 
 ``--alternate N`` times the compute types side by side in one process instead (all loaded, N rounds in alternating
 order after a warm-up round, medians): the steadier speed figure, no word counts.
+
+CTranslate2's kernels on another CPU family, stood in for on this one (recorded as ``backend_env``): AMD's choice of
+kernels is ``CT2_USE_MKL=0`` (oneDNN for int8); ``ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16`` (a Zen 4: AVX-512 with VNNI
+and BF16, no AMX) or ``AVX2`` with ``MKL_ENABLE_INSTRUCTIONS=AVX2`` (a CPU without AVX-512) caps the instructions.
+The clock, caches and memory stay this machine's: a stand-in for the kernels' ratio, not the other CPU's seconds.
 """
 
 from __future__ import annotations
@@ -98,6 +103,15 @@ def alternate(types: list[str], threads: int, rounds: int) -> dict:
     return {t: {k: round(statistics.median(v), 3) for k, v in runs.items()} for t, runs in took.items()}
 
 
+BACKEND_ENV = ("CT2_USE_MKL", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+
+
+def backend_env() -> dict:
+    """The variables that change CTranslate2's kernels (CT2_USE_MKL=0 picks what it runs on AMD: oneDNN for int8;
+    the two ISA caps keep oneDNN and MKL off instructions a CPU lacks): set, they make this CPU stand in for another."""
+    return {k: os.environ[k] for k in BACKEND_ENV if k in os.environ}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=2)
@@ -122,7 +136,7 @@ def main(argv=None) -> int:
     offered = sorted(ctranslate2.get_supported_compute_types("cpu"))
     types = args.types.split(",") if args.types else ["float32"] + [t for t in ("int16", "int8", "int8_float32") if t in offered]
     if args.alternate:
-        result = {"config": {**vars(args), "offered": offered}, "alternating": alternate(types, args.threads, args.alternate)}
+        result = {"config": {**vars(args), "offered": offered, "backend_env": backend_env()}, "alternating": alternate(types, args.threads, args.alternate)}
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
         for t, row in result["alternating"].items():
@@ -144,7 +158,8 @@ def main(argv=None) -> int:
         row["same_as_float32"] = sum(a == b for a, b in zip(row["transcripts"], base["transcripts"]))
         row["soft_same_as_float32"] = sum(a == b for a, b in zip(row["soft_reads"], base["soft_reads"]))
     flags = cpu_flags()
-    result = {"config": {**vars(args), "offered": offered, "cpu_flags": sorted(f for f in flags if f.startswith(("avx", "amx")))},
+    result = {"config": {**vars(args), "offered": offered, "cpu_flags": sorted(f for f in flags if f.startswith(("avx", "amx"))),
+                         "backend_env": backend_env()},
               "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")

@@ -10,6 +10,7 @@ checkpoint's head under the build's names (projector.*); the learning rate is a 
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -113,7 +114,6 @@ def test_the_head_alone_learns_two_clips_and_a_checkpoint_resumes_exactly(tmp_pa
 
 
 def test_the_learning_rate_is_a_function_of_rows_seen():
-    from types import SimpleNamespace
 
     args = SimpleNamespace(lr=1e-3, decay_from=1000, decay_to=3000, lr_floor=0.1)
     assert [ap.learning_rate(args, r) for r in (0, 1000)] == [1e-3, 1e-3]
@@ -130,6 +130,15 @@ def test_rows_are_a_pure_function_of_seed_and_index_and_never_held_out():
     assert first != [stream.row(texts, voices, 1, i) for i in range(300)]
     held = set(texts[-stream.HELD_OUT :])
     assert not held & {t for t, _ in first}
+    repeated = [stream.row(texts, voices, 0, i, unique_rows=40) for i in range(120)]  # the first 40 rows, three times
+    assert repeated == first[:40] * 3
+
+
+def test_a_run_keeps_its_unique_rows_across_resumes(tmp_path):
+    args = SimpleNamespace(out=str(tmp_path), unique_rows=0)
+    with pytest.raises(SystemExit, match=r"trained with --unique-rows 800, not 0"):
+        ap.check_unique_rows(args, {"step": 5, "unique_rows": 800})
+    ap.check_unique_rows(SimpleNamespace(out=str(tmp_path), unique_rows=0), {"step": 5})  # older checkpoints: fresh rows
 
 
 def test_the_row_stream_hands_out_synthesised_rows_in_index_order_and_resumes(tmp_path):

@@ -227,6 +227,7 @@ def test_e2e_route_says_why_not_for_a_trained_state_projection(default_dir, ligh
     """The route computes the mixture only: a checkpoint whose decoder-state projection is not zero keeps transformers."""
     from safetensors.numpy import save_file
 
+    from audio_minichat.inference.ct2_soft_tokens import _unavailable
     from audio_minichat.inference.ct2_soft_tokens import unavailable as soft_unavailable
 
     for name in ("config.json", "processor_config.json"):
@@ -238,6 +239,8 @@ def test_e2e_route_says_why_not_for_a_trained_state_projection(default_dir, ligh
                "language_model.model.embed_tokens.weight": np.zeros((text["vocab_size"], text["hidden_size"]), np.float32)}
     save_file(weights, str(tmp_path / "model.safetensors"))
     assert soft_unavailable(tmp_path, light._folder) is None
+    read = _unavailable.cache_info().misses
+    assert soft_unavailable(tmp_path, light._folder) is None and _unavailable.cache_info().misses == read  # asked again: not read again
     weights["audio_frontend.projector.net.0.weight"][1, 2] = 0.5
     save_file(weights, str(tmp_path / "model.safetensors"))
     assert "decoder-state projection is trained" in soft_unavailable(tmp_path, light._folder)

@@ -273,10 +273,20 @@ def initial_state(args) -> None:
     args.base = Path(args.model) if args.model else build_base()
     args.aligner = Aligner(args.base, bf16=args.bf16)
     args.optimizer = torch.optim.AdamW(args.aligner.head_params, lr=args.lr, weight_decay=0.0)
+    unique = getattr(args, "unique_rows", 0)
     args.state = load_checkpoint(out, args.aligner, args.optimizer) or {"step": 0, "next_row": 0, "seconds": 0.0, "rows": 0,
-                                                                        "skipped": 0}
+                                                                        "skipped": 0, "unique_rows": unique}
+    check_unique_rows(args, args.state)
     if args.state["step"]:
         print(f"[align] resumed at step {args.state['step']} (row {args.state['next_row']})", flush=True)
+
+
+def check_unique_rows(args, state: dict) -> None:
+    """A resumed run keeps the rows it started with (``--unique-rows``; checkpoints from before it: 0, every row fresh)."""
+    unique, kept = getattr(args, "unique_rows", 0), state.get("unique_rows", 0)
+    if kept != unique:
+        raise SystemExit(f"{Path(args.out) / 'checkpoint'} was trained with --unique-rows {kept}, not {unique}: a run keeps "
+                         "its rows (start another --out for another arm)")
 
 
 def finish(args) -> None:
