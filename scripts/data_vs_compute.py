@@ -16,10 +16,14 @@ Muennighoff et al. (2023), an irreducible term and a power law in the *effective
     L(S, U) = E + A * D(S, U) ** -alpha,   D = S while S <= U, else U + U * R* * (1 - exp(-(S / U - 1) / R*))
 
 (S samples seen, U distinct rows: a repeated row is worth less each time, R* the repetitions at which it is worth
-1/e of a fresh one). E and A are solved by least squares for every (alpha, R*) on a grid, the best pair kept. The
-fit is checked by leaving each repeated arm out and predicting it from the others. Only points up to ``--max-step``
-(the fresh run's learning rate falls after 551 steps, and it alone ran further) enter the fit, and nothing beyond the
-points' range is claimed from it: E is where these points level off, not a promise about more rows.
+1/e of a fresh one). E and A are solved by least squares for every (alpha, R*) on a grid, the best pair kept; 90 %
+intervals from resampling the points. The fit is checked by leaving each repeated arm out and predicting it from the
+others. Points enter the fit from
+``--min-step`` (the first evaluations are the warm-up, where every run is far from what its rows allow) to
+``--max-step`` (the fresh run's learning rate falls after 551 steps, and it alone ran further), and in each run only
+up to its lowest held-out loss (the repeated runs; the fresh run's points all enter): past it a run overfits its repeated rows (the held-out loss rises), which this form,
+never rising, does not describe; those points are plotted, open. Nothing beyond the points' range is claimed: E is
+where these points level off, not a promise about more rows.
 """
 
 from __future__ import annotations
@@ -56,6 +60,14 @@ def read_run(folder: Path, max_step: int) -> list[dict]:
     return [records[k] for k in sorted(records)]
 
 
+def until_lowest(records: list[dict]) -> list[dict]:
+    """A run's evaluations up to (and with) its lowest held-out loss."""
+    if not records:
+        return []
+    lowest = min(range(len(records)), key=lambda i: records[i]["loss"])
+    return records[: lowest + 1]
+
+
 def effective_rows(samples: np.ndarray, unique: np.ndarray, r_star: float) -> np.ndarray:
     """Muennighoff et al.'s effective data: samples while every row is fresh, then decaying worth per repetition."""
     samples, unique = np.asarray(samples, float), np.asarray(unique, float)
@@ -77,20 +89,33 @@ def _grid_fit(samples, unique, loss, alphas, r_stars) -> dict:
     loss = np.asarray(loss, float)
     best = None
     for r_star in r_stars:
-        d = effective_rows(samples, unique, r_star)
-        for alpha in alphas:
-            x = d ** -alpha
-            design = np.stack([np.ones_like(x), x], 1)
-            (e, a), *_ = np.linalg.lstsq(design, loss, rcond=None)
-            if e < 0 or a < 0:
-                continue
-            sse = float(np.sum((e + a * x - loss) ** 2))
-            if best is None or sse < best["sse"]:
-                best = {"E": float(e), "A": float(a), "alpha": float(alpha), "R_star": float(r_star), "sse": sse}
+        x = effective_rows(samples, unique, r_star)[None, :] ** -np.asarray(alphas, float)[:, None]  # (alphas, points)
+        dx = x - x.mean(1, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            a = (dx * (loss - loss.mean())).sum(1) / (dx * dx).sum(1)  # least squares, per alpha
+        e = loss.mean() - a * x.mean(1)
+        sse = ((e[:, None] + a[:, None] * x - loss) ** 2).sum(1)
+        sse[~((e >= 0) & (a >= 0) & np.isfinite(sse))] = np.inf
+        i = int(np.argmin(sse))
+        if np.isfinite(sse[i]) and (best is None or sse[i] < best["sse"]):
+            best = {"E": float(e[i]), "A": float(a[i]), "alpha": float(alphas[i]), "R_star": float(r_star), "sse": float(sse[i])}
     if best is None:
         raise SystemExit("no fit with a non-negative irreducible term and amplitude")
     best["rmse"] = math.sqrt(best["sse"] / len(loss))
     return best
+
+
+def bootstrap(samples, unique, loss, resamples: int, seed: int = 0) -> dict:
+    """90 % intervals of the fitted parameters over resamplings of the points (with replacement)."""
+    rng = np.random.default_rng(seed)
+    fits = []
+    for _ in range(resamples):
+        pick = rng.integers(0, len(loss), len(loss))
+        try:
+            fits.append(fit(samples[pick], unique[pick], loss[pick]))
+        except SystemExit:
+            continue
+    return {k: [round(float(np.percentile([f[k] for f in fits], q)), 4) for q in (5, 95)] for k in ("E", "alpha", "R_star")}
 
 
 def predict(params: dict, samples, unique) -> np.ndarray:
@@ -100,6 +125,8 @@ def predict(params: dict, samples, unique) -> np.ndarray:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run", action="append", required=True, help="NAME=FOLDER: 'fresh' or the run's --unique-rows")
+    p.add_argument("--min-step", type=int, default=200)
+    p.add_argument("--bootstrap", type=int, default=500, help="resamplings of the points for the parameters' intervals")
     p.add_argument("--max-step", type=int, default=600)
     p.add_argument("--out", required=True, help="the plot (.png); the fit is written beside it (.json)")
     args = p.parse_args(argv)
@@ -110,11 +137,14 @@ def main(argv=None) -> int:
             raise SystemExit(f"--run {spec!r}: expected NAME=FOLDER")
         runs[name] = read_run(Path(folder), args.max_step)
     unique_of = {name: (math.inf if name == "fresh" else float(name)) for name in runs}
-    points = [(name, r) for name, rs in runs.items() for r in rs]
+    fitted = {name: [r for r in rs if r["step"] >= args.min_step] for name, rs in runs.items()}
+    fitted = {name: rs if name == "fresh" else until_lowest(rs) for name, rs in fitted.items()}  # fresh rows: no overfitting
+    points = [(name, r) for name, rs in fitted.items() for r in rs]
     samples = np.array([r["samples"] for _, r in points], float)
     unique = np.array([min(unique_of[n], 1e12) for n, _ in points], float)
     loss = np.array([r["loss"] for _, r in points], float)
     params = fit(samples, unique, loss)
+    params["interval_90"] = bootstrap(samples, unique, loss, args.bootstrap)
     held = {}
     for name in runs:
         if name == "fresh":
@@ -123,7 +153,8 @@ def main(argv=None) -> int:
         sub = fit(samples[keep], unique[keep], loss[keep])
         guess = predict(sub, samples[~keep], unique[~keep])
         held[name] = {"fit_without": sub, "rmse_predicting_it": float(np.sqrt(np.mean((guess - loss[~keep]) ** 2)))}
-    result = {"runs": runs, "fit": params, "leave_one_out": held, "max_step": args.max_step, "measure":
+    result = {"runs": runs, "fitted_steps": {n: [r["step"] for r in rs] for n, rs in fitted.items()}, "fit": params,
+              "leave_one_out": held, "min_step": args.min_step, "max_step": args.max_step, "measure":
               "held-out CTC loss per token, mean of joe and espeak"}
     print(json.dumps({"fit": params, "leave_one_out": {k: v["rmse_predicting_it"] for k, v in held.items()}}, indent=1))
 
@@ -136,12 +167,17 @@ def main(argv=None) -> int:
     for name, rs in runs.items():
         label = "fresh rows" if name == "fresh" else f"{int(unique_of[name]):,} rows repeated"
         s = np.array([r["samples"] for r in rs], float)
-        (line,) = left.plot(s, [r["loss"] for r in rs], "o", label=label)
-        grid = np.linspace(s.min(), s.max(), 100)
+        used = {r["step"] for r in fitted[name]}
+        (line,) = left.plot([r["samples"] for r in rs if r["step"] in used], [r["loss"] for r in rs if r["step"] in used],
+                            "o", label=label)
+        left.plot([r["samples"] for r in rs if r["step"] not in used], [r["loss"] for r in rs if r["step"] not in used],
+                  "o", mfc="none", color=line.get_color())
+        start = min((r["samples"] for r in fitted[name]), default=s.min())
+        grid = np.linspace(start, s.max(), 100)  # the fit's curve from the first fitted point
         left.plot(grid, predict(params, grid, np.full_like(grid, min(unique_of[name], 1e12))), "-", color=line.get_color())
         right.plot(s, [r["token_error"] for r in rs], "o-", color=line.get_color(), label=label)
     left.axhline(params["E"], color="grey", ls=":", label=f"fitted E = {params['E']:.2f}")
-    left.set(xlabel="training samples seen", ylabel="held-out CTC loss per token (joe, espeak mean)",
+    left.set(xlabel="training samples seen (open: not fitted)", ylabel="held-out CTC loss per token (joe, espeak mean)",
              title=f"fit: E + A·D^-{params['alpha']:.2f}, R* = {params['R_star']:.1f}")
     right.set(xlabel="training samples seen", ylabel="held-out token error (mean)", title="token error")
     for ax in (left, right):
