@@ -46,13 +46,15 @@ FOLDER_VERSION = 2  # the folder's layout; a new one makes new folders (2: no_sp
 
 
 # The llama.cpp route's Whisper (inference.gguf_cascade) runs quantised where it measured faster with no more word
-# errors: int8 weights (CTranslate2 quantises the float32 files as they load), on the CPU family it was measured on.
-# Measured (scripts/whisper_compute_types.py, benchmarks/cpu_speed/whisper_compute_types*.json; 2-core Intel Xeon
-# with AMX, 2 threads, the 2-minute example): the cascade's transcript 4.24 -> 2.54 s, e2e's tokens 2.90 -> 2.32 s,
-# peak memory 805 -> 634 MiB; word errors on 20 spoken XSum documents 11.41 -> 10.85 %. Not measured on a CPU without
-# AMX (the project's AMD machines; Intel without AMX), which keeps float32 until it is. The transformers route's
-# CTranslate2 Whisper stays float32: the reference.
-INT8_MEASURED_FLAGS = frozenset({"amx_int8"})
+# errors: int8 weights (CTranslate2 quantises the float32 files as they load). Measured (scripts/whisper_compute_types.py,
+# benchmarks/cpu_speed/whisper_compute_types*.json; 2 threads, the 2-minute example, cascade transcript / e2e tokens,
+# float32 -> int8): Intel Xeon with AMX 4.29 / 2.93 -> 2.19 / 2.13 s (peak 805 -> 634 MiB; word errors on 20 spoken XSum
+# documents 11.41 -> 10.85 %); the kernels CTranslate2 picks on AMD (CT2_USE_MKL=0: oneDNN), stood in for on the same
+# Xeon with oneDNN capped at AVX-512 BF16/VNNI (a Zen 4) 5.44 / 3.39 -> 3.21 / 2.54 s (words 11.41 -> 11.10 %) and at
+# AVX2 6.57 / 4.78 -> 4.30 / 3.42 s; Intel's MKL capped at AVX2 5.54 / 3.80 -> 3.13 / 2.91 s and at AVX-512 without AMX
+# 4.82 / 3.11 -> 2.82 / 2.88 s. Every one of those CPUs has AVX2; a CPU without it was not measured and keeps
+# float32. The transformers route's CTranslate2 Whisper stays float32: the reference.
+INT8_MEASURED_FLAGS = frozenset({"avx2"})
 FAST_COMPUTE_TYPE = "int8"
 REFERENCE_COMPUTE_TYPE = "float32"
 
