@@ -60,7 +60,11 @@ def unavailable(model_dir: str | os.PathLike, whisper_folder: str | os.PathLike 
     process for the same files (the route's choice and SoftTokens' own guard ask alike): a checkpoint or Whisper
     folder rewritten since (another modification time or size) is read again."""
     model_dir = Path(model_dir)
-    watched = [model_dir / "processor_config.json", *weights_files(model_dir)]
+    try:
+        weights = weights_files(model_dir)
+    except (OSError, ValueError, KeyError):  # an unreadable index: the check below says so
+        weights = [model_dir / "model.safetensors.index.json"]
+    watched = [model_dir / "processor_config.json", *weights]
     if whisper_folder is not None:
         watched.append(Path(whisper_folder) / "tokenizer.json")
     stamps = tuple((path.stat().st_mtime_ns, path.stat().st_size) if path.exists() else None for path in watched)
