@@ -133,8 +133,8 @@ def main(argv=None) -> int:
     runs = {}
     for spec in args.run:
         name, _, folder = spec.partition("=")
-        if not folder:
-            raise SystemExit(f"--run {spec!r}: expected NAME=FOLDER")
+        if not folder or not (name == "fresh" or name.isdigit()):
+            raise SystemExit(f"--run {spec!r}: expected NAME=FOLDER, NAME 'fresh' or the run's --unique-rows (a number)")
         runs[name] = read_run(Path(folder), args.max_step)
     unique_of = {name: (math.inf if name == "fresh" else float(name)) for name in runs}
     fitted = {name: [r for r in rs if r["step"] >= args.min_step] for name, rs in runs.items()}

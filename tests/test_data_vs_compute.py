@@ -43,3 +43,8 @@ def test_a_run_folder_without_evaluations_is_refused_in_one_line(tmp_path):
     (tmp_path / "progress.jsonl").write_text("{not json\n")
     with pytest.raises(SystemExit, match=r"progress.jsonl:1: not JSON"):
         dvc.read_run(tmp_path, 600)
+
+
+def test_a_run_named_neither_fresh_nor_a_row_count_is_refused_in_one_line(tmp_path):
+    with pytest.raises(SystemExit, match=r"--run 'big=x': expected NAME=FOLDER, NAME 'fresh' or the run's --unique-rows"):
+        dvc.main(["--run", "big=x", "--out", str(tmp_path / "p.png")])
