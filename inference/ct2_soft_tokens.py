@@ -29,7 +29,7 @@ import numpy as np
 
 from ..frontend_asr_tokens_config import AsrTokensConfig
 from ..frontend_config import AudioLayout
-from ..utils.safetensors_view import tensor_shapes, tensor_view, weights_files
+from ..utils.safetensors_view import INDEX, tensor_shapes, tensor_view, weights_files
 
 FRONTEND = "audio_frontend."
 TOKEN_MAP = FRONTEND + "asr_token_map"
@@ -63,12 +63,21 @@ def unavailable(model_dir: str | os.PathLike, whisper_folder: str | os.PathLike 
     try:
         weights = weights_files(model_dir)
     except (OSError, ValueError, KeyError):  # an unreadable index: the check below says so
-        weights = [model_dir / "model.safetensors.index.json"]
+        weights = [model_dir / INDEX]
     watched = [model_dir / "processor_config.json", *weights]
     if whisper_folder is not None:
         watched.append(Path(whisper_folder) / "tokenizer.json")
-    stamps = tuple((path.stat().st_mtime_ns, path.stat().st_size) if path.exists() else None for path in watched)
+    stamps = tuple(_stamp(path) for path in watched)
     return _unavailable(str(model_dir), None if whisper_folder is None else str(whisper_folder), stamps)
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """(modification time, size) of a file, None where it is missing."""
+    try:
+        found = path.stat()
+    except FileNotFoundError:
+        return None
+    return found.st_mtime_ns, found.st_size
 
 
 @functools.lru_cache(maxsize=8)

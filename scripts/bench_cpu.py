@@ -38,9 +38,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-# set, they make CTranslate2 (the hand-built pipeline's and the project's Whisper) run another CPU family's kernels
-# on this one (scripts/whisper_compute_types.py says how): recorded beside the figures
-BACKEND_ENV = ("CT2_USE_MKL", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+from audio_minichat.utils.cpu_flags import backend_env
+
 ROOT = Path(__file__).resolve().parents[1]
 HANDBUILT = Path(__file__).resolve().parent / "handbuilt_pipeline.py"
 COMMANDS = ("handbuilt", "cascade", "cascade-transformers", "e2e", "e2e-transformers", "text", "text-transformers", "version")
@@ -309,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
             "prompt": args.prompt, "commands": commands, "cpus": os.cpu_count(), "load_before": _load(),
             "machine": platform.processor() or platform.machine(), "python": platform.python_version(),
             "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"), "versions": versions(),
-            "backend_env": {k: os.environ[k] for k in BACKEND_ENV if k in os.environ},
+            "backend_env": backend_env(),  # CTranslate2's kernels stood in for another CPU's (both pipelines' Whisper)
             "command_lines": {}}
     runs = []
     for audio in args.audio:

@@ -103,15 +103,6 @@ def alternate(types: list[str], threads: int, rounds: int) -> dict:
     return {t: {k: round(statistics.median(v), 3) for k, v in runs.items()} for t, runs in took.items()}
 
 
-BACKEND_ENV = ("CT2_USE_MKL", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
-
-
-def backend_env() -> dict:
-    """The variables that change CTranslate2's kernels (CT2_USE_MKL=0 picks what it runs on AMD: oneDNN for int8;
-    the two ISA caps keep oneDNN and MKL off instructions a CPU lacks): set, they make this CPU stand in for another."""
-    return {k: os.environ[k] for k in BACKEND_ENV if k in os.environ}
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=2)
@@ -132,6 +123,7 @@ def main(argv=None) -> int:
     from audio_minichat.eval.benchmark import DEFAULT_CACHE, load_documents, select_documents, synthesize_documents
     from audio_minichat.metrics.wer import word_error_rate
     from audio_minichat.utils.cpu_features import cpu_flags
+    from audio_minichat.utils.cpu_flags import backend_env
 
     offered = sorted(ctranslate2.get_supported_compute_types("cpu"))
     types = args.types.split(",") if args.types else ["float32"] + [t for t in ("int16", "int8", "int8_float32") if t in offered]

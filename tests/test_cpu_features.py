@@ -171,3 +171,11 @@ def test_speech_llm_auto_and_cli_json_name_the_choice(tmp_path, capsys):
                      "--max-new-tokens", "2", "--json", "--quiet"]) == 0
         out = json.loads(capsys.readouterr().out)
         assert (out["dtype"], out["llm_quantization"]) == expected
+
+
+def test_backend_env_keeps_only_the_variables_that_choose_ctranslate2s_kernels():
+    from audio_minichat.utils.cpu_flags import backend_env
+
+    environ = {"CT2_USE_MKL": "0", "ONEDNN_MAX_CPU_ISA": "AVX2", "OMP_NUM_THREADS": "1", "PATH": "/bin"}
+    assert backend_env(environ) == {"CT2_USE_MKL": "0", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    assert backend_env({}) == {}

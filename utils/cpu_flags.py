@@ -17,4 +17,18 @@ def reported_cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset[str]:
     return frozenset()
 
 
-__all__ = ["reported_cpu_flags"]
+# Set, these make CTranslate2 run another CPU family's kernels on this one (CT2_USE_MKL=0: what it runs on AMD, oneDNN;
+# the two caps keep oneDNN and MKL off instructions another CPU lacks): benchmarks record them beside their figures
+# (scripts/whisper_compute_types.py says how they stand in for AMD).
+BACKEND_ENV = ("CT2_USE_MKL", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+
+
+def backend_env(environ=None) -> dict[str, str]:
+    """Those of BACKEND_ENV set in ``environ`` (default: this process's environment)."""
+    import os
+
+    environ = os.environ if environ is None else environ
+    return {k: environ[k] for k in BACKEND_ENV if k in environ}
+
+
+__all__ = ["reported_cpu_flags", "BACKEND_ENV", "backend_env"]
