@@ -27,7 +27,7 @@ FRONTEND_CONFIGS = {c.name: c for c in (PoolConfig, StackConfig, CtcPoolConfig, 
 DEFAULT_FRONTEND = "pool"
 DEFAULT_AUDIO_TOKEN = "<|audio|>"  # the placeholder written in prompts where audio goes
 PIPELINE_TASK = "audio-minichat"  # the pipeline's task (pipeline_audio_minichat.py; named in saved configs by the model)
-PROJECTOR_TYPES = ("linear", "mlp", "conv_mlp")  # frontend_base.AudioProjector
+PROJECTOR_TYPES = ("linear", "mlp", "conv_mlp", "attn_mlp")  # frontend_base.AudioProjector
 
 # How each encoder family turns samples into frames (its feature kind).  Keyed by ``audio_config.model_type``: this is
 # a table of facts about architectures, read once here, not a branch on a checkpoint name.
@@ -112,7 +112,8 @@ class AudioMiniChatConfig(PreTrainedConfig):
             (``pool_kernel``, ``qformer_queries``, ...) and ``downsample`` are read into these two
             (:func:`upgrade_legacy_keys`).
         projector_type: ``"linear"`` (the paper), ``"mlp"`` (linear-GELU-linear) or ``"conv_mlp"`` (the MLP with a
-            residual convolution over neighbouring positions inside: temporal context; frontend_base.TemporalMix).
+            residual convolution over neighbouring positions inside: temporal context; frontend_base.TemporalMix) or
+            ``"attn_mlp"`` (that, then two self-attention blocks over the clip's positions: frontend_base.AttentionMix).
         projector_hidden_size: hidden width of the MLP projector (defaults to the LLM hidden size).
         audio_token: the placeholder token written in prompts where audio goes.
         audio_token_id: its id in the (extended) tokenizer; it may lie outside the LLM vocabulary.

@@ -67,35 +67,92 @@ class TemporalMix(nn.Module):
 
 
 TEMPORAL_KERNEL = 5  # positions a TemporalMix convolution reads (2 on each side: 160 ms either way at 80 ms a position)
+ATTENTION_WIDTH, ATTENTION_HEADS = 256, 4  # an AttentionMix block's own width and heads (small: the head ships)
+
+
+class AttentionMix(nn.Module):
+    """A residual transformer block over the positions of one clip (the second-to-last axis of (..., positions,
+    dim)), at its own narrow width: a linear map down to ``ATTENTION_WIDTH``, pre-norm self-attention over every
+    position and a GELU feed-forward of twice that width (each added to its input), a linear map back up, added to
+    the block's input. The map back up starts at zero, so a projector with this block starts as the same projector
+    without it (a head trained without it seeds one with it). No positional table: order comes from the encoder's
+    frames and the TemporalMix before it. Callers give one clip at a time (``AudioProjector.per_sequence``)."""
+
+    def __init__(self, dim: int, width: int = ATTENTION_WIDTH, heads: int = ATTENTION_HEADS):
+        super().__init__()
+        self.down = nn.Linear(dim, width)
+        self.attn_norm = nn.LayerNorm(width)
+        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.ff_norm = nn.LayerNorm(width)
+        self.ff = nn.Sequential(nn.Linear(width, 2 * width), nn.GELU(), nn.Linear(2 * width, width))
+        self.up = nn.Linear(width, dim)
+
+    def init_weights(self, std: float) -> None:
+        for norm in (self.attn_norm, self.ff_norm):
+            nn.init.ones_(norm.weight)
+            nn.init.zeros_(norm.bias)
+        for linear in (self.down, self.attn.out_proj, self.ff[0], self.ff[2]):
+            nn.init.normal_(linear.weight, mean=0.0, std=std)
+            nn.init.zeros_(linear.bias)
+        nn.init.normal_(self.attn.in_proj_weight, mean=0.0, std=std)
+        nn.init.zeros_(self.attn.in_proj_bias)
+        nn.init.zeros_(self.up.weight)  # the block starts silent
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        seq = self.down(x.reshape(-1, shape[-2], shape[-1]))
+        normed = self.attn_norm(seq)
+        seq = seq + self.attn(normed, normed, normed, need_weights=False)[0]
+        seq = seq + self.ff(self.ff_norm(seq))
+        return x + self.up(seq).reshape(shape)
+
+
+# The blocks of an MLP projector between its first linear map (+ GELU) and its last, by ``config.projector_type`` (one
+# table: a new kind of projector is a row here): (blocks kept in ``net``, blocks kept in ``context``). The split keeps
+# the names of a ``conv_mlp`` head's weights in an ``attn_mlp`` head (``net.*``), so a trained conv head seeds one with
+# attention (whose blocks start silent). "linear" has no hidden layer. A projector with any block reads a clip's
+# positions together (``AudioProjector.per_sequence``).
+PROJECTOR_BLOCKS = {
+    "mlp": lambda hidden: ([], []),
+    "conv_mlp": lambda hidden: ([TemporalMix(hidden, TEMPORAL_KERNEL)], []),
+    "attn_mlp": lambda hidden: ([TemporalMix(hidden, TEMPORAL_KERNEL)], [AttentionMix(hidden), AttentionMix(hidden)]),
+}
 
 
 class AudioProjector(nn.Module):
-    """Linear map (the paper), linear-GELU-linear MLP, or that MLP with a TemporalMix block inside (``conv_mlp``), from
-    ``in_dim`` to ``out_dim`` (default: the LLM's embedding size; the posterior front end's head maps onto the LLM's
-    vocabulary). ``per_sequence``: whether an output depends on its neighbours (then each clip goes in alone)."""
+    """Linear map (the paper), or an MLP (linear, GELU, ``PROJECTOR_BLOCKS[projector_type]``, linear), from ``in_dim``
+    to ``out_dim`` (default: the LLM's embedding size; the posterior front end's head maps onto the LLM's
+    vocabulary). ``conv_mlp``: a TemporalMix block inside; ``attn_mlp``: that, then two AttentionMix blocks.
+    ``per_sequence``: whether an output depends on its neighbours (then each clip goes in alone)."""
 
     def __init__(self, config, in_dim: int, out_dim: int | None = None):
         super().__init__()
         out_dim = out_dim or config.text_config.hidden_size
-        self.per_sequence = config.projector_type == "conv_mlp"
         if config.projector_type == "linear":
+            local, context = [], []
             self.net = nn.Sequential(nn.Linear(in_dim, out_dim))
         else:
             hidden = config.projector_hidden_size or config.text_config.hidden_size
-            mix = [TemporalMix(hidden, TEMPORAL_KERNEL)] if self.per_sequence else []
-            self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), *mix, nn.Linear(hidden, out_dim))
+            local, context = PROJECTOR_BLOCKS[config.projector_type](hidden)
+            self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), *local, nn.Linear(hidden, out_dim))
+        self.context = nn.ModuleList(context)
+        self.per_sequence = bool(local or context)
 
     def init_weights(self, std: float) -> None:
-        for module in self.net:
+        for module in [*self.net, *self.context]:
             if isinstance(module, nn.Linear):
                 nn.init.normal_(module.weight, mean=0.0, std=std)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
-            elif isinstance(module, TemporalMix):
+            elif hasattr(module, "init_weights"):  # TemporalMix, AttentionMix
                 module.init_weights(std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x.to(self.net[0].weight.dtype))
+        hidden = self.net[:-1](x.to(self.net[0].weight.dtype))
+        for block in self.context:
+            hidden = block(hidden)
+        return self.net[-1](hidden)
 
 
 def build_encoder(audio_config) -> nn.Module:

@@ -31,6 +31,11 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--unique-rows", type=int, default=0, help="repeat the first N rows over and over (0: every row "
                    "fresh): the repeated-data arm of a data-vs-compute study; kept in the checkpoint")
+    p.add_argument("--init-head", default=None, help="a fresh run starts from this run folder's head "
+                   "(OUT/checkpoint/head.safetensors); weights the model's head has and it lacks (an attn_mlp head's "
+                   "attention blocks, which start silent) keep the model's; kept in the checkpoint")
+    p.add_argument("--first-row", type=int, default=0, help="a fresh run's first row (rows before it are another run's, "
+                   "e.g. the --init-head run's next_row); kept in the checkpoint")
     p.add_argument("--voices", type=int, default=300, help="training voices drawn (dataprep.voices.training_voices)")
     p.add_argument("--eval-every", type=int, default=200)
     p.add_argument("--log-every", type=int, default=20)

@@ -177,3 +177,53 @@ def test_sampled_candidates_hold_every_target_and_the_loss_reads_their_scores(tm
         cut, cut_lengths = aligner.scores(states, columns)
     assert torch.equal(lengths, cut_lengths)
     torch.testing.assert_close(cut, torch.cat([full[..., columns], full[..., -1:]], dim=-1), **tolerances(reduction=32))
+
+
+def test_an_attention_head_seeded_by_a_conv_head_starts_as_it_and_then_hears_far_positions(tmp_path):
+    """``attn_mlp`` = ``conv_mlp`` + two AttentionMix blocks whose map back up starts at zero: seeded with a trained conv
+    head's weights (--init-head) it writes the conv head's scores exactly; once its blocks are non-zero a position's
+    scores follow positions beyond the convolution's reach (2 either side)."""
+    torch.manual_seed(0)
+    model, processor = make_model("whisper", audio_frontend="posterior", frontend_config=CTC, projector_type="conv_mlp")
+    model.audio_frontend.projector.net[2].out.weight.data.normal_(0, 0.5)  # a "trained" conv block, not the silent start
+    conv = tmp_path / "conv"
+    ap.save_checkpoint(conv, SimpleNamespace(frontend=model.audio_frontend), torch.optim.AdamW(model.audio_frontend.projector.parameters()), {"step": 1})
+    attn, attn_processor = make_model("whisper", audio_frontend="posterior", frontend_config=CTC, projector_type="attn_mlp")
+    attn.audio_frontend.init_weights(0.02)  # as a build initialises its fresh head (assets.default_build.assemble_model)
+    attn.save_pretrained(tmp_path / "attn")
+    attn_processor.save_pretrained(tmp_path / "attn")
+    aligner = ap.Aligner(tmp_path / "attn")
+    assert aligner.frontend.projector.per_sequence and len(aligner.frontend.projector.context) == 2
+    ap.seed_head(aligner, conv)
+    states = [torch.randn(12, 16)]
+    with torch.no_grad():  # the same LLM table for both: only the heads differ
+        torch.testing.assert_close(aligner.frontend.scores(states[0], aligner.table),
+                                   model.audio_frontend.scores(states[0], aligner.table), rtol=0, atol=0)
+        for block in aligner.frontend.projector.context:
+            block.up.weight.normal_(0, 0.5)
+        moved = states[0].clone()
+        moved[11] += 3.0  # nine positions from position 0: beyond the convolution, within attention
+        first = aligner.frontend.scores(states[0], aligner.table)[0]
+        assert not torch.allclose(first, aligner.frontend.scores(moved, aligner.table)[0])
+    # a head that does not fit is refused in one line, naming the file's weights
+    (tmp_path / "other" / "checkpoint").mkdir(parents=True)
+    from safetensors.torch import save_file
+
+    save_file({"net.9.weight": torch.zeros(2)}, str(tmp_path / "other" / "checkpoint" / "head.safetensors"))
+    with pytest.raises(SystemExit, match=r"--init-head .*other: its head does not fit this model's \(attn_mlp\): weights it lacks \['net.9.weight'\]"):
+        ap.seed_head(aligner, tmp_path / "other")
+    with pytest.raises(SystemExit, match=r"head.safetensors does not exist"):
+        ap.seed_head(aligner, tmp_path / "missing")
+
+
+def test_a_run_keeps_its_seed_head_and_first_row_across_resumes(tmp_path):
+    base = saved_model(tmp_path)
+    args = SimpleNamespace(out=str(tmp_path / "run"), model=str(base), seed=0, bf16=False, lr=1e-3, unique_rows=0,
+                           init_head=None, first_row=700)
+    ap.initial_state(args)
+    assert args.state["next_row"] == 700 and args.state["first_row"] == 700 and args.state["init_head"] is None
+    ap.save_checkpoint(tmp_path / "run", args.aligner, args.optimizer, {**args.state, "step": 3})
+    ap.initial_state(args)  # resumed with the same start
+    assert args.state["step"] == 3
+    with pytest.raises(SystemExit, match=r"was started with --first-row 700, not 0"):
+        ap.initial_state(SimpleNamespace(**{**vars(args), "first_row": 0}))

@@ -274,11 +274,39 @@ def initial_state(args) -> None:
     args.aligner = Aligner(args.base, bf16=args.bf16)
     args.optimizer = torch.optim.AdamW(args.aligner.head_params, lr=args.lr, weight_decay=0.0)
     unique = getattr(args, "unique_rows", 0)
-    args.state = load_checkpoint(out, args.aligner, args.optimizer) or {"step": 0, "next_row": 0, "seconds": 0.0, "rows": 0,
-                                                                        "skipped": 0, "unique_rows": unique}
+    init, first = getattr(args, "init_head", None), getattr(args, "first_row", 0)
+    args.state = load_checkpoint(out, args.aligner, args.optimizer)
+    if args.state is None:
+        if init:
+            seed_head(args.aligner, Path(init))
+        args.state = {"step": 0, "next_row": first, "seconds": 0.0, "rows": 0, "skipped": 0, "unique_rows": unique,
+                      "init_head": str(init) if init else None, "first_row": first}
     check_unique_rows(args, args.state)
+    for key, value in (("init_head", str(init) if init else None), ("first_row", first)):
+        if args.state.get(key, None if key == "init_head" else 0) != value:
+            raise SystemExit(f"{out / 'checkpoint'} was started with --{key.replace('_', '-')} {args.state.get(key)}, "
+                             f"not {value}: a run keeps its start (start another --out for another arm)")
     if args.state["step"]:
         print(f"[align] resumed at step {args.state['step']} (row {args.state['next_row']})", flush=True)
+
+
+def seed_head(aligner: Aligner, run: Path) -> None:
+    """A fresh run's head from another run's (``run/checkpoint/head.safetensors``): every weight that file has must be
+    in this head with its shape; weights this head has beyond it keep the model's (an ``attn_mlp`` head seeded by a
+    ``conv_mlp`` one: its attention blocks, which start silent, so it starts as that head)."""
+    from safetensors.torch import load_file
+
+    path = run / "checkpoint" / "head.safetensors"
+    if not path.is_file():
+        raise SystemExit(f"--init-head {run}: {path} does not exist (a run folder of app.align with a checkpoint)")
+    weights = load_file(str(path))
+    own = aligner.frontend.projector.state_dict()
+    foreign = sorted(k for k in weights if k not in own)
+    wrong = sorted(k for k in weights if k in own and tuple(weights[k].shape) != tuple(own[k].shape))
+    if foreign or wrong:
+        raise SystemExit(f"--init-head {run}: its head does not fit this model's ({aligner.frontend.config.projector_type}): "
+                         + (f"weights it lacks {foreign[:3]}" if foreign else f"shapes differ for {wrong[:3]}"))
+    aligner.frontend.projector.load_state_dict(weights, strict=False)
 
 
 def check_unique_rows(args, state: dict) -> None:
