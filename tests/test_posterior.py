@@ -268,3 +268,23 @@ def test_a_head_with_temporal_context_starts_as_the_mlp_reads_neighbours_once_tr
         changed = (net(moved) - net(x)).abs().amax(-1)
         assert changed[:3].min() > 0 and torch.all(changed[3:] == 0)  # position 0 reaches positions 1 and 2, no further
     assert_each_clip_alone(model, processor)
+
+
+def test_a_head_with_attention_reads_the_whole_clip_and_each_clip_alone():
+    """projector_type "attn_mlp" (frontend_base.AttentionMix after the TemporalMix): fresh, it is the conv head (its
+    blocks' maps back up are zero); once set, position 0's scores follow the clip's last position (beyond the
+    convolution's reach); in a padded batch each clip still reads no other (no attention across the padding)."""
+    model, processor = make_model("whisper", audio_frontend="posterior", projector_type="attn_mlp",
+                                  projector_hidden_size=32, frontend_config={**CTC, "posterior_top_k": 5})
+    model.audio_frontend.init_weights(0.02)
+    head = model.audio_frontend.projector
+    assert head.per_sequence and len(head.context) == 2
+    x = torch.randn(9, head.net[0].in_features)
+    with torch.no_grad():
+        torch.testing.assert_close(head(x), head.net(x))  # fresh: the conv head it holds
+        for block in head.context:
+            torch.nn.init.normal_(block.up.weight, std=0.5)
+        moved = x.clone()
+        moved[8] += 5.0
+        assert (head(moved) - head(x))[0].abs().max() > 0
+    assert_each_clip_alone(model, processor)
