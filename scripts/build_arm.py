@@ -20,6 +20,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run", required=True, help="an app.align run folder (its checkpoint/head.safetensors)")
     p.add_argument("--projector-type", default="conv_mlp", help="the run's head (configuration_audio_minichat.PROJECTOR_TYPES)")
+    p.add_argument("--encoder", default=None, help="the run's encoder (default: the offline default, Whisper tiny.en; "
+                   "whisper-base for a base run)")
     p.add_argument("--temperature", type=float, default=0.5, help="the read temperature (posterior_temperature)")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
@@ -35,7 +37,7 @@ def main(argv=None) -> int:
               "frontend_config": {**POSTERIOR_CTC_CONV_KWARGS["frontend_config"], "posterior_temperature": args.temperature}}
     with tempfile.TemporaryDirectory() as tmp:
         weights = ship_weights(run, Path(tmp) / "head.safetensors", {"run": str(run)})
-        print(build_model(DEFAULT_LLM, DEFAULT_ENCODER, Path(args.out).expanduser(), projector_weights=weights, **kwargs))
+        print(build_model(DEFAULT_LLM, args.encoder or DEFAULT_ENCODER, Path(args.out).expanduser(), projector_weights=weights, **kwargs))
     return 0
 
 
