@@ -28,11 +28,11 @@ def main(argv=None) -> int:
 
     from audio_minichat.assets.builds import POSTERIOR_CTC_CONV_KWARGS
     from audio_minichat.assets.default_build import DEFAULT_ENCODER, DEFAULT_LLM, build_model
-    from audio_minichat.training.align_posterior import ship_weights
+    from audio_minichat.training.align_posterior import head_file, ship_weights
 
     run = Path(args.run)
-    if not (run / "checkpoint" / "head.safetensors").is_file():
-        raise SystemExit(f"--run {run}: no checkpoint/head.safetensors (an app.align run folder)")
+    if not head_file(run).is_file():
+        raise SystemExit(f"--run {run}: no {head_file(run)} (an app.align run folder)")
     kwargs = {**POSTERIOR_CTC_CONV_KWARGS, "projector_type": args.projector_type,
               "frontend_config": {**POSTERIOR_CTC_CONV_KWARGS["frontend_config"], "posterior_temperature": args.temperature}}
     with tempfile.TemporaryDirectory() as tmp:

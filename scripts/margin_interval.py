@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     rng = random.Random(args.seed)
     result = {}
     for arm in [args.baseline, *args.arms]:
-        own = per_item_margins(records, arm, args.set, score)
+        own = base if arm == args.baseline else per_item_margins(records, arm, args.set, score)
         ids = [i for i in base if i in own]
         draws, diffs = [], []
         for _ in range(args.resamples):
@@ -63,10 +63,11 @@ def main(argv=None) -> int:
             diffs.append(sum(own[i] - base[i] for i in pick) / len(pick))
         mean = sum(own[i] for i in ids) / len(ids)
         diff = sum(own[i] - base[i] for i in ids) / len(ids)
-        result[arm] = {"items": len(ids), "margin": round(mean, 2), "margin_90": [round(v, 2) for v in interval(draws)],
-                       "minus_baseline": round(diff, 2), "minus_baseline_90": [round(v, 2) for v in interval(diffs)]}
-        print(f"{arm}: margin {mean:.2f} (90 %: {interval(draws)[0]:.2f} - {interval(draws)[1]:.2f}); minus "
-              f"{args.baseline}: {diff:+.2f} (90 %: {interval(diffs)[0]:+.2f} - {interval(diffs)[1]:+.2f}), {len(ids)} items")
+        (lo, hi), (dlo, dhi) = interval(draws), interval(diffs)
+        result[arm] = {"items": len(ids), "margin": round(mean, 2), "margin_90": [round(lo, 2), round(hi, 2)],
+                       "minus_baseline": round(diff, 2), "minus_baseline_90": [round(dlo, 2), round(dhi, 2)]}
+        print(f"{arm}: margin {mean:.2f} (90 %: {lo:.2f} - {hi:.2f}); minus {args.baseline}: {diff:+.2f} "
+              f"(90 %: {dlo:+.2f} - {dhi:+.2f}), {len(ids)} items")
     print(json.dumps(result))
     return 0
 

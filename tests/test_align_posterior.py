@@ -137,8 +137,8 @@ def test_rows_are_a_pure_function_of_seed_and_index_and_never_held_out():
 def test_a_run_keeps_its_unique_rows_across_resumes(tmp_path):
     args = SimpleNamespace(out=str(tmp_path), unique_rows=0)
     with pytest.raises(SystemExit, match=r"trained with --unique-rows 800, not 0"):
-        ap.check_unique_rows(args, {"step": 5, "unique_rows": 800})
-    ap.check_unique_rows(SimpleNamespace(out=str(tmp_path), unique_rows=0), {"step": 5})  # older checkpoints: fresh rows
+        ap.check_run_start(args, {"step": 5, "unique_rows": 800})
+    ap.check_run_start(SimpleNamespace(out=str(tmp_path), unique_rows=0), {"step": 5})  # older checkpoints: fresh rows
 
 
 def test_the_row_stream_hands_out_synthesised_rows_in_index_order_and_resumes(tmp_path):
@@ -225,5 +225,5 @@ def test_a_run_keeps_its_seed_head_and_first_row_across_resumes(tmp_path):
     ap.save_checkpoint(tmp_path / "run", args.aligner, args.optimizer, {**args.state, "step": 3})
     ap.initial_state(args)  # resumed with the same start
     assert args.state["step"] == 3
-    with pytest.raises(SystemExit, match=r"was started with --first-row 700, not 0"):
+    with pytest.raises(SystemExit, match=r"was trained with --first-row 700, not 0"):
         ap.initial_state(SimpleNamespace(**{**vars(args), "first_row": 0}))

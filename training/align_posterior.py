@@ -147,11 +147,16 @@ def evaluate(aligner: Aligner, sets: dict) -> dict:
 
 
 # ---- checkpoints -------------------------------------------------------------------------------------------------
+def head_file(run: Path) -> Path:
+    """Where a run folder's checkpoint keeps its head (the trained weights; the optimizer and state beside it)."""
+    return Path(run) / "checkpoint" / "head.safetensors"
+
+
 def save_checkpoint(out: Path, aligner: Aligner, optimizer, state: dict) -> None:
     folder = out / "checkpoint"
     folder.mkdir(parents=True, exist_ok=True)
     head = {k: v.detach().contiguous() for k, v in aligner.frontend.projector.state_dict().items()}
-    atomic_save_tensors(head, folder / "head.safetensors")
+    atomic_save_tensors(head, head_file(out))
     tensors, meta = flatten_state(optimizer.state_dict())
     atomic_save_tensors(tensors, folder / "optimizer.safetensors")
     atomic_write_json(folder / "state.json", {**state, "optimizer_meta": meta})  # last: the checkpoint is complete
@@ -164,7 +169,7 @@ def load_checkpoint(out: Path, aligner: Aligner, optimizer) -> dict | None:
     if not (folder / "state.json").is_file():
         return None
     state = json.loads((folder / "state.json").read_text())
-    aligner.frontend.projector.load_state_dict(load_file(str(folder / "head.safetensors")))
+    aligner.frontend.projector.load_state_dict(load_file(str(head_file(out))))
     optimizer.load_state_dict(unflatten_state(load_file(str(folder / "optimizer.safetensors")), state.pop("optimizer_meta")))
     return state
 
@@ -174,7 +179,7 @@ def ship_weights(out: Path, path: Path, provenance: dict) -> Path:
     ``posterior_ctc`` build variant), beside a JSON of where it came from and its last measures."""
     from safetensors.torch import load_file
 
-    head = load_file(str(out / "checkpoint" / "head.safetensors"))
+    head = load_file(str(head_file(out)))
     path.parent.mkdir(parents=True, exist_ok=True)
     weights = {f"projector.{k}": v.contiguous() for k, v in head.items()}
     atomic_save_tensors(weights, path, {"format": "pt", "audio_frontend": "posterior"})
@@ -273,19 +278,13 @@ def initial_state(args) -> None:
     args.base = Path(args.model) if args.model else build_base()
     args.aligner = Aligner(args.base, bf16=args.bf16)
     args.optimizer = torch.optim.AdamW(args.aligner.head_params, lr=args.lr, weight_decay=0.0)
-    unique = getattr(args, "unique_rows", 0)
-    init, first = getattr(args, "init_head", None), getattr(args, "first_row", 0)
+    start = run_start(args)
     args.state = load_checkpoint(out, args.aligner, args.optimizer)
     if args.state is None:
-        if init:
-            seed_head(args.aligner, Path(init))
-        args.state = {"step": 0, "next_row": first, "seconds": 0.0, "rows": 0, "skipped": 0, "unique_rows": unique,
-                      "init_head": str(init) if init else None, "first_row": first}
-    check_unique_rows(args, args.state)
-    for key, value in (("init_head", str(init) if init else None), ("first_row", first)):
-        if args.state.get(key, None if key == "init_head" else 0) != value:
-            raise SystemExit(f"{out / 'checkpoint'} was started with --{key.replace('_', '-')} {args.state.get(key)}, "
-                             f"not {value}: a run keeps its start (start another --out for another arm)")
+        if start["init_head"]:
+            seed_head(args.aligner, Path(start["init_head"]))
+        args.state = {"step": 0, "next_row": start["first_row"], "seconds": 0.0, "rows": 0, "skipped": 0, **start}
+    check_run_start(args, args.state)
     if args.state["step"]:
         print(f"[align] resumed at step {args.state['step']} (row {args.state['next_row']})", flush=True)
 
@@ -296,7 +295,7 @@ def seed_head(aligner: Aligner, run: Path) -> None:
     ``conv_mlp`` one: its attention blocks, which start silent, so it starts as that head)."""
     from safetensors.torch import load_file
 
-    path = run / "checkpoint" / "head.safetensors"
+    path = head_file(run)
     if not path.is_file():
         raise SystemExit(f"--init-head {run}: {path} does not exist (a run folder of app.align with a checkpoint)")
     weights = load_file(str(path))
@@ -309,12 +308,25 @@ def seed_head(aligner: Aligner, run: Path) -> None:
     aligner.frontend.projector.load_state_dict(weights, strict=False)
 
 
-def check_unique_rows(args, state: dict) -> None:
-    """A resumed run keeps the rows it started with (``--unique-rows``; checkpoints from before it: 0, every row fresh)."""
-    unique, kept = getattr(args, "unique_rows", 0), state.get("unique_rows", 0)
-    if kept != unique:
-        raise SystemExit(f"{Path(args.out) / 'checkpoint'} was trained with --unique-rows {kept}, not {unique}: a run keeps "
-                         "its rows (start another --out for another arm)")
+# What a run keeps from its start (in its checkpoint's state), with the value of checkpoints written before the option.
+RUN_START = {"unique_rows": 0, "init_head": None, "first_row": 0}
+
+
+def run_start(args) -> dict:
+    """The options a run keeps from its start (``RUN_START``), as given now."""
+    start = {key: getattr(args, key, default) for key, default in RUN_START.items()}
+    start["init_head"] = str(start["init_head"]) if start["init_head"] else None
+    return start
+
+
+def check_run_start(args, state: dict) -> None:
+    """A resumed run keeps its start: the rows (``--unique-rows``, ``--first-row``) and the head it was seeded by
+    (``--init-head``); checkpoints from before an option hold its default."""
+    for key, value in run_start(args).items():
+        kept = state.get(key, RUN_START[key])
+        if kept != value:
+            raise SystemExit(f"{Path(args.out) / 'checkpoint'} was trained with --{key.replace('_', '-')} {kept}, not "
+                             f"{value}: a run keeps its start (start another --out for another arm)")
 
 
 def finish(args) -> None:
